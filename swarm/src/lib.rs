@@ -1,0 +1,1 @@
+//! burrow-swarm: everything a peer in a BitTorrent swarm does.
