@@ -1,1 +1,6 @@
-//! burrow-swarm: everything a peer in a BitTorrent swarm does.
+//! burrow-swarm: everything a peer in a BitTorrent swarm does — torrent descriptions, the
+//! peer wire, trackers, storage and piece picking, and the connectivity that keeps a swarm
+//! connected when its members sit behind NATs.
+
+pub mod metainfo;
+pub mod types;
