@@ -3,4 +3,5 @@
 //! connected when its members sit behind NATs.
 
 pub mod metainfo;
+pub mod wire;
 pub mod types;
