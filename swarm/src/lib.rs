@@ -3,5 +3,6 @@
 //! connected when its members sit behind NATs.
 
 pub mod metainfo;
+pub mod torrent;
 pub mod wire;
 pub mod types;

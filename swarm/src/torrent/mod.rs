@@ -1,0 +1,7 @@
+//! One torrent: which pieces we have and want, which blocks to request, the choking of peers,
+//! where bytes live on disk, and the task that ties it together.
+
+pub mod bitfield;
+pub mod picker;
+pub mod resume;
+pub mod storage;
