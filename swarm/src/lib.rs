@@ -2,7 +2,9 @@
 //! peer wire, trackers, storage and piece picking, and the connectivity that keeps a swarm
 //! connected when its members sit behind NATs.
 
+pub mod connectivity;
 pub mod metainfo;
+pub mod peer;
 pub mod torrent;
 pub mod wire;
 pub mod types;

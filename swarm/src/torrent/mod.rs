@@ -2,6 +2,8 @@
 //! where bytes live on disk, and the task that ties it together.
 
 pub mod bitfield;
+pub mod choker;
+pub mod core;
 pub mod picker;
 pub mod resume;
 pub mod storage;

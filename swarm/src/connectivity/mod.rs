@@ -1,0 +1,41 @@
+//! The swarm-level connectivity policy: whom to dial, by which route, and when to give up on
+//! a peer. Spending little on any one unreachable peer, and keeping enough connections that
+//! the swarm's connection graph stays connected.
+
+mod pool;
+
+pub use pool::{PeerPool, PeerSource, MAX_KNOWN_PEERS};
+
+/// How a connection came about; counted per route for the progress line, `nat-check` and
+/// the daemon's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// We dialled over TCP.
+    OutgoingTcp,
+    /// We dialled over µTP.
+    OutgoingUtp,
+    /// The peer dialled us over TCP.
+    IncomingTcp,
+    /// The peer dialled us over µTP.
+    IncomingUtp,
+    /// Made by a ut_holepunch rendezvous.
+    Holepunched,
+}
+
+impl Route {
+    /// Short label used in logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::OutgoingTcp => "outgoing_tcp",
+            Route::OutgoingUtp => "outgoing_utp",
+            Route::IncomingTcp => "incoming_tcp",
+            Route::IncomingUtp => "incoming_utp",
+            Route::Holepunched => "holepunched",
+        }
+    }
+
+    /// Whether we initiated the connection.
+    pub fn is_outgoing(self) -> bool {
+        matches!(self, Route::OutgoingTcp | Route::OutgoingUtp)
+    }
+}

@@ -1,0 +1,386 @@
+//! The torrent's protocol core, sans-IO: it holds every connected peer's state, the picker,
+//! the pieces being assembled and the choker, takes events (peer connected, messages, piece
+//! checked, tick) with the time, and returns actions (send, serve a block, verify a piece,
+//! close) for the driver in `task` to carry out. Nothing here touches a socket or a clock.
+
+mod messages;
+mod metadata;
+mod requests;
+mod tick;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::bitfield::Bitfield;
+use super::choker::Choker;
+use super::picker::{Has, Picker};
+use crate::metainfo::Info;
+use crate::peer::{PeerHas, PeerKey, PeerState};
+use crate::types::{BlockRef, InfoHash, PeerId};
+use crate::wire::{ExtHandshake, Message, LOCAL_EXTENSIONS};
+
+pub use metadata::MetadataFetch;
+
+/// Settings of one torrent's core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Upload slots (one of them optimistic).
+    pub upload_slots: usize,
+    /// Memory for pieces being assembled; caps how many pieces are downloaded at once.
+    pub max_partial_bytes: u64,
+    /// Client name sent in the extension handshake.
+    pub client: String,
+    /// Our TCP listen port, sent as `p` (the mapped external port when known).
+    pub listen_port: Option<u16>,
+    /// How many outstanding requests we accept from one peer (our `reqq`).
+    pub our_reqq: u32,
+    /// Keep connections to peers after completion to seed.
+    pub seed: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            upload_slots: 8,
+            max_partial_bytes: 32 * 1024 * 1024,
+            client: concat!("burrow ", env!("CARGO_PKG_VERSION")).to_string(),
+            listen_port: None,
+            our_reqq: 500,
+            seed: true,
+        }
+    }
+}
+
+/// Why the core closes a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// It broke the protocol.
+    Protocol(String),
+    /// Its data failed verification too often.
+    Banned,
+    /// Both sides are seeds, or it is otherwise of no use.
+    Useless,
+    /// A connection with the same peer id exists, or it is ourselves.
+    Duplicate,
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Send a message.
+    Send(PeerKey, Message),
+    /// Read a block from storage and send it as a `piece` message.
+    Serve(PeerKey, BlockRef),
+    /// The peer cancelled a request: do not send it if not yet sent.
+    CancelServe(PeerKey, BlockRef),
+    /// We choked the peer: drop its queued requests.
+    ClearServes(PeerKey),
+    /// Close the connection.
+    Close(PeerKey, CloseReason),
+    /// Hash a completed piece and, if it matches, write it; answer with `piece_checked`.
+    Verify {
+        /// Piece index.
+        piece: u32,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// The info dictionary arrived (magnet links): set up storage, check it, then `attach`.
+    MetadataReady(Arc<Info>),
+    /// A piece was verified and written.
+    PieceVerified(u32),
+    /// Every wanted piece is verified.
+    Completed,
+    /// A peer's IP is banned for bad data.
+    Ban(IpAddr),
+    /// A peer told us its DHT port (BEP 5 `port`).
+    DhtNode(SocketAddr),
+}
+
+/// Where the torrent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Fetching the info dictionary from peers.
+    FetchingMetadata,
+    /// Info known; checking files on disk.
+    Checking,
+    /// Downloading.
+    Downloading,
+    /// All wanted pieces verified.
+    Complete,
+}
+
+/// Counters for the progress line and RPC.
+#[derive(Debug, Clone, Default)]
+pub struct CoreStats {
+    /// Connected peers.
+    pub peers: usize,
+    /// Connected peers that are seeds.
+    pub seeds: usize,
+    /// Peers that have us unchoked.
+    pub unchoked_by: usize,
+    /// Payload download rate, bytes/s.
+    pub download_rate: f64,
+    /// Payload upload rate, bytes/s.
+    pub upload_rate: f64,
+    /// Payload bytes received this session.
+    pub downloaded: u64,
+    /// Payload bytes sent this session.
+    pub uploaded: u64,
+    /// Bytes received that we could not use (duplicates, failed pieces).
+    pub wasted: u64,
+    /// Pieces that failed verification.
+    pub hash_failures: u32,
+}
+
+struct Assembly {
+    buf: Vec<u8>,
+    /// IPs that sent blocks of this piece: blamed if it fails.
+    contributors: Vec<IpAddr>,
+}
+
+/// The sans-IO core of one torrent.
+pub struct TorrentCore {
+    info_hash: InfoHash,
+    our_id: PeerId,
+    config: CoreConfig,
+    info: Option<Arc<Info>>,
+    phase: Phase,
+    picker: Option<Picker>,
+    peers: HashMap<PeerKey, PeerState>,
+    assembling: HashMap<u32, Assembly>,
+    spare_buffers: Vec<Vec<u8>>,
+    metadata: MetadataFetch,
+    choker: Choker,
+    last_choke: Option<Instant>,
+    strikes: HashMap<IpAddr, u32>,
+    actions: VecDeque<Action>,
+    stats: CoreStats,
+    rng: u64,
+}
+
+/// Most spare piece buffers kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 4;
+/// Failed pieces a peer may take part in before it is banned (a sole contributor counts 3).
+pub const MAX_HASH_STRIKES: u32 = 6;
+
+impl TorrentCore {
+    /// A core for a torrent known by `info_hash`; `info` is `None` for magnet links.
+    pub fn new(info_hash: InfoHash, our_id: PeerId, info: Option<Arc<Info>>, config: CoreConfig, seed: u64) -> TorrentCore {
+        let phase = if info.is_some() { Phase::Checking } else { Phase::FetchingMetadata };
+        TorrentCore {
+            info_hash,
+            our_id,
+            choker: Choker::new(config.upload_slots, seed),
+            config,
+            info,
+            phase,
+            picker: None,
+            peers: HashMap::new(),
+            assembling: HashMap::new(),
+            spare_buffers: Vec::new(),
+            metadata: MetadataFetch::default(),
+            last_choke: None,
+            strikes: HashMap::new(),
+            actions: VecDeque::new(),
+            stats: CoreStats::default(),
+            rng: seed | 1,
+        }
+    }
+
+    /// The torrent's info-hash.
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+    /// The info dictionary, once known.
+    pub fn info(&self) -> Option<&Arc<Info>> {
+        self.info.as_ref()
+    }
+    /// Where the torrent stands.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    /// Verified pieces (empty before `attach`).
+    pub fn have(&self) -> Option<&Bitfield> {
+        self.picker.as_ref().map(|p| p.have())
+    }
+    /// Counters.
+    pub fn stats(&self) -> CoreStats {
+        let mut s = self.stats.clone();
+        s.peers = self.peers.len();
+        s.seeds = self.peers.values().filter(|p| p.is_seed()).count();
+        s.unchoked_by = self.peers.values().filter(|p| !p.peer_choking).count();
+        s.download_rate = self.peers.values().map(|p| p.down.rate()).sum();
+        s.upload_rate = self.peers.values().map(|p| p.up.rate()).sum();
+        s
+    }
+    /// Connected peers.
+    pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerState)> {
+        self.peers.iter()
+    }
+    /// Changes the listen port announced to peers that connect from now on.
+    pub fn set_listen_port(&mut self, port: Option<u16>) {
+        self.config.listen_port = port;
+    }
+    /// Stops downloading pieces outside `wanted` (BEP 53 `so`, file selection).
+    pub fn set_wanted(&mut self, wanted: Bitfield) {
+        if let Some(p) = &mut self.picker {
+            p.set_wanted(wanted);
+            self.after_have_changed();
+        }
+    }
+    /// The next action for the driver.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn send(&mut self, key: PeerKey, msg: Message) {
+        self.actions.push_back(Action::Send(key, msg));
+    }
+
+    /// Storage was checked: `have` is what is on disk. Starts downloading.
+    pub fn attach(&mut self, have: Bitfield) {
+        let info = self.info.clone().expect("attach needs the info dictionary");
+        let max_partial = (self.config.max_partial_bytes / info.piece_length as u64).max(2) as usize;
+        let seed = self.next_rand();
+        let mut picker = Picker::new(info.piece_length, info.total_length, have, max_partial, seed);
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in &keys {
+            let p = self.peers.get_mut(k).expect("present");
+            resolve_pending(p, info.piece_count());
+            add_to_picker(&mut picker, &p.has);
+        }
+        let have_now: Vec<u32> = picker.have().ones().collect();
+        self.picker = Some(picker);
+        self.phase = Phase::Downloading;
+        for k in keys {
+            for &i in &have_now {
+                self.send(k, Message::Have(crate::types::PieceIndex(i)));
+            }
+        }
+        self.after_have_changed();
+        self.check_complete();
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// A connection finished its handshake and joins the torrent.
+    pub fn peer_connected(&mut self, key: PeerKey, state: PeerState, now: Instant) {
+        if state.peer_id() == self.our_id {
+            self.actions.push_back(Action::Close(key, CloseReason::Duplicate));
+            return;
+        }
+        if self.peers.values().any(|p| p.peer_id() == state.peer_id()) {
+            self.actions.push_back(Action::Close(key, CloseReason::Duplicate));
+            return;
+        }
+        let extensions = state.handshake.supports_extensions();
+        let fast = state.handshake.supports_fast();
+        let yourip = Some(state.addr.ip());
+        self.peers.insert(key, state);
+        if extensions {
+            let complete = self.phase == Phase::Complete;
+            let hs = ExtHandshake {
+                ids: if self.is_private() { crate::wire::ExtensionIds { ut_pex: None, ..LOCAL_EXTENSIONS } } else { LOCAL_EXTENSIONS },
+                client: Some(self.config.client.clone()),
+                listen_port: self.config.listen_port,
+                yourip,
+                reqq: Some(self.config.our_reqq),
+                metadata_size: self.info.as_ref().map(|i| i.raw.len() as u32),
+                upload_only: complete && self.config.seed,
+                ..Default::default()
+            };
+            self.send(key, Message::Extended { id: 0, payload: hs.encode().into() });
+        }
+        match self.picker.as_ref().map(|p| p.have()) {
+            Some(h) if h.is_full() && fast => self.send(key, Message::HaveAll),
+            Some(h) if h.count() > 0 => {
+                let wire = h.to_wire();
+                self.send(key, Message::Bitfield(wire.into()));
+            }
+            _ if fast => self.send(key, Message::HaveNone),
+            _ => {}
+        }
+        self.maybe_fast_unchoke(key, now);
+    }
+
+    /// A connection ended.
+    pub fn peer_closed(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.remove(&key) else { return };
+        if let Some(picker) = &mut self.picker {
+            for r in &p.outstanding {
+                picker.request_failed(r);
+            }
+            add_or_remove(picker, &p.has, false);
+        }
+        self.metadata.peer_gone(key);
+    }
+
+    /// Bytes the driver sent as block payload to `key` since the last call.
+    pub fn record_upload(&mut self, key: PeerKey, bytes: u64) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.up.add(bytes);
+            self.stats.uploaded += bytes;
+        }
+    }
+
+    fn is_private(&self) -> bool {
+        self.info.as_ref().is_some_and(|i| i.private)
+    }
+
+    fn check_complete(&mut self) {
+        let Some(picker) = &self.picker else { return };
+        if self.phase != Phase::Complete && picker.is_complete() {
+            self.phase = Phase::Complete;
+            self.actions.push_back(Action::Completed);
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                let p = &self.peers[&k];
+                if p.upload_only() || !self.config.seed {
+                    self.actions.push_back(Action::Close(k, CloseReason::Useless));
+                }
+            }
+        } else if self.phase == Phase::Complete && !picker.is_complete() {
+            // More files were selected after completion.
+            self.phase = Phase::Downloading;
+        }
+    }
+}
+
+/// Turns a peer's pre-metadata announcements into a bitfield once the piece count is known.
+fn resolve_pending(p: &mut PeerState, count: u32) {
+    if let PeerHas::Pending { bitfield, haves } = &p.has {
+        let mut b = bitfield.as_ref().and_then(|raw| Bitfield::from_wire(raw, count)).unwrap_or_else(|| Bitfield::new(count));
+        for &i in haves {
+            b.set(i, true);
+        }
+        p.has = if b.is_full() { PeerHas::All } else { PeerHas::Some(b) };
+    }
+}
+
+fn add_to_picker(picker: &mut Picker, has: &PeerHas) {
+    add_or_remove(picker, has, true);
+}
+
+fn add_or_remove(picker: &mut Picker, has: &PeerHas, add: bool) {
+    let h = match has {
+        PeerHas::All => Has::All,
+        PeerHas::Some(b) => Has::Some(b),
+        _ => return,
+    };
+    if add {
+        picker.add_peer(h)
+    } else {
+        picker.remove_peer(h)
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

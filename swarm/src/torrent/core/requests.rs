@@ -1,0 +1,65 @@
+//! Keeping each peer's request pipeline full: as many outstanding requests as its rate
+//! justifies (so a fast peer on a long path is never idle) but within what it accepts.
+
+use std::time::Instant;
+
+use super::{Action, Phase, TorrentCore};
+use crate::peer::{PeerHas, PeerKey};
+use crate::torrent::picker::Has;
+use crate::types::{BlockRef, BLOCK_SIZE};
+use crate::wire::Message;
+
+/// Fewest requests kept outstanding to a peer that is not snubbed.
+pub const MIN_REQUESTS: usize = 16;
+/// Most requests outstanding to one peer, whatever it accepts.
+pub const MAX_REQUESTS: usize = 1000;
+/// Seconds of the peer's current rate worth of requests kept outstanding.
+pub const REQUEST_QUEUE_SECONDS: f64 = 2.0;
+
+impl TorrentCore {
+    /// Sends requests to `key` until its pipeline is full.
+    pub(super) fn fill_requests(&mut self, key: PeerKey, _now: Instant) {
+        if self.phase != Phase::Downloading {
+            return;
+        }
+        let Some(picker) = &mut self.picker else { return };
+        let Some(p) = self.peers.get_mut(&key) else { return };
+        if p.peer_choking || !p.am_interested {
+            return;
+        }
+        let reqq = p.ext.as_ref().and_then(|e| e.reqq).map_or(250, |q| q as usize).clamp(1, MAX_REQUESTS);
+        let by_rate = (p.down.rate() * REQUEST_QUEUE_SECONDS / BLOCK_SIZE as f64) as usize;
+        p.max_requests = if p.snubbed { 1 } else { by_rate.max(MIN_REQUESTS).min(reqq) };
+        if p.outstanding.len() >= p.max_requests {
+            return;
+        }
+        // Refill in batches of at least a quarter of the pipeline: fewer, larger writes.
+        let room = p.max_requests - p.outstanding.len();
+        if room < (p.max_requests / 4).max(1) && !p.outstanding.is_empty() {
+            return;
+        }
+        let has = match &p.has {
+            PeerHas::All => Has::All,
+            PeerHas::Some(b) => Has::Some(b),
+            _ => return,
+        };
+        let mut picked: Vec<BlockRef> = Vec::with_capacity(room);
+        let outstanding = &p.outstanding;
+        picker.pick(has, room, |r| outstanding.contains(r), &mut picked);
+        for r in picked {
+            p.outstanding.insert(r);
+            self.actions.push_back(Action::Send(key, Message::Request(r)));
+        }
+    }
+
+    /// Unchokes an interested peer at once when an upload slot is free, rather than making it
+    /// wait for the next choke round.
+    pub(super) fn maybe_fast_unchoke(&mut self, key: PeerKey, _now: Instant) {
+        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        let Some(p) = self.peers.get_mut(&key) else { return };
+        if p.peer_interested && p.am_choking && unchoked < self.choker.slots() && self.picker.is_some() {
+            p.am_choking = false;
+            self.send(key, Message::Unchoke);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Cores driven against each other in memory with a fake clock: whole downloads, magnet
+//! metadata exchange and bans, with no sockets and no sleeps.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha1::{Digest, Sha1};
+
+use super::*;
+use crate::connectivity::Route;
+use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
+use crate::types::PieceIndex;
+use crate::wire::Handshake;
+
+struct Node {
+    core: TorrentCore,
+    data: Vec<u8>,
+    /// Flip a byte in every block this node serves.
+    corrupt: bool,
+    completed: bool,
+}
+
+fn torrent(len: usize, piece_length: u32) -> (Arc<Info>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+    std::fs::write(dir.path().join("f"), &data).unwrap();
+    let t = create_torrent(&dir.path().join("f"), &CreateOptions { piece_length: Some(piece_length), ..Default::default() }).unwrap();
+    (Arc::new(Metainfo::from_bytes(&t).unwrap().info), data)
+}
+
+fn node(info: &Arc<Info>, data: Option<&[u8]>, id: u8, magnet: bool) -> Node {
+    let core_info = if magnet { None } else { Some(info.clone()) };
+    let mut core = TorrentCore::new(info.info_hash, PeerId([id; 20]), core_info, CoreConfig::default(), id as u64);
+    let have = if data.is_some() { Bitfield::full(info.piece_count()) } else { Bitfield::new(info.piece_count()) };
+    if !magnet {
+        core.attach(have);
+    }
+    Node { core, data: data.map(|d| d.to_vec()).unwrap_or_else(|| vec![0; info.total_length as usize]), corrupt: false, completed: false }
+}
+
+fn connect(nodes: &mut [Node], a: usize, b: usize, now: Instant) {
+    // Peer key in node x for node y is y.
+    let hs = |n: &Node, id: usize| Handshake::ours(n.core.info_hash(), PeerId([id as u8 + 1; 20]));
+    let ha = hs(&nodes[a], a);
+    let hb = hs(&nodes[b], b);
+    let addr = |i: usize| SocketAddr::from(([10, 0, 0, i as u8 + 1], 6881));
+    nodes[a].core.peer_connected(b as u64, PeerState::new(addr(b), hb, Route::OutgoingTcp, now), now);
+    nodes[b].core.peer_connected(a as u64, PeerState::new(addr(a), ha, Route::IncomingTcp, now), now);
+}
+
+/// Runs actions until quiet; returns the number of messages delivered.
+fn pump(nodes: &mut [Node], now: Instant) -> usize {
+    let mut delivered = 0;
+    loop {
+        let mut progressed = false;
+        for i in 0..nodes.len() {
+            while let Some(a) = nodes[i].core.poll_action() {
+                progressed = true;
+                match a {
+                    Action::Send(to, m) => {
+                        delivered += 1;
+                        nodes[to as usize].core.peer_messages(i as u64, [m], now);
+                    }
+                    Action::Serve(to, r) => {
+                        let info = nodes[i].core.info().unwrap().clone();
+                        let start = info.piece_offset(r.piece) as usize + r.offset as usize;
+                        let mut block = nodes[i].data[start..start + r.len as usize].to_vec();
+                        if nodes[i].corrupt {
+                            block[0] ^= 0xff;
+                        }
+                        nodes[i].core.record_upload(to, r.len as u64);
+                        let m = Message::Piece { piece: r.piece, offset: r.offset, data: block.into() };
+                        nodes[to as usize].core.peer_messages(i as u64, [m], now);
+                    }
+                    Action::Verify { piece, data } => {
+                        let info = nodes[i].core.info().unwrap().clone();
+                        let ok = Sha1::digest(&data).as_slice() == info.pieces[piece as usize].0;
+                        if ok {
+                            let start = info.piece_offset(PieceIndex(piece)) as usize;
+                            nodes[i].data[start..start + data.len()].copy_from_slice(&data);
+                        }
+                        nodes[i].core.piece_checked(piece, ok, data);
+                    }
+                    Action::MetadataReady(_) => {
+                        let n = nodes[i].core.info().unwrap().piece_count();
+                        nodes[i].core.attach(Bitfield::new(n));
+                    }
+                    Action::Completed => nodes[i].completed = true,
+                    Action::Close(peer, _) => {
+                        nodes[i].core.peer_closed(peer);
+                        nodes[peer as usize].core.peer_closed(i as u64);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !progressed {
+            return delivered;
+        }
+    }
+}
+
+fn run(nodes: &mut [Node], secs: u64) -> Instant {
+    let mut now = Instant::now();
+    for _ in 0..secs {
+        pump(nodes, now);
+        if nodes.iter().all(|n| n.completed) {
+            break;
+        }
+        now += Duration::from_secs(1);
+        for n in nodes.iter_mut() {
+            n.core.tick(now);
+        }
+    }
+    pump(nodes, now);
+    now
+}
+
+#[test]
+fn leecher_downloads_everything_from_a_seed() {
+    let (info, data) = torrent(1_000_000, 64 * 1024);
+    let mut nodes = vec![node(&info, Some(&data), 1, false), node(&info, None, 2, false)];
+    nodes[0].completed = true;
+    connect(&mut nodes, 1, 0, Instant::now());
+    run(&mut nodes, 30);
+    assert!(nodes[1].completed);
+    assert_eq!(nodes[1].data, data);
+    assert_eq!(nodes[1].core.phase(), Phase::Complete);
+    let s = nodes[1].core.stats();
+    assert_eq!(s.downloaded, 1_000_000);
+    assert_eq!(s.hash_failures, 0);
+    // Both were seeds after completion: the connection is closed as useless.
+    assert_eq!(s.peers, 0);
+}
+
+#[test]
+fn magnet_leecher_fetches_metadata_then_data() {
+    let (info, data) = torrent(300_000, 16 * 1024);
+    assert!(info.raw.len() > 300, "metadata spans more than a trivial message");
+    let mut nodes = vec![node(&info, Some(&data), 1, false), node(&info, None, 2, true)];
+    nodes[0].completed = true;
+    assert_eq!(nodes[1].core.phase(), Phase::FetchingMetadata);
+    connect(&mut nodes, 1, 0, Instant::now());
+    run(&mut nodes, 30);
+    assert_eq!(nodes[1].core.info().unwrap().info_hash, info.info_hash);
+    assert!(nodes[1].completed);
+    assert_eq!(nodes[1].data, data);
+}
+
+#[test]
+fn three_leechers_share_pieces_with_one_seed() {
+    let (info, data) = torrent(2_000_000, 32 * 1024);
+    let mut nodes = vec![node(&info, Some(&data), 1, false)];
+    for id in 2..5 {
+        nodes.push(node(&info, None, id, false));
+    }
+    nodes[0].completed = true;
+    let now = Instant::now();
+    for a in 0..4 {
+        for b in a + 1..4 {
+            connect(&mut nodes, a, b, now);
+        }
+    }
+    run(&mut nodes, 60);
+    for n in &nodes[1..] {
+        assert!(n.completed);
+        assert_eq!(n.data, data);
+    }
+    let traded: u64 = nodes[1..].iter().map(|n| n.core.stats().uploaded).sum();
+    assert!(traded > 0, "leechers uploaded to each other");
+}
+
+#[test]
+fn a_peer_sending_bad_data_is_banned_and_the_good_peer_finishes() {
+    let (info, data) = torrent(500_000, 16 * 1024);
+    let mut nodes = vec![node(&info, Some(&data), 1, false), node(&info, None, 2, false), node(&info, Some(&data), 3, false)];
+    nodes[0].corrupt = true;
+    nodes[0].completed = true;
+    nodes[2].completed = true;
+    let now = Instant::now();
+    connect(&mut nodes, 1, 0, now);
+    pump(&mut nodes, now);
+    let banned_before = nodes[1].core.stats().hash_failures;
+    assert!(banned_before >= 1);
+    assert!(nodes[1].core.peers().all(|(k, _)| *k != 0), "the corrupting peer was dropped");
+    connect(&mut nodes, 1, 2, now);
+    run(&mut nodes, 60);
+    assert!(nodes[1].completed);
+    assert_eq!(nodes[1].data, data);
+}
+
+#[test]
+fn requests_are_validated_and_rejected_when_choked() {
+    let (info, data) = torrent(100_000, 16 * 1024);
+    let mut seed = node(&info, Some(&data), 1, false);
+    let now = Instant::now();
+    let hs = Handshake::ours(info.info_hash, PeerId([9; 20]));
+    seed.core.peer_connected(7, PeerState::new(SocketAddr::from(([10, 0, 0, 9], 1)), hs, Route::IncomingTcp, now), now);
+    while seed.core.poll_action().is_some() {}
+    let bad = BlockRef { piece: PieceIndex(0), offset: 0, len: 16384 };
+    seed.core.peer_messages(7, [Message::Request(bad)], now);
+    assert!(matches!(seed.core.poll_action(), Some(Action::Send(7, Message::Reject(_)))), "choked: rejected");
+    seed.core.peer_messages(7, [Message::Interested], now);
+    assert!(matches!(seed.core.poll_action(), Some(Action::Send(7, Message::Unchoke))));
+    let past_end = BlockRef { piece: PieceIndex(6), offset: 16384, len: 16384 };
+    seed.core.peer_messages(7, [Message::Request(past_end)], now);
+    assert!(matches!(seed.core.poll_action(), Some(Action::Send(7, Message::Reject(_)))));
+    seed.core.peer_messages(7, [Message::Request(bad)], now);
+    assert!(matches!(seed.core.poll_action(), Some(Action::Serve(7, r)) if r == bad));
+    // A have for a piece beyond the torrent is a protocol violation.
+    seed.core.peer_messages(7, [Message::Have(PieceIndex(999))], now);
+    assert!(matches!(seed.core.poll_action(), Some(Action::Close(7, CloseReason::Protocol(_)))));
+}
+
+#[test]
+fn duplicate_and_self_connections_are_closed() {
+    let (info, _) = torrent(10_000, 16 * 1024);
+    let mut n = node(&info, None, 1, false);
+    let now = Instant::now();
+    let addr = SocketAddr::from(([10, 0, 0, 2], 1));
+    n.core.peer_connected(1, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([1; 20])), Route::IncomingTcp, now), now);
+    assert!(matches!(n.core.poll_action(), Some(Action::Close(1, CloseReason::Duplicate))));
+    n.core.peer_connected(2, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([5; 20])), Route::IncomingTcp, now), now);
+    while n.core.poll_action().is_some() {}
+    n.core.peer_connected(3, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([5; 20])), Route::IncomingTcp, now), now);
+    assert!(matches!(n.core.poll_action(), Some(Action::Close(3, CloseReason::Duplicate))));
+}
