@@ -6,5 +6,6 @@ pub mod connectivity;
 pub mod metainfo;
 pub mod peer;
 pub mod torrent;
+pub mod tracker;
 pub mod wire;
 pub mod types;

@@ -11,6 +11,7 @@ mod torrent;
 pub use create::{create_torrent, CreateOptions};
 pub use info::{FileEntry, Info};
 pub use magnet::Magnet;
+pub(crate) use magnet::percent_encode_bytes;
 pub use path::sanitize_component;
 pub use torrent::Metainfo;
 

@@ -15,6 +15,7 @@ pub use holepunch::{HolepunchError, HolepunchMsg, HolepunchType};
 pub use message::{Message, MessageId, MAX_MESSAGE_LEN, MAX_PIECE_MESSAGE_LEN};
 pub use metadata::{MetadataMsg, METADATA_PIECE_SIZE};
 pub use pex::{PexFlags, PexMessage, PexPeer, MAX_PEX_PEERS};
+pub(crate) use pex::parse_compact;
 
 /// Why bytes from a peer could not be understood. Any of these ends the connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
