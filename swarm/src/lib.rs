@@ -5,6 +5,7 @@
 pub mod connectivity;
 pub mod metainfo;
 pub mod peer;
+pub mod session;
 pub mod torrent;
 pub mod tracker;
 pub mod wire;

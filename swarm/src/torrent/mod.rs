@@ -7,3 +7,5 @@ pub mod core;
 pub mod picker;
 pub mod resume;
 pub mod storage;
+pub mod status;
+pub mod task;

@@ -43,6 +43,12 @@ pub struct Storage {
     handles: Mutex<Handles>,
 }
 
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("root", &self.root).field("files", &self.files.len()).finish()
+    }
+}
+
 impl Storage {
     /// Maps `info`'s files under `root`. Nothing is created until the first write.
     pub fn new(info: &Info, root: impl Into<PathBuf>) -> Storage {
@@ -53,6 +59,11 @@ impl Storage {
             total_length: info.total_length,
             handles: Mutex::default(),
         }
+    }
+
+    /// Byte offset of piece `piece` in the torrent's byte stream.
+    pub fn piece_offset(&self, piece: crate::types::PieceIndex) -> u64 {
+        piece.0 as u64 * self.piece_length as u64
     }
 
     /// The download folder.

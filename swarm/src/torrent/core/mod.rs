@@ -205,14 +205,18 @@ impl TorrentCore {
     pub fn have(&self) -> Option<&Bitfield> {
         self.picker.as_ref().map(|p| p.have())
     }
+    /// Pieces the user wants (empty before `attach`).
+    pub fn wanted(&self) -> Option<&Bitfield> {
+        self.picker.as_ref().map(|p| p.wanted())
+    }
     /// Counters.
     pub fn stats(&self) -> CoreStats {
         let mut s = self.stats.clone();
         s.peers = self.peers.len();
         s.seeds = self.peers.values().filter(|p| p.is_seed()).count();
         s.unchoked_by = self.peers.values().filter(|p| !p.peer_choking).count();
-        s.download_rate = self.peers.values().map(|p| p.down.rate()).sum();
-        s.upload_rate = self.peers.values().map(|p| p.up.rate()).sum();
+        s.download_rate = self.peers.values().fold(0.0, |acc, p| acc + p.down.rate());
+        s.upload_rate = self.peers.values().fold(0.0, |acc, p| acc + p.up.rate());
         s
     }
     /// Connected peers.

@@ -1,0 +1,97 @@
+//! The command line: one file per subcommand.
+
+mod create;
+mod download;
+mod progress;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A BitTorrent client that keeps peers behind NATs full members of the swarm.
+#[derive(Parser, Debug)]
+#[command(name = "burrow", version, about)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download a torrent from a magnet link or a .torrent file.
+    Download(download::DownloadArgs),
+    /// Seed a torrent from data already on disk.
+    Seed(download::SeedArgs),
+    /// Make a .torrent file from a file or folder.
+    Create(create::CreateArgs),
+}
+
+/// Options shared by commands that join a swarm.
+#[derive(Args, Debug, Clone)]
+pub struct SwarmArgs {
+    /// Port for incoming peers (TCP).
+    #[arg(long, default_value_t = 51413)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen: std::net::IpAddr,
+    /// Connect to this peer directly (repeatable).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Where resume data is kept.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl SwarmArgs {
+    /// Resolves `--peer` values.
+    pub async fn resolve_peers(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let mut out = Vec::new();
+        for p in &self.peers {
+            let mut addrs = tokio::net::lookup_host(p.as_str())
+                .await
+                .map_err(|e| anyhow::anyhow!("--peer {p}: {e}"))?;
+            out.push(addrs.next().ok_or_else(|| anyhow::anyhow!("--peer {p}: no address"))?);
+        }
+        Ok(out)
+    }
+
+    /// Session settings from these options.
+    pub fn session_config(&self) -> burrow_swarm::session::SessionConfig {
+        let mut c = burrow_swarm::session::SessionConfig { listen_port: self.port, listen_ip: self.listen, ..Default::default() };
+        if let Some(d) = &self.state_dir {
+            c.state_dir = d.clone();
+        }
+        c
+    }
+}
+
+/// Sets up logging to stderr.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,burrow=info,burrow_swarm=info",
+        1 => "info,burrow=debug,burrow_swarm=debug,burrow_dht=debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// Runs the chosen command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Download(a) => download::download(a).await,
+        Command::Seed(a) => download::seed(a).await,
+        Command::Create(a) => create::create(a),
+    }
+}

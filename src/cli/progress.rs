@@ -1,0 +1,102 @@
+//! Progress display: a bar on a terminal; a plain line every few seconds otherwise (logs,
+//! pipes, CI).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use burrow_swarm::torrent::status::{TorrentState, TorrentStatus};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How often a plain progress line is printed when stderr is not a terminal.
+const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+    last_state: Option<&'static str>,
+}
+
+/// Bytes in binary units.
+pub fn human_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn human_eta(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn summary(st: &TorrentStatus) -> String {
+    let routes: Vec<String> = st.routes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let eta = st.eta_secs().map(|s| format!(" eta {}", human_eta(s))).unwrap_or_default();
+    format!(
+        "{} {:.1}% {}/{} ↓{}/s ↑{}/s peers {} ({} seeds){}{}",
+        st.state.label(),
+        st.progress() * 100.0,
+        human_bytes(st.verified_bytes as f64),
+        human_bytes(st.wanted_bytes as f64),
+        human_bytes(st.download_rate),
+        human_bytes(st.upload_rate),
+        st.peers,
+        st.seeds,
+        eta,
+        if routes.is_empty() { String::new() } else { format!(" [{}]", routes.join(" ")) }
+    )
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {percent:>3}% {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Progress { bar, last_line: None, last_state: None }
+    }
+
+    pub fn update(&mut self, st: &TorrentStatus) {
+        if let Some(bar) = &self.bar {
+            bar.set_prefix(st.name.clone().unwrap_or_else(|| st.info_hash.to_hex()[..8].to_string()));
+            bar.set_length(st.wanted_bytes.max(1));
+            bar.set_position(st.verified_bytes);
+            let msg = match st.state {
+                TorrentState::FetchingMetadata => format!("fetching metadata {:.0}% peers {}", st.metadata_progress * 100.0, st.peers),
+                _ => {
+                    let s = summary(st);
+                    s.split_once(' ').map(|x| x.1.to_string()).unwrap_or(s)
+                }
+            };
+            bar.set_message(msg);
+            return;
+        }
+        let label = st.state.label();
+        let due = self.last_line.is_none_or(|t| t.elapsed() >= PLAIN_INTERVAL);
+        if due || self.last_state != Some(label) {
+            eprintln!("{}", summary(st));
+            self.last_line = Some(Instant::now());
+            self.last_state = Some(label);
+        }
+    }
+
+    pub fn finish(&mut self, st: &TorrentStatus) {
+        let had_bar = self.bar.take().map(|bar| bar.finish_and_clear()).is_some();
+        if had_bar || self.last_state != Some(st.state.label()) {
+            eprintln!("{}", summary(st));
+        }
+    }
+}

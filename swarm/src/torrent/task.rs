@@ -1,0 +1,559 @@
+//! The tokio driver of one torrent: it owns the [`TorrentCore`], the peer links, storage and
+//! the dialling pool, and carries out the core's actions — messages to writers, pieces to be
+//! hashed and written on blocking threads, resume checkpoints, announces and dials.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha1::{Digest, Sha1};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::bitfield::Bitfield;
+use super::core::{Action, CoreConfig, Phase, TorrentCore};
+use super::resume::{plan_start, ResumeData};
+use super::status::{TorrentState, TorrentStatus};
+use super::storage::Storage;
+use crate::connectivity::{PeerPool, PeerSource, Route};
+use crate::metainfo::Info;
+use crate::peer::conn::{self, Outgoing, PeerEvent, PeerIo, PeerLink};
+use crate::peer::{PeerKey, PeerState};
+use crate::session::SessionCtx;
+use crate::tracker::{spawn_announcer, AnnounceStats};
+use crate::types::{InfoHash, PieceIndex};
+use crate::wire::Handshake;
+
+/// How often resume data is written while pieces keep arriving.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+/// Peer events buffered between the readers and the torrent; a full queue slows the readers
+/// down, which is how a busy torrent pushes back on its peers.
+pub const PEER_EVENT_QUEUE: usize = 1024;
+/// Time allowed for a TCP connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages to a torrent's task.
+pub(crate) enum TaskMsg {
+    /// A connection whose handshake prefix named this torrent.
+    Incoming {
+        /// The stream, with 48 bytes of handshake read.
+        stream: Box<dyn PeerIo>,
+        /// Remote address.
+        addr: SocketAddr,
+        /// The peer's reserved bits.
+        reserved: [u8; 8],
+        /// How it arrived.
+        route: Route,
+    },
+    /// Peers found somewhere.
+    Peers(PeerSource, Vec<SocketAddr>),
+    /// Stop, announce `stopped`, save resume data, then answer.
+    Shutdown(oneshot::Sender<()>),
+    Connected { stream: Box<dyn PeerIo>, addr: SocketAddr, handshake: Handshake, route: Route, dialled: bool },
+    DialFailed(SocketAddr),
+    Checked { have: Bitfield, resume: Option<ResumeData> },
+    Verified { piece: u32, result: std::io::Result<bool>, buf: Vec<u8> },
+    Saved,
+}
+
+/// What a torrent is started with.
+pub struct TorrentParams {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Name to show before metadata arrives.
+    pub name: Option<String>,
+    /// The info dictionary, unless it must come from peers.
+    pub info: Option<Arc<Info>>,
+    /// Tracker tiers.
+    pub trackers: Vec<Vec<String>>,
+    /// Download folder.
+    pub download_dir: PathBuf,
+    /// Peers to dial first.
+    pub peers: Vec<SocketAddr>,
+    /// Keep seeding after completion.
+    pub seed: bool,
+    /// File indices to download; all when `None`.
+    pub select_only: Option<Vec<usize>>,
+}
+
+/// A handle on a running torrent.
+#[derive(Clone)]
+pub struct TorrentHandle {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    tx: mpsc::UnboundedSender<TaskMsg>,
+    status: watch::Receiver<TorrentStatus>,
+}
+
+impl TorrentHandle {
+    /// The latest status.
+    pub fn status(&self) -> TorrentStatus {
+        self.status.borrow().clone()
+    }
+    /// A receiver that wakes on each status update.
+    pub fn watch(&self) -> watch::Receiver<TorrentStatus> {
+        self.status.clone()
+    }
+    /// Adds peers to dial.
+    pub fn add_peers(&self, source: PeerSource, peers: Vec<SocketAddr>) {
+        let _ = self.tx.send(TaskMsg::Peers(source, peers));
+    }
+    /// Stops the torrent: `stopped` is announced and resume data saved before this returns.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(TaskMsg::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+    pub(crate) fn sender(&self) -> mpsc::UnboundedSender<TaskMsg> {
+        self.tx.clone()
+    }
+}
+
+struct Task {
+    ctx: Arc<SessionCtx>,
+    p: TorrentParams,
+    core: TorrentCore,
+    storage: Option<Arc<Storage>>,
+    links: HashMap<PeerKey, (PeerLink, SocketAddr, Route)>,
+    pool: PeerPool,
+    tx: mpsc::UnboundedSender<TaskMsg>,
+    peer_tx: mpsc::Sender<PeerEvent>,
+    verifying: usize,
+    verify_queue: VecDeque<(u32, Vec<u8>)>,
+    dirty: bool,
+    last_checkpoint: Instant,
+    lifetime: (u64, u64),
+    status: TorrentStatus,
+    status_tx: watch::Sender<TorrentStatus>,
+    announce_tx: watch::Sender<AnnounceStats>,
+    announcers: Vec<JoinHandle<()>>,
+    error: Option<String>,
+}
+
+/// Starts a torrent's task.
+pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENT_QUEUE);
+    let status = TorrentStatus::new(p.info_hash, p.name.clone().or_else(|| p.info.as_ref().map(|i| i.name.clone())));
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let config = CoreConfig { listen_port: Some(ctx.port), seed: p.seed, upload_slots: ctx.config.upload_slots, ..CoreConfig::default() };
+    let core = TorrentCore::new(p.info_hash, ctx.peer_id, p.info.clone(), config, rand::random());
+    let (announce_tx, announce_rx) = watch::channel(AnnounceStats { port: ctx.port, left: p.info.as_ref().map_or(1, |i| i.total_length), ..Default::default() });
+    let (apeers_tx, mut apeers_rx) = mpsc::unbounded_channel();
+    let (astatus_tx, _astatus_rx) = mpsc::unbounded_channel();
+    let announcers = spawn_announcer(p.trackers.clone(), p.info_hash, ctx.peer_id, announce_rx, apeers_tx, astatus_tx, ctx.udp_tracker.clone());
+    let fwd = tx.clone();
+    tokio::spawn(async move {
+        while let Some(peers) = apeers_rx.recv().await {
+            if fwd.send(TaskMsg::Peers(PeerSource::Tracker, peers)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut pool = PeerPool::default();
+    let now = Instant::now();
+    for a in &p.peers {
+        pool.add(*a, PeerSource::Manual, now);
+    }
+    let task = Task {
+        ctx,
+        p,
+        core,
+        storage: None,
+        links: HashMap::new(),
+        pool,
+        tx: tx.clone(),
+        peer_tx,
+        verifying: 0,
+        verify_queue: VecDeque::new(),
+        dirty: false,
+        last_checkpoint: now,
+        lifetime: (0, 0),
+        status,
+        status_tx,
+        announce_tx,
+        announcers,
+        error: None,
+    };
+    let info_hash = task.p.info_hash;
+    tokio::spawn(task.run(rx, peer_rx));
+    TorrentHandle { info_hash, tx, status: status_rx }
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<TaskMsg>, mut peer_rx: mpsc::Receiver<PeerEvent>) {
+        if let Some(info) = self.core.info().cloned() {
+            self.start_check(info);
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let done = loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(TaskMsg::Shutdown(done)) => break Some(done),
+                    Some(m) => self.on_msg(m),
+                    None => break None,
+                },
+                Some(ev) = peer_rx.recv() => {
+                    self.on_peer_event(ev);
+                    // Take what else is queued before acting: fewer, larger batches.
+                    for _ in 0..64 {
+                        match peer_rx.try_recv() {
+                            Ok(ev) => self.on_peer_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.drain_actions();
+        };
+        self.shutdown().await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    }
+
+    fn on_peer_event(&mut self, ev: PeerEvent) {
+        let now = Instant::now();
+        match ev {
+            PeerEvent::Messages(key, msgs) => self.core.peer_messages(key, msgs, now),
+            PeerEvent::Closed(key, reason) => {
+                tracing::debug!(key, %reason, "peer closed");
+                self.core.peer_closed(key);
+                self.remove_link(key, false);
+            }
+        }
+    }
+
+    fn remove_link(&mut self, key: PeerKey, graceful: bool) {
+        if let Some((link, addr, _)) = self.links.remove(&key) {
+            if graceful { link.close() } else { link.abort() }
+            self.pool.disconnected(addr, Instant::now());
+        }
+    }
+
+    fn on_msg(&mut self, m: TaskMsg) {
+        let now = Instant::now();
+        match m {
+            TaskMsg::Incoming { mut stream, addr, reserved, route } => {
+                if self.links.len() >= self.ctx.config.max_peers_per_torrent || self.pool.is_banned(&addr.ip()) {
+                    return;
+                }
+                let (ih, id, tx) = (self.p.info_hash, self.ctx.peer_id, self.tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(handshake) = conn::finish_incoming(&mut stream, reserved, ih, id).await {
+                        let _ = tx.send(TaskMsg::Connected { stream, addr, handshake, route, dialled: false });
+                    }
+                });
+            }
+            TaskMsg::Connected { stream, addr, handshake, route, dialled } => {
+                if dialled {
+                    self.pool.connected(addr, PeerSource::Tracker, now);
+                }
+                if self.pool.is_banned(&addr.ip()) {
+                    return;
+                }
+                let key = self.ctx.next_peer_key();
+                let link = conn::spawn(key, stream, handshake.supports_fast(), self.peer_tx.clone());
+                self.links.insert(key, (link, addr, route));
+                self.status.count_route(route);
+                tracing::debug!(key, %addr, route = route.label(), "peer connected");
+                self.core.peer_connected(key, PeerState::new(addr, handshake, route, now), now);
+            }
+            TaskMsg::DialFailed(addr) => self.pool.dial_failed(addr, now),
+            TaskMsg::Peers(source, peers) => {
+                for a in peers {
+                    if !self.is_self(&a) {
+                        self.pool.add(a, source, now);
+                    }
+                }
+                self.dial_more();
+            }
+            TaskMsg::Checked { have, resume } => {
+                if let Some(r) = resume {
+                    self.lifetime = (r.uploaded, r.downloaded);
+                }
+                self.core.attach(have);
+                if let (Some(sel), Some(info)) = (&self.p.select_only, self.core.info().cloned()) {
+                    let mut wanted = Bitfield::new(info.piece_count());
+                    for &f in sel.iter().filter(|&&f| f < info.files.len()) {
+                        for p in info.pieces_of_file(f) {
+                            wanted.set(p, true);
+                        }
+                    }
+                    self.core.set_wanted(wanted);
+                }
+                self.dial_more();
+            }
+            TaskMsg::Verified { piece, result, buf } => {
+                self.verifying -= 1;
+                match result {
+                    Ok(ok) => self.core.piece_checked(piece, ok, buf),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot write to disk; torrent stopped");
+                        self.error = Some(format!("disk write failed: {e}"));
+                    }
+                }
+                self.next_verify();
+            }
+            TaskMsg::Saved => {}
+            TaskMsg::Shutdown(_) => unreachable!("handled by the run loop"),
+        }
+    }
+
+    fn drain_actions(&mut self) {
+        while let Some(a) = self.core.poll_action() {
+            match a {
+                Action::Send(k, m) => self.to_peer(k, Outgoing::Msg(m)),
+                Action::Serve(k, r) => {
+                    if let Some(s) = self.storage.clone() {
+                        self.to_peer(k, Outgoing::Serve(r, s));
+                    }
+                }
+                Action::CancelServe(k, r) => self.to_peer(k, Outgoing::CancelServe(r)),
+                Action::ClearServes(k) => self.to_peer(k, Outgoing::ClearServes),
+                Action::Close(k, reason) => {
+                    tracing::debug!(key = k, ?reason, "closing peer");
+                    self.remove_link(k, true);
+                }
+                Action::Verify { piece, data } => {
+                    self.verify_queue.push_back((piece, data));
+                    self.next_verify();
+                }
+                Action::MetadataReady(info) => {
+                    tracing::info!(name = %info.name, "metadata received");
+                    self.status.name = Some(info.name.clone());
+                    self.start_check(info);
+                }
+                Action::PieceVerified(_) => self.dirty = true,
+                Action::Completed => {
+                    tracing::info!("download complete");
+                    self.checkpoint();
+                }
+                Action::Ban(ip) => {
+                    tracing::warn!(%ip, "banned for sending corrupt data");
+                    self.pool.ban(ip);
+                }
+                Action::DhtNode(_) => {}
+            }
+        }
+    }
+
+    fn to_peer(&self, key: PeerKey, o: Outgoing) {
+        if let Some((link, _, _)) = self.links.get(&key) {
+            let _ = link.tx.send(o);
+        }
+    }
+
+    fn next_verify(&mut self) {
+        let max = std::thread::available_parallelism().map_or(2, |n| n.get());
+        while self.verifying < max && self.error.is_none() {
+            let Some((piece, data)) = self.verify_queue.pop_front() else { return };
+            let (Some(storage), Some(info)) = (self.storage.clone(), self.core.info().cloned()) else { return };
+            let tx = self.tx.clone();
+            self.verifying += 1;
+            tokio::task::spawn_blocking(move || {
+                let ok = Sha1::digest(&data).as_slice() == info.pieces[piece as usize].0;
+                let result = if ok { storage.write_piece(PieceIndex(piece), &data).map(|_| true) } else { Ok(false) };
+                let _ = tx.send(TaskMsg::Verified { piece, result, buf: data });
+            });
+        }
+    }
+
+    fn start_check(&mut self, info: Arc<Info>) {
+        let storage = Arc::new(Storage::new(&info, &self.p.download_dir));
+        self.storage = Some(storage.clone());
+        let path = self.ctx.resume_path(&info.info_hash);
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let resume = ResumeData::load(&path);
+            let plan = plan_start(&info, &storage, resume.as_ref());
+            let mut have = Bitfield::new(info.piece_count());
+            for &p in &plan.trusted {
+                have.set(p, true);
+            }
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let checked: Vec<u32> = std::thread::scope(|s| {
+                let chunks: Vec<&[u32]> = plan.to_check.chunks(plan.to_check.len().div_ceil(workers).max(1)).collect();
+                let handles: Vec<_> = chunks
+                    .into_iter()
+                    .map(|chunk| {
+                        let (info, storage) = (&info, &storage);
+                        s.spawn(move || {
+                            let mut buf = Vec::new();
+                            chunk
+                                .iter()
+                                .copied()
+                                .filter(|&p| storage.check_piece(PieceIndex(p), info.piece_len(PieceIndex(p)), &info.pieces[p as usize], &mut buf))
+                                .collect::<Vec<u32>>()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+            });
+            for p in checked {
+                have.set(p, true);
+            }
+            let _ = tx.send(TaskMsg::Checked { have, resume });
+        });
+    }
+
+    fn dial_more(&mut self) {
+        if self.core.phase() == Phase::Complete || self.error.is_some() {
+            return;
+        }
+        let max = self.ctx.config.max_peers_per_torrent;
+        let open = self.links.len() + self.pool.connecting();
+        let n = max.saturating_sub(open).min(self.ctx.config.max_connecting.saturating_sub(self.pool.connecting()));
+        for addr in self.pool.next_to_dial(Instant::now(), n) {
+            let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
+            tokio::spawn(async move {
+                let r = async {
+                    let (mut s, route) = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial(addr)).await.ok()?.ok()?;
+                    let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id).await.ok()?;
+                    Some((s, h, route))
+                }
+                .await;
+                let _ = match r {
+                    Some((stream, handshake, route)) => tx.send(TaskMsg::Connected { stream, addr, handshake, route, dialled: true }),
+                    None => tx.send(TaskMsg::DialFailed(addr)),
+                };
+            });
+        }
+    }
+
+    /// Our own listen address as trackers echo it back to us.
+    fn is_self(&self, a: &SocketAddr) -> bool {
+        a.port() == self.ctx.port && (a.ip().is_loopback() || a.ip().is_unspecified())
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for (key, (link, _, _)) in self.links.iter_mut() {
+            let sent = link.uploaded.load(std::sync::atomic::Ordering::Relaxed);
+            if sent > link.reported {
+                self.core.record_upload(*key, sent - link.reported);
+                link.reported = sent;
+            }
+        }
+        self.core.tick(now);
+        self.dial_more();
+        if self.dirty && now.duration_since(self.last_checkpoint) >= CHECKPOINT_INTERVAL {
+            self.checkpoint();
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let s = self.core.stats();
+        let st = &mut self.status;
+        st.state = if let Some(e) = &self.error {
+            TorrentState::Error(e.clone())
+        } else {
+            match self.core.phase() {
+                Phase::FetchingMetadata => TorrentState::FetchingMetadata,
+                Phase::Checking => TorrentState::Checking,
+                Phase::Downloading => TorrentState::Downloading,
+                Phase::Complete if self.p.seed => TorrentState::Seeding,
+                Phase::Complete => TorrentState::Complete,
+            }
+        };
+        if let (Some(info), Some(have)) = (self.core.info(), self.core.have()) {
+            st.pieces = info.piece_count();
+            st.pieces_have = have.count();
+            let last = info.piece_count() - 1;
+            let piece_bytes = |i: u32| info.piece_len(PieceIndex(i)) as u64;
+            let wanted = self.core.wanted();
+            st.wanted_bytes = wanted.map_or(0, |w| w.count() as u64 * info.piece_length as u64 - if w.get(last) { info.piece_length as u64 - piece_bytes(last) } else { 0 });
+            let both = wanted.map_or(0, |w| have.ones().filter(|&i| w.get(i)).map(piece_bytes).sum());
+            st.verified_bytes = both;
+        }
+        st.download_rate = s.download_rate;
+        st.upload_rate = s.upload_rate;
+        st.downloaded = s.downloaded;
+        st.uploaded = s.uploaded;
+        st.wasted = s.wasted;
+        st.hash_failures = s.hash_failures;
+        st.peers = s.peers;
+        st.seeds = s.seeds;
+        st.known_peers = self.pool.len();
+        st.connecting = self.pool.connecting();
+        st.metadata_progress = self.core.metadata_progress();
+        st.routes.clear();
+        for (_, _, r) in self.links.values() {
+            *st.routes.entry(r.label()).or_default() += 1;
+        }
+        let _ = self.status_tx.send(st.clone());
+        let left = st.wanted_bytes.saturating_sub(st.verified_bytes);
+        let complete = self.core.phase() == Phase::Complete;
+        self.announce_tx.send_modify(|a| {
+            a.uploaded = s.uploaded;
+            a.downloaded = s.downloaded;
+            a.left = left;
+            a.complete = complete;
+        });
+    }
+
+    fn resume_data(&self) -> Option<(ResumeData, Arc<Storage>)> {
+        let (info, have, storage) = (self.core.info()?, self.core.have()?, self.storage.clone()?);
+        let s = self.core.stats();
+        Some((
+            ResumeData {
+                info_hash: info.info_hash,
+                root: storage.root().to_path_buf(),
+                have: have.clone(),
+                stamps: Vec::new(),
+                uploaded: self.lifetime.0 + s.uploaded,
+                downloaded: self.lifetime.1 + s.downloaded,
+            },
+            storage,
+        ))
+    }
+
+    /// Flushes written data, then records which pieces are verified: resume data never claims
+    /// a piece whose bytes might still be only in memory.
+    fn checkpoint(&mut self) {
+        let Some((mut data, storage)) = self.resume_data() else { return };
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+        let path = self.ctx.resume_path(&data.info_hash);
+        let tx = self.tx.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = storage.sync() {
+                tracing::warn!(error = %e, "flushing data failed; resume data not updated");
+                return;
+            }
+            data.stamps = storage.stamps();
+            if let Err(e) = data.save(&path) {
+                tracing::warn!(error = %e, path = %path.display(), "cannot save resume data");
+            }
+            let _ = tx.send(TaskMsg::Saved);
+        });
+    }
+
+    async fn shutdown(&mut self) {
+        self.announce_tx.send_modify(|a| a.stopping = true);
+        let keys: Vec<PeerKey> = self.links.keys().copied().collect();
+        for k in keys {
+            self.remove_link(k, true);
+        }
+        if let Some((mut data, storage)) = self.resume_data() {
+            let path = self.ctx.resume_path(&data.info_hash);
+            let _ = tokio::task::spawn_blocking(move || {
+                if storage.sync().is_ok() {
+                    data.stamps = storage.stamps();
+                    let _ = data.save(&path);
+                }
+            })
+            .await;
+        }
+        for a in self.announcers.drain(..) {
+            let _ = tokio::time::timeout(crate::tracker::announcer::STOP_TIMEOUT + Duration::from_secs(1), a).await;
+        }
+    }
+}
+
