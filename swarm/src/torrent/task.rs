@@ -278,6 +278,15 @@ impl Task {
                     self.lifetime = (r.uploaded, r.downloaded);
                 }
                 self.core.attach(have);
+                self.publish();
+                if let Some(storage) = self.storage.clone() {
+                    // Empty files belong to no piece, so no write would ever create them.
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = storage.create_empty_files() {
+                            tracing::warn!(error = %e, "cannot create empty files");
+                        }
+                    });
+                }
                 if let (Some(sel), Some(info)) = (&self.p.select_only, self.core.info().cloned()) {
                     let mut wanted = Bitfield::new(info.piece_count());
                     for &f in sel.iter().filter(|&&f| f < info.files.len()) {
@@ -333,6 +342,7 @@ impl Task {
                 Action::Completed => {
                     tracing::info!("download complete");
                     self.checkpoint();
+                    self.publish();
                 }
                 Action::Ban(ip) => {
                     tracing::warn!(%ip, "banned for sending corrupt data");

@@ -107,7 +107,9 @@ impl Tier {
         status: mpsc::UnboundedSender<TrackerStatus>,
     ) {
         let mut started = false;
-        let mut completed_sent = stats.borrow().complete;
+        // `completed` is only for downloads that finish while we are announced: a torrent
+        // that was complete from the start never sends it.
+        let mut completed_sent = true;
         let mut event = Event::Started;
         let mut failures: u32 = 0;
         let mut wait = Duration::ZERO;
@@ -164,6 +166,8 @@ impl Tier {
                         started = true;
                         if event == Event::Completed || s.complete {
                             completed_sent = true;
+                        } else if event == Event::Started {
+                            completed_sent = false;
                         }
                         event = Event::None;
                         failures = 0;

@@ -145,8 +145,9 @@ impl TorrentCore {
     fn on_bitfield(&mut self, key: PeerKey, raw: Option<Bytes>, all: bool) -> Result<(), String> {
         let count = self.info.as_ref().map(|i| i.piece_count());
         let p = self.peers.get_mut(&key).expect("present");
-        if !matches!(p.has, PeerHas::Unknown) {
-            return Err("bitfield after other piece announcements".into());
+        // Some clients follow have_none with a bitfield; the latest announcement wins.
+        if let Some(picker) = &mut self.picker {
+            super::add_or_remove(picker, &p.has, false);
         }
         p.has = match (raw, count) {
             (Some(raw), Some(n)) => {

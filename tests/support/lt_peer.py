@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""A libtorrent peer for burrow's interoperability tests.
+
+Seeds or downloads one torrent on loopback and prints one JSON object per line:
+{"event": "listening", "port": N}, periodic {"event": "status", ...} and, when a download
+completes, {"event": "finished"} (then exits 0). Only loopback is used: no DHT, LSD, UPnP or
+NAT-PMP.
+"""
+import argparse
+import json
+import sys
+import time
+
+import libtorrent as lt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["seed", "download"], required=True)
+    ap.add_argument("--torrent")
+    ap.add_argument("--magnet")
+    ap.add_argument("--save", required=True)
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--peer", action="append", default=[])
+    ap.add_argument("--transport", choices=["tcp", "utp", "both"], default="tcp")
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--upload-limit", type=int, default=0)
+    args = ap.parse_args()
+
+    utp = args.transport in ("utp", "both")
+    tcp = args.transport in ("tcp", "both")
+    settings = {
+        "listen_interfaces": args.listen,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": utp,
+        "enable_incoming_utp": utp,
+        "enable_outgoing_tcp": tcp,
+        "enable_incoming_tcp": tcp,
+        "out_enc_policy": lt.enc_policy.disabled,
+        "in_enc_policy": lt.enc_policy.enabled,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.status_notification | lt.alert.category_t.error_notification,
+        "upload_rate_limit": args.upload_limit,
+        "user_agent": "lt-test",
+    }
+    ses = lt.session(settings)
+    params = lt.add_torrent_params()
+    if args.torrent:
+        params.ti = lt.torrent_info(args.torrent)
+    else:
+        params = lt.parse_magnet_uri(args.magnet)
+    params.save_path = args.save
+    if args.mode == "seed":
+        params.flags |= lt.torrent_flags.seed_mode
+    h = ses.add_torrent(params)
+    for p in args.peer:
+        host, port = p.rsplit(":", 1)
+        h.connect_peer((host.strip("[]"), int(port)))
+
+    deadline = time.time() + args.timeout
+    port = 0
+    while port == 0 and time.time() < deadline:
+        port = ses.listen_port() if tcp else ses.ssl_listen_port() or ses.listen_port()
+        time.sleep(0.05)
+    print(json.dumps({"event": "listening", "port": port}), flush=True)
+    last = 0
+    while time.time() < deadline:
+        s = h.status()
+        if time.time() - last > 1:
+            last = time.time()
+            print(json.dumps({"event": "status", "state": str(s.state), "progress": s.progress,
+                              "peers": s.num_peers, "down": s.download_rate, "up": s.upload_rate,
+                              "total_upload": s.total_payload_upload}), flush=True)
+        if args.mode == "download" and s.is_seeding:
+            print(json.dumps({"event": "finished", "total_download": s.total_payload_download}), flush=True)
+            return 0
+        for a in ses.pop_alerts():
+            if isinstance(a, (lt.torrent_error_alert, lt.file_error_alert)):
+                print(json.dumps({"event": "error", "message": a.message()}), flush=True)
+        time.sleep(0.1)
+    print(json.dumps({"event": "timeout"}), flush=True)
+    return 2 if args.mode == "download" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
