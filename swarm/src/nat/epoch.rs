@@ -28,8 +28,10 @@ impl EpochTracker {
                 if u64::from(epoch) + 1 < u64::from(prev_epoch) {
                     true
                 } else {
-                    let client = now.saturating_duration_since(prev_at).as_secs();
-                    let server = u64::from(epoch.saturating_sub(prev_epoch));
+                    // Signed: an epoch one second behind (allowed above) must still count as
+                    // "the server's clock went backwards while ours went forward".
+                    let client = now.saturating_duration_since(prev_at).as_secs() as i64;
+                    let server = i64::from(epoch) - i64::from(prev_epoch);
                     // Each side may drift by 1/16 plus two seconds of rounding and delay.
                     client + 2 < server - server / 16 || server + 2 < client - client / 16
                 }
@@ -76,6 +78,15 @@ mod tests {
         assert!(!e.observe(4, t0 + Duration::from_secs(6)));
         // Going back by one second only is tolerated.
         assert!(!e.observe(3, t0 + Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn restart_just_after_a_renewal_is_seen() {
+        // Renewed at epoch 2; the server restarted right after; two seconds later it says 1.
+        let t0 = Instant::now();
+        let mut e = EpochTracker::new();
+        e.observe(2, t0);
+        assert!(e.observe(1, t0 + Duration::from_secs(2)));
     }
 
     #[test]

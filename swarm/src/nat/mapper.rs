@@ -105,6 +105,9 @@ pub struct MapperState {
     pub mappings: Vec<Mapping>,
     /// Outcome of the last try of each protocol.
     pub probes: Vec<ProtocolStatus>,
+    /// The gateway answered but said it has no usable external address of its own: it sits
+    /// behind another NAT (double NAT).
+    pub gateway_lacks_external_address: bool,
     /// Times the gateway was seen to lose its state (epoch reset).
     pub gateway_restarts: u32,
     /// Bumped whenever the mappings are created anew (first time, after a loss, new port).
@@ -250,6 +253,7 @@ impl Worker {
                 Ok(active) => {
                     probes.push(ProtocolStatus { protocol, answered: true, error: None });
                     self.tx.send_modify(|s| {
+                        s.gateway_lacks_external_address = false;
                         s.probes = probes;
                         s.error = None;
                     });
@@ -257,6 +261,9 @@ impl Worker {
                 }
                 Err(e) => {
                     let answered = !matches!(e, MapError::NoAnswer(_));
+                    if matches!(e, MapError::NoExternalAddress(_)) {
+                        self.tx.send_modify(|s| s.gateway_lacks_external_address = true);
+                    }
                     tracing::debug!(%protocol, error = %e, "port mapping protocol failed");
                     probes.push(ProtocolStatus { protocol, answered, error: Some(e.to_string()) });
                     last_error = Some(e.to_string());
@@ -308,6 +315,10 @@ impl Worker {
                 .exchange(&req, self.config.retry, |b| natpmp::decode_external_address(b).ok())
                 .await?
                 .ok_or(MapError::NoAnswer(MappingProtocol::NatPmp))?;
+            // §3.5: "network failure" here means the gateway has no external address itself.
+            if resp.result == natpmp::ResultCode::NetworkFailure {
+                return Err(MapError::NoExternalAddress(MappingProtocol::NatPmp));
+            }
             if resp.result != natpmp::ResultCode::Success {
                 return Err(refused(MappingProtocol::NatPmp, resp.result));
             }

@@ -99,6 +99,10 @@ pub enum MapError {
         /// The result code or fault, as text.
         reason: String,
     },
+    /// The gateway answered but has no usable external address: it is itself behind another
+    /// NAT (miniupnpd, for one, will not map with a private or shared WAN address).
+    #[error("{0}: the gateway has no usable external address")]
+    NoExternalAddress(MappingProtocol),
     /// A socket operation failed.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),

@@ -80,11 +80,16 @@ impl Report {
             }),
             external_ipv6: voter.external_ipv6(),
             nat_behaviour: voter.behaviour(),
-            double_nat: voter.double_nat() || mapper.external_ip.is_some_and(|a| !is_public(a)),
+            double_nat: false,
             inbound_tcp: None,
             inbound_udp: None,
             advice: String::new(),
         };
+        // A gateway with a private / shared external address, or none at all while remotes
+        // see us at a public one, is itself behind a NAT.
+        report.double_nat = voter.double_nat()
+            || mapper.external_ip.is_some_and(|a| !is_public(a))
+            || (mapper.gateway_lacks_external_address && report.external_ipv4.is_some());
         report.refresh_advice();
         report
     }
@@ -145,7 +150,7 @@ impl fmt::Display for Report {
         for p in &self.protocols {
             let what = match (&p.error, p.answered) {
                 (None, _) => "mapped".to_string(),
-                (Some(e), true) => format!("answered, refused: {e}"),
+                (Some(e), true) => format!("answered: {e}"),
                 (Some(_), false) => "no answer".to_string(),
             };
             writeln!(f, "  {:<16} {what}", format!("{}:", p.protocol))?;
@@ -221,6 +226,16 @@ mod tests {
         assert!(r.double_nat);
         assert_eq!(r.external_ipv4, None);
         assert_eq!(r.advice, "You are behind carrier-grade NAT: IPv6 or your ISP can help.");
+
+        // The gateway has no external address while remotes see a public one: double NAT.
+        let mut hidden = state_with(Some(true), false);
+        hidden.gateway_lacks_external_address = true;
+        assert!(!Report::new(51413, lan(), &hidden, &v).double_nat, "no remote view yet");
+        let mut seen = AddressVoter::new(51413, lan());
+        for r in ["57.66.1.1", "57.66.1.2"] {
+            seen.add(Vote { source: VoteSource::Dht, reporter: r.parse().unwrap(), address: "57.66.3.1".parse().unwrap(), udp_port: Some(1) }, Instant::now());
+        }
+        assert!(Report::new(51413, lan(), &hidden, &seen).double_nat);
 
         let mut ok = Report::new(51413, lan(), &state_with(Some(true), true), &v);
         ok.inbound_tcp = Some(true);

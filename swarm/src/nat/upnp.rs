@@ -59,9 +59,20 @@ impl UpnpGateway {
         self.inner.addr
     }
 
-    /// GetExternalIPAddress.
+    /// GetExternalIPAddress. An empty answer (what a gateway with a private WAN address
+    /// gives) is [`MapError::NoExternalAddress`].
     pub async fn external_ip(&self) -> Result<IpAddr, MapError> {
-        self.inner.get_external_ip().await.map_err(refused)
+        match self.inner.get_external_ip().await {
+            Ok(ip) if ip.is_unspecified() => Err(MapError::NoExternalAddress(MappingProtocol::Upnp)),
+            Ok(ip) => Ok(ip),
+            // igd-next cannot parse an empty address and hands back the raw body.
+            Err(igd_next::GetExternalIpError::RequestError(igd_next::RequestError::InvalidResponse(body)))
+                if is_empty_external_address(&body) =>
+            {
+                Err(MapError::NoExternalAddress(MappingProtocol::Upnp))
+            }
+            Err(e) => Err(refused(e)),
+        }
     }
 
     /// Maps `external_port` to `internal` for `lease` seconds. When the port is taken by
@@ -94,5 +105,23 @@ impl UpnpGateway {
     /// DeletePortMapping.
     pub async fn unmap(&self, transport: Transport, external_port: u16) -> Result<(), MapError> {
         self.inner.remove_port(igd_protocol(transport), external_port).await.map_err(refused)
+    }
+}
+
+/// True when a GetExternalIPAddress response body carries an empty address.
+fn is_empty_external_address(body: &str) -> bool {
+    let compact: String = body.split_whitespace().collect();
+    compact.contains("<NewExternalIPAddress></NewExternalIPAddress>") || compact.contains("<NewExternalIPAddress/>")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recognises_an_empty_external_address() {
+        // Body miniupnpd 2.3.1 sent in the lab from behind a carrier-grade NAT.
+        let body = r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:GetExternalIPAddressResponse xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1"><NewExternalIPAddress></NewExternalIPAddress></u:GetExternalIPAddressResponse></s:Body></s:Envelope>"#;
+        assert!(super::is_empty_external_address(body));
+        assert!(super::is_empty_external_address("<NewExternalIPAddress />"));
+        assert!(!super::is_empty_external_address("<NewExternalIPAddress>57.66.2.1</NewExternalIPAddress>"));
     }
 }
