@@ -64,7 +64,10 @@ mod tests {
         let mut e = EpochTracker::new();
         assert!(!e.observe(100, t0));
         assert!(!e.observe(160, t0 + Duration::from_secs(60)));
-        assert!(!e.observe(161, t0 + Duration::from_secs(62)), "rounding slack");
+        assert!(
+            !e.observe(161, t0 + Duration::from_secs(62)),
+            "rounding slack"
+        );
         assert!(!e.observe(161, t0 + Duration::from_secs(62)));
     }
 
@@ -108,7 +111,10 @@ mod tests {
 
     #[test]
     fn renewal_at_half_lifetime() {
-        assert_eq!(renew_after(Duration::from_secs(7200)), Duration::from_secs(3600));
+        assert_eq!(
+            renew_after(Duration::from_secs(7200)),
+            Duration::from_secs(3600)
+        );
         assert_eq!(renew_after(Duration::from_secs(1)), Duration::from_secs(1));
         assert_eq!(renew_after(Duration::ZERO), Duration::from_secs(1));
     }

@@ -61,7 +61,8 @@ pub fn local_address_toward(gateway: Ipv4Addr) -> io::Result<Ipv4Addr> {
 mod tests {
     use super::*;
 
-    const TABLE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+    const TABLE: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0100010A\t0003\t0\t0\t200\t00000000\t0\t0\t0
 eth0\t0000010A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 wlan0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
@@ -69,21 +70,40 @@ wlan0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
 
     #[test]
     fn picks_lowest_metric_default_route() {
-        assert_eq!(parse_default_gateway(TABLE), Some(Ipv4Addr::new(192, 168, 1, 1)));
-        let only_eth: String = TABLE.lines().filter(|l| !l.starts_with("wlan0")).collect::<Vec<_>>().join("\n");
-        assert_eq!(parse_default_gateway(&only_eth), Some(Ipv4Addr::new(10, 1, 0, 1)));
+        assert_eq!(
+            parse_default_gateway(TABLE),
+            Some(Ipv4Addr::new(192, 168, 1, 1))
+        );
+        let only_eth: String = TABLE
+            .lines()
+            .filter(|l| !l.starts_with("wlan0"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            parse_default_gateway(&only_eth),
+            Some(Ipv4Addr::new(10, 1, 0, 1))
+        );
     }
 
     #[test]
     fn no_default_route_or_garbage() {
         assert_eq!(parse_default_gateway("Iface\tDestination\n"), None);
-        assert_eq!(parse_default_gateway("header\neth0 zz yy 0003 0 0 0 0\n"), None);
+        assert_eq!(
+            parse_default_gateway("header\neth0 zz yy 0003 0 0 0 0\n"),
+            None
+        );
         // A default route without the gateway flag (point-to-point) has no gateway to ask.
-        assert_eq!(parse_default_gateway("h\nppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\n"), None);
+        assert_eq!(
+            parse_default_gateway("h\nppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\n"),
+            None
+        );
     }
 
     #[test]
     fn local_address_toward_loopback() {
-        assert_eq!(local_address_toward(Ipv4Addr::LOCALHOST).unwrap(), Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            local_address_toward(Ipv4Addr::LOCALHOST).unwrap(),
+            Ipv4Addr::LOCALHOST
+        );
     }
 }

@@ -132,7 +132,11 @@ impl PortMapper {
         let (tx, rx) = watch::channel(MapperState::default());
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(run(config, tx, stop_rx));
-        PortMapper { shutdown: Some(stop_tx), state: rx, task: Some(task) }
+        PortMapper {
+            shutdown: Some(stop_tx),
+            state: rx,
+            task: Some(task),
+        }
     }
 
     /// A receiver that sees every published state.
@@ -167,9 +171,16 @@ impl Drop for PortMapper {
 
 /// The protocol session holding our mappings.
 enum Active {
-    Pcp { socket: GatewaySocket, nonces: Vec<(Transport, pcp::Nonce)> },
-    NatPmp { socket: GatewaySocket },
-    Upnp { gateway: UpnpGateway },
+    Pcp {
+        socket: GatewaySocket,
+        nonces: Vec<(Transport, pcp::Nonce)>,
+    },
+    NatPmp {
+        socket: GatewaySocket,
+    },
+    Upnp {
+        gateway: UpnpGateway,
+    },
 }
 
 impl Active {
@@ -189,8 +200,16 @@ struct Worker {
     epoch: EpochTracker,
 }
 
-async fn run(config: MapperConfig, tx: watch::Sender<MapperState>, mut stop: oneshot::Receiver<()>) {
-    let mut w = Worker { config, tx, epoch: EpochTracker::new() };
+async fn run(
+    config: MapperConfig,
+    tx: watch::Sender<MapperState>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut w = Worker {
+        config,
+        tx,
+        epoch: EpochTracker::new(),
+    };
     loop {
         let established = tokio::select! {
             _ = &mut stop => return w.finish(None).await,
@@ -251,7 +270,11 @@ impl Worker {
             };
             match attempt {
                 Ok(active) => {
-                    probes.push(ProtocolStatus { protocol, answered: true, error: None });
+                    probes.push(ProtocolStatus {
+                        protocol,
+                        answered: true,
+                        error: None,
+                    });
                     self.tx.send_modify(|s| {
                         s.gateway_lacks_external_address = false;
                         s.probes = probes;
@@ -262,10 +285,15 @@ impl Worker {
                 Err(e) => {
                     let answered = !matches!(e, MapError::NoAnswer(_));
                     if matches!(e, MapError::NoExternalAddress(_)) {
-                        self.tx.send_modify(|s| s.gateway_lacks_external_address = true);
+                        self.tx
+                            .send_modify(|s| s.gateway_lacks_external_address = true);
                     }
                     tracing::debug!(%protocol, error = %e, "port mapping protocol failed");
-                    probes.push(ProtocolStatus { protocol, answered, error: Some(e.to_string()) });
+                    probes.push(ProtocolStatus {
+                        protocol,
+                        answered,
+                        error: Some(e.to_string()),
+                    });
                     last_error = Some(e.to_string());
                 }
             }
@@ -287,17 +315,29 @@ impl Worker {
         Ok((gw, gateway::local_address_toward(gw)?))
     }
 
-    async fn open(&mut self, protocol: MappingProtocol, gw: Ipv4Addr, local: Ipv4Addr) -> Result<Active, MapError> {
+    async fn open(
+        &mut self,
+        protocol: MappingProtocol,
+        gw: Ipv4Addr,
+        local: Ipv4Addr,
+    ) -> Result<Active, MapError> {
         Ok(match protocol {
             MappingProtocol::Pcp => {
                 let socket = GatewaySocket::connect(gw, pcp::SERVER_PORT).await?;
-                let nonces = self.config.transports.iter().map(|t| (*t, rand::random())).collect();
+                let nonces = self
+                    .config
+                    .transports
+                    .iter()
+                    .map(|t| (*t, rand::random()))
+                    .collect();
                 Active::Pcp { socket, nonces }
             }
-            MappingProtocol::NatPmp => {
-                Active::NatPmp { socket: GatewaySocket::connect(gw, natpmp::SERVER_PORT).await? }
-            }
-            MappingProtocol::Upnp => Active::Upnp { gateway: upnp::discover(local, self.config.upnp_search).await? },
+            MappingProtocol::NatPmp => Active::NatPmp {
+                socket: GatewaySocket::connect(gw, natpmp::SERVER_PORT).await?,
+            },
+            MappingProtocol::Upnp => Active::Upnp {
+                gateway: upnp::discover(local, self.config.upnp_search).await?,
+            },
         })
     }
 
@@ -305,14 +345,18 @@ impl Worker {
     async fn map_all(&mut self, active: &mut Active) -> Result<(), MapError> {
         let local = self.tx.borrow().local.ok_or(MapError::NoGateway)?;
         let internal = SocketAddrV4::new(local, self.config.port);
-        let lifetime = u32::try_from(self.config.lifetime.as_secs()).unwrap_or(u32::MAX).max(1);
+        let lifetime = u32::try_from(self.config.lifetime.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1);
         let mut mappings = Vec::new();
         let mut external_ip = None;
         let mut restarted = false;
         if let Active::NatPmp { socket } = active {
             let req = natpmp::encode_external_address();
             let resp = socket
-                .exchange(&req, self.config.retry, |b| natpmp::decode_external_address(b).ok())
+                .exchange(&req, self.config.retry, |b| {
+                    natpmp::decode_external_address(b).ok()
+                })
                 .await?
                 .ok_or(MapError::NoAnswer(MappingProtocol::NatPmp))?;
             // §3.5: "network failure" here means the gateway has no external address itself.
@@ -330,7 +374,9 @@ impl Worker {
         }
         for &transport in &self.config.transports {
             let previous = self.previous_external_port(transport);
-            let (external, lease, epoch) = self.map_one(active, transport, internal, previous, lifetime).await?;
+            let (external, lease, epoch) = self
+                .map_one(active, transport, internal, previous, lifetime)
+                .await?;
             if let Some(e) = epoch {
                 restarted |= self.epoch.observe(e, Instant::now().into_std());
             }
@@ -362,7 +408,10 @@ impl Worker {
         self.tx.send_modify(|s| {
             let same = s.active == Some(protocol)
                 && s.mappings.len() == mappings.len()
-                && s.mappings.iter().zip(&mappings).all(|(a, b)| a.external == b.external);
+                && s.mappings
+                    .iter()
+                    .zip(&mappings)
+                    .all(|(a, b)| a.external == b.external);
             if !same || restarted {
                 s.generation += 1;
             }
@@ -397,7 +446,11 @@ impl Worker {
         let retry = self.config.retry;
         match active {
             Active::Pcp { socket, nonces } => {
-                let nonce = nonces.iter().find(|(t, _)| *t == transport).map(|(_, n)| *n).unwrap_or_default();
+                let nonce = nonces
+                    .iter()
+                    .find(|(t, _)| *t == transport)
+                    .map(|(_, n)| *n)
+                    .unwrap_or_default();
                 let req = pcp::MapRequest {
                     nonce,
                     transport,
@@ -409,7 +462,9 @@ impl Worker {
                 let bytes = req.encode();
                 let resp = socket
                     .exchange(&bytes, retry, |b| match pcp::decode_map(b) {
-                        Ok(r) if r.answers(&req) || r.header.result != pcp::ResultCode::Success => Some(Ok(r)),
+                        Ok(r) if r.answers(&req) || r.header.result != pcp::ResultCode::Success => {
+                            Some(Ok(r))
+                        }
                         Ok(_) => None,
                         // A NAT-PMP-only server answers "unsupported version" in its format.
                         Err(pcp::DecodeError::Version(v)) => Some(Err(v)),
@@ -437,7 +492,8 @@ impl Worker {
                 let resp = socket
                     .exchange(&req.encode(), retry, |b| {
                         natpmp::decode_map(b, transport).ok().filter(|r| {
-                            r.internal_port == internal.port() || r.result != natpmp::ResultCode::Success
+                            r.internal_port == internal.port()
+                                || r.result != natpmp::ResultCode::Success
                         })
                     })
                     .await?
@@ -451,9 +507,21 @@ impl Worker {
             Active::Upnp { gateway } => {
                 if lifetime == 0 {
                     gateway.unmap(transport, external_port).await?;
-                    return Ok((SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), external_port), 0, None));
+                    return Ok((
+                        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), external_port),
+                        0,
+                        None,
+                    ));
                 }
-                let lease = gateway.map(transport, internal, external_port, lifetime, &self.config.description).await?;
+                let lease = gateway
+                    .map(
+                        transport,
+                        internal,
+                        external_port,
+                        lifetime,
+                        &self.config.description,
+                    )
+                    .await?;
                 let external = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), lease.external_port);
                 Ok((external, lease.lease, None))
             }
@@ -467,7 +535,13 @@ impl Worker {
         let shortest = state
             .mappings
             .iter()
-            .map(|m| if m.lease_secs == 0 { self.config.lifetime } else { Duration::from_secs(m.lease_secs.into()) })
+            .map(|m| {
+                if m.lease_secs == 0 {
+                    self.config.lifetime
+                } else {
+                    Duration::from_secs(m.lease_secs.into())
+                }
+            })
             .min()
             .unwrap_or(self.config.lifetime);
         Instant::now() + renew_after(shortest)
@@ -478,7 +552,10 @@ impl Worker {
         if let Some(active) = active {
             let mappings = self.tx.borrow().mappings.clone();
             for m in mappings {
-                if let Err(e) = self.map_one(&active, m.transport, m.internal, m.external.port(), 0).await {
+                if let Err(e) = self
+                    .map_one(&active, m.transport, m.internal, m.external.port(), 0)
+                    .await
+                {
                     tracing::info!(transport = %m.transport, error = %e, "could not remove port mapping");
                 }
             }
@@ -493,5 +570,8 @@ impl Worker {
 }
 
 fn refused(protocol: MappingProtocol, code: impl std::fmt::Debug) -> MapError {
-    MapError::Refused { protocol, reason: format!("{code:?}") }
+    MapError::Refused {
+        protocol,
+        reason: format!("{code:?}"),
+    }
 }

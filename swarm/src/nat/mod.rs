@@ -19,7 +19,7 @@ pub use udp_client::Retry;
 pub mod upnp;
 pub mod voter;
 
-pub use mapper::{Mapping, MapperConfig, MapperState, PortMapper, ProtocolStatus};
+pub use mapper::{MapperConfig, MapperState, Mapping, PortMapper, ProtocolStatus};
 pub use report::Report;
 pub use voter::{AddressVoter, MappingBehaviour, Vote, VoteSource};
 
@@ -69,7 +69,11 @@ pub enum MappingProtocol {
 impl MappingProtocol {
     /// The order in which the mapper tries them: PCP can replace NAT-PMP on the same port,
     /// and both are cheaper and more precise than UPnP's SSDP + SOAP.
-    pub const ORDER: [MappingProtocol; 3] = [MappingProtocol::Pcp, MappingProtocol::NatPmp, MappingProtocol::Upnp];
+    pub const ORDER: [MappingProtocol; 3] = [
+        MappingProtocol::Pcp,
+        MappingProtocol::NatPmp,
+        MappingProtocol::Upnp,
+    ];
 }
 
 impl std::fmt::Display for MappingProtocol {

@@ -81,7 +81,11 @@ pub struct ExternalAddress {
 /// Decodes an external-address response.
 pub fn decode_external_address(buf: &[u8]) -> Result<ExternalAddress, DecodeError> {
     let (result, epoch) = decode_header(buf, OP_EXTERNAL_ADDRESS, 12)?;
-    Ok(ExternalAddress { result, epoch, ip: Ipv4Addr::new(buf[8], buf[9], buf[10], buf[11]) })
+    Ok(ExternalAddress {
+        result,
+        epoch,
+        ip: Ipv4Addr::new(buf[8], buf[9], buf[10], buf[11]),
+    })
 }
 
 /// A mapping request (§3.3).
@@ -168,9 +172,20 @@ mod tests {
 
     #[test]
     fn map_request_layout() {
-        let req = MapRequest { transport: Transport::Tcp, internal_port: 6881, suggested_external_port: 6882, lifetime: 60 };
-        assert_eq!(req.encode(), [0, 2, 0, 0, 0x1a, 0xe1, 0x1a, 0xe2, 0, 0, 0, 60]);
-        let udp = MapRequest { transport: Transport::Udp, ..req };
+        let req = MapRequest {
+            transport: Transport::Tcp,
+            internal_port: 6881,
+            suggested_external_port: 6882,
+            lifetime: 60,
+        };
+        assert_eq!(
+            req.encode(),
+            [0, 2, 0, 0, 0x1a, 0xe1, 0x1a, 0xe2, 0, 0, 0, 60]
+        );
+        let udp = MapRequest {
+            transport: Transport::Udp,
+            ..req
+        };
         assert_eq!(udp.encode()[1], 1);
     }
 
@@ -184,23 +199,47 @@ mod tests {
         assert_eq!(e.ip, Ipv4Addr::new(57, 66, 0, 12));
         let map = hex("00820000000000031ae11ae10000003c");
         let m = decode_map(&map, Transport::Tcp).unwrap();
-        assert_eq!((m.internal_port, m.external_port, m.lifetime, m.epoch), (6881, 6881, 60, 3));
-        assert_eq!(decode_map(&map, Transport::Udp), Err(DecodeError::Opcode(0x82)));
+        assert_eq!(
+            (m.internal_port, m.external_port, m.lifetime, m.epoch),
+            (6881, 6881, 60, 3)
+        );
+        assert_eq!(
+            decode_map(&map, Transport::Udp),
+            Err(DecodeError::Opcode(0x82))
+        );
     }
 
     #[test]
     fn rejects_bad_input() {
         assert_eq!(decode_external_address(&[0]), Err(DecodeError::Short(1)));
-        assert_eq!(decode_external_address(&[2, 0x80, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]), Err(DecodeError::Version(2)));
-        assert_eq!(decode_external_address(&[0, 0x80, 0, 0, 0, 0, 0, 0, 1, 2]), Err(DecodeError::Short(10)));
-        assert_eq!(decode_map(&[0, 0x82, 0, 2, 0, 0, 0, 9], Transport::Tcp), Err(DecodeError::Short(8)));
+        assert_eq!(
+            decode_external_address(&[2, 0x80, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]),
+            Err(DecodeError::Version(2))
+        );
+        assert_eq!(
+            decode_external_address(&[0, 0x80, 0, 0, 0, 0, 0, 0, 1, 2]),
+            Err(DecodeError::Short(10))
+        );
+        assert_eq!(
+            decode_map(&[0, 0x82, 0, 2, 0, 0, 0, 9], Transport::Tcp),
+            Err(DecodeError::Short(8))
+        );
         let refused = hex("00820002000000090000000000000000");
-        assert_eq!(decode_map(&refused, Transport::Tcp).unwrap().result, ResultCode::NotAuthorized);
+        assert_eq!(
+            decode_map(&refused, Transport::Tcp).unwrap().result,
+            ResultCode::NotAuthorized
+        );
         let odd = hex("00820063000000090000000000000000");
-        assert_eq!(decode_map(&odd, Transport::Tcp).unwrap().result, ResultCode::Other(99));
+        assert_eq!(
+            decode_map(&odd, Transport::Tcp).unwrap().result,
+            ResultCode::Other(99)
+        );
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 }

@@ -98,7 +98,10 @@ impl ResultCode {
 
     /// Short-lived errors (§7.4): retrying later may succeed.
     pub fn is_transient(self) -> bool {
-        matches!(self, ResultCode::NetworkFailure | ResultCode::NoResources | ResultCode::UserExceededQuota)
+        matches!(
+            self,
+            ResultCode::NetworkFailure | ResultCode::NoResources | ResultCode::UserExceededQuota
+        )
     }
 }
 
@@ -291,7 +294,10 @@ mod tests {
         assert_eq!(b.len(), 60);
         assert_eq!(&b[..4], &[2, 1, 0, 0]);
         assert_eq!(u32::from_be_bytes(b[4..8].try_into().unwrap()), 7200);
-        assert_eq!(&b[8..24], &Ipv4Addr::new(10, 1, 0, 2).to_ipv6_mapped().octets());
+        assert_eq!(
+            &b[8..24],
+            &Ipv4Addr::new(10, 1, 0, 2).to_ipv6_mapped().octets()
+        );
         assert_eq!(&b[24..36], &[7; 12]);
         assert_eq!(b[36], 17);
         assert_eq!(u16::from_be_bytes([b[40], b[41]]), 51413);
@@ -309,7 +315,10 @@ mod tests {
         assert_eq!(r.external_ip, IpAddr::V4(Ipv4Addr::new(57, 66, 2, 1)));
         assert!(r.answers(&request()));
         let other = decode_map(&response(0, [8; 12], 17, 51413, 40000)).unwrap();
-        assert!(!other.answers(&request()), "another nonce is another mapping");
+        assert!(
+            !other.answers(&request()),
+            "another nonce is another mapping"
+        );
         let tcp = decode_map(&response(0, [7; 12], 6, 51413, 40000)).unwrap();
         assert!(!tcp.answers(&request()));
     }
@@ -322,7 +331,13 @@ mod tests {
         let r = decode_map(short).unwrap();
         assert_eq!(r.header.result, ResultCode::NoResources);
         assert!(r.header.result.is_transient());
-        assert_eq!(decode_map(&response(99, [7; 12], 17, 1, 1)).unwrap().header.result, ResultCode::Other(99));
+        assert_eq!(
+            decode_map(&response(99, [7; 12], 17, 1, 1))
+                .unwrap()
+                .header
+                .result,
+            ResultCode::Other(99)
+        );
     }
 
     #[test]
@@ -330,8 +345,15 @@ mod tests {
         let good = response(0, [7; 12], 17, 51413, 40000);
         assert_eq!(decode_map(&good[..23]), Err(DecodeError::BadLength(23)));
         assert_eq!(decode_map(&good[..30]), Err(DecodeError::BadLength(30)));
-        assert_eq!(decode_map(&good[..40]), Err(DecodeError::BadLength(40)), "success without payload");
-        assert_eq!(decode_map(&vec![2; MAX_MESSAGE + 4]), Err(DecodeError::BadLength(MAX_MESSAGE + 4)));
+        assert_eq!(
+            decode_map(&good[..40]),
+            Err(DecodeError::BadLength(40)),
+            "success without payload"
+        );
+        assert_eq!(
+            decode_map(&vec![2; MAX_MESSAGE + 4]),
+            Err(DecodeError::BadLength(MAX_MESSAGE + 4))
+        );
         let mut natpmp = good.clone();
         natpmp[0] = 0;
         assert_eq!(decode_map(&natpmp), Err(DecodeError::Version(0)));

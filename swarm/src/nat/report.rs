@@ -57,7 +57,12 @@ pub struct Report {
 impl Report {
     /// Builds the report from the mapper's state and the address votes; inbound checks are
     /// left untested (the caller fills them in and calls [`Report::refresh_advice`]).
-    pub fn new(port: u16, local_addresses: Vec<IpAddr>, mapper: &MapperState, voter: &AddressVoter) -> Report {
+    pub fn new(
+        port: u16,
+        local_addresses: Vec<IpAddr>,
+        mapper: &MapperState,
+        voter: &AddressVoter,
+    ) -> Report {
         let mut report = Report {
             port,
             local_addresses,
@@ -102,13 +107,17 @@ impl Report {
     fn compute_advice(&self) -> String {
         let port = self.port;
         if self.inbound_tcp == Some(true) && self.inbound_udp == Some(true) {
-            return format!("TCP and UDP port {port} are reachable from the internet; nothing to do.");
+            return format!(
+                "TCP and UDP port {port} are reachable from the internet; nothing to do."
+            );
         }
         if self.double_nat {
             return "You are behind carrier-grade NAT: IPv6 or your ISP can help.".into();
         }
         if self.nat_behaviour == MappingBehaviour::NoNat {
-            return format!("You have a public address: allow TCP and UDP port {port} in your firewall.");
+            return format!(
+                "You have a public address: allow TCP and UDP port {port} in your firewall."
+            );
         }
         let tcp = self.mappings.iter().any(|m| m.transport == Transport::Tcp);
         let udp = self.mappings.iter().any(|m| m.transport == Transport::Udp);
@@ -116,7 +125,9 @@ impl Report {
             let via = self.mappings[0].protocol;
             return format!("Your router forwards port {port} for us ({via}); nothing to do.");
         }
-        let lan = self.gateway.and_then(|_| self.local_addresses.iter().find(|a| a.is_ipv4()).copied());
+        let lan = self
+            .gateway
+            .and_then(|_| self.local_addresses.iter().find(|a| a.is_ipv4()).copied());
         if self.protocols.iter().any(|p| p.answered) {
             return match lan {
                 Some(lan) => format!("Your router refused to map the port: forward TCP and UDP port {port} to {lan}."),
@@ -131,7 +142,8 @@ impl Report {
 }
 
 fn opt<T: fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "unknown".to_string(), |v| v.to_string())
+    v.as_ref()
+        .map_or_else(|| "unknown".to_string(), |v| v.to_string())
 }
 
 fn tested(v: Option<bool>) -> &'static str {
@@ -145,7 +157,15 @@ fn tested(v: Option<bool>) -> &'static str {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let locals: Vec<String> = self.local_addresses.iter().map(|a| a.to_string()).collect();
-        writeln!(f, "Local addresses:   {}", if locals.is_empty() { "none".into() } else { locals.join(", ") })?;
+        writeln!(
+            f,
+            "Local addresses:   {}",
+            if locals.is_empty() {
+                "none".into()
+            } else {
+                locals.join(", ")
+            }
+        )?;
         writeln!(f, "Gateway:           {}", opt(&self.gateway))?;
         for p in &self.protocols {
             let what = match (&p.error, p.answered) {
@@ -159,15 +179,37 @@ impl fmt::Display for Report {
             writeln!(f, "Port mappings:     none")?;
         }
         for m in &self.mappings {
-            let lease = if m.lease_secs == 0 { "permanent".to_string() } else { format!("lease {} s", m.lease_secs) };
-            writeln!(f, "Port mapping:      {} {} -> {} via {} ({lease})", m.transport, m.external, m.internal, m.protocol)?;
+            let lease = if m.lease_secs == 0 {
+                "permanent".to_string()
+            } else {
+                format!("lease {} s", m.lease_secs)
+            };
+            writeln!(
+                f,
+                "Port mapping:      {} {} -> {} via {} ({lease})",
+                m.transport, m.external, m.internal, m.protocol
+            )?;
         }
         writeln!(f, "External IPv4:     {}", opt(&self.external_ipv4))?;
         writeln!(f, "External IPv6:     {}", opt(&self.external_ipv6))?;
         writeln!(f, "NAT behaviour:     {}", self.nat_behaviour)?;
-        writeln!(f, "Double NAT:        {}", if self.double_nat { "yes" } else { "no" })?;
-        writeln!(f, "Inbound TCP {}:  {}", self.port, tested(self.inbound_tcp))?;
-        writeln!(f, "Inbound UDP {}:  {}", self.port, tested(self.inbound_udp))?;
+        writeln!(
+            f,
+            "Double NAT:        {}",
+            if self.double_nat { "yes" } else { "no" }
+        )?;
+        writeln!(
+            f,
+            "Inbound TCP {}:  {}",
+            self.port,
+            tested(self.inbound_tcp)
+        )?;
+        writeln!(
+            f,
+            "Inbound UDP {}:  {}",
+            self.port,
+            tested(self.inbound_udp)
+        )?;
         write!(f, "Advice: {}", self.advice)
     }
 }
@@ -185,7 +227,10 @@ mod tests {
     }
 
     fn state_with(protocol_answered: Option<bool>, mapped: bool) -> MapperState {
-        let mut s = MapperState { gateway: Some(Ipv4Addr::new(10, 1, 0, 1)), ..Default::default() };
+        let mut s = MapperState {
+            gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+            ..Default::default()
+        };
         if let Some(answered) = protocol_answered {
             s.probes.push(ProtocolStatus {
                 protocol: MappingProtocol::Pcp,
@@ -213,27 +258,58 @@ mod tests {
     fn advice_follows_the_situation() {
         let v = AddressVoter::new(51413, lan());
         let r = Report::new(51413, lan(), &state_with(None, false), &v);
-        assert_eq!(r.advice, "Enable UPnP or NAT-PMP on your router, or forward TCP and UDP port 51413 to 10.1.0.2.");
+        assert_eq!(
+            r.advice,
+            "Enable UPnP or NAT-PMP on your router, or forward TCP and UDP port 51413 to 10.1.0.2."
+        );
         let r = Report::new(51413, lan(), &state_with(Some(true), false), &v);
-        assert!(r.advice.contains("refused") && r.advice.contains("forward TCP and UDP port 51413 to 10.1.0.2"), "{}", r.advice);
+        assert!(
+            r.advice.contains("refused")
+                && r.advice
+                    .contains("forward TCP and UDP port 51413 to 10.1.0.2"),
+            "{}",
+            r.advice
+        );
         let r = Report::new(51413, lan(), &state_with(Some(true), true), &v);
-        assert!(r.advice.contains("forwards port 51413") && r.advice.contains("PCP"), "{}", r.advice);
-        assert_eq!(r.external_ipv4, Some(Ipv4Addr::new(57, 66, 2, 1)), "a public gateway address counts");
+        assert!(
+            r.advice.contains("forwards port 51413") && r.advice.contains("PCP"),
+            "{}",
+            r.advice
+        );
+        assert_eq!(
+            r.external_ipv4,
+            Some(Ipv4Addr::new(57, 66, 2, 1)),
+            "a public gateway address counts"
+        );
 
         let mut cgn = state_with(Some(true), false);
         cgn.external_ip = Some("100.64.1.2".parse().unwrap());
         let r = Report::new(51413, lan(), &cgn, &v);
         assert!(r.double_nat);
         assert_eq!(r.external_ipv4, None);
-        assert_eq!(r.advice, "You are behind carrier-grade NAT: IPv6 or your ISP can help.");
+        assert_eq!(
+            r.advice,
+            "You are behind carrier-grade NAT: IPv6 or your ISP can help."
+        );
 
         // The gateway has no external address while remotes see a public one: double NAT.
         let mut hidden = state_with(Some(true), false);
         hidden.gateway_lacks_external_address = true;
-        assert!(!Report::new(51413, lan(), &hidden, &v).double_nat, "no remote view yet");
+        assert!(
+            !Report::new(51413, lan(), &hidden, &v).double_nat,
+            "no remote view yet"
+        );
         let mut seen = AddressVoter::new(51413, lan());
         for r in ["57.66.1.1", "57.66.1.2"] {
-            seen.add(Vote { source: VoteSource::Dht, reporter: r.parse().unwrap(), address: "57.66.3.1".parse().unwrap(), udp_port: Some(1) }, Instant::now());
+            seen.add(
+                Vote {
+                    source: VoteSource::Dht,
+                    reporter: r.parse().unwrap(),
+                    address: "57.66.3.1".parse().unwrap(),
+                    udp_port: Some(1),
+                },
+                Instant::now(),
+            );
         }
         assert!(Report::new(51413, lan(), &hidden, &seen).double_nat);
 
@@ -249,13 +325,29 @@ mod tests {
         let mut v = AddressVoter::new(51413, lan());
         let now = Instant::now();
         for (r, p) in [("57.66.1.1", 40000), ("57.66.1.2", 40001)] {
-            v.add(Vote { source: VoteSource::Dht, reporter: r.parse().unwrap(), address: "57.66.2.1".parse().unwrap(), udp_port: Some(p) }, now);
+            v.add(
+                Vote {
+                    source: VoteSource::Dht,
+                    reporter: r.parse().unwrap(),
+                    address: "57.66.2.1".parse().unwrap(),
+                    udp_port: Some(p),
+                },
+                now,
+            );
         }
         let r = Report::new(51413, lan(), &state_with(Some(true), true), &v);
         let text = r.to_string();
         assert!(text.contains("Gateway:           10.1.0.1"), "{text}");
-        assert!(text.contains("Port mapping:      UDP 57.66.2.1:51413 -> 10.1.0.2:51413 via PCP (lease 7200 s)"), "{text}");
-        assert!(text.contains("NAT behaviour:     endpoint-dependent mapping"), "{text}");
+        assert!(
+            text.contains(
+                "Port mapping:      UDP 57.66.2.1:51413 -> 10.1.0.2:51413 via PCP (lease 7200 s)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("NAT behaviour:     endpoint-dependent mapping"),
+            "{text}"
+        );
         assert!(text.contains("Inbound TCP 51413:  not tested"), "{text}");
         assert!(text.ends_with(&format!("Advice: {}", r.advice)));
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();

@@ -21,7 +21,10 @@ impl Default for Retry {
     /// 250 ms doubling, 4 sends: about 3.75 s before giving up on a silent gateway. RFC 6886
     /// suggests 9 sends (64 s), too long to wait before trying the next protocol.
     fn default() -> Self {
-        Retry { initial: Duration::from_millis(250), attempts: 4 }
+        Retry {
+            initial: Duration::from_millis(250),
+            attempts: 4,
+        }
     }
 }
 

@@ -28,13 +28,18 @@ pub async fn discover(local: Ipv4Addr, timeout: Duration) -> Result<UpnpGateway,
     };
     match igd_next::aio::tokio::search_gateway(options).await {
         Ok(inner) => Ok(UpnpGateway { inner }),
-        Err(igd_next::SearchError::NoResponseWithinTimeout) => Err(MapError::NoAnswer(MappingProtocol::Upnp)),
+        Err(igd_next::SearchError::NoResponseWithinTimeout) => {
+            Err(MapError::NoAnswer(MappingProtocol::Upnp))
+        }
         Err(e) => Err(refused(e)),
     }
 }
 
 fn refused(e: impl std::fmt::Display) -> MapError {
-    MapError::Refused { protocol: MappingProtocol::Upnp, reason: e.to_string() }
+    MapError::Refused {
+        protocol: MappingProtocol::Upnp,
+        reason: e.to_string(),
+    }
 }
 
 fn igd_protocol(t: Transport) -> PortMappingProtocol {
@@ -63,12 +68,14 @@ impl UpnpGateway {
     /// gives) is [`MapError::NoExternalAddress`].
     pub async fn external_ip(&self) -> Result<IpAddr, MapError> {
         match self.inner.get_external_ip().await {
-            Ok(ip) if ip.is_unspecified() => Err(MapError::NoExternalAddress(MappingProtocol::Upnp)),
+            Ok(ip) if ip.is_unspecified() => {
+                Err(MapError::NoExternalAddress(MappingProtocol::Upnp))
+            }
             Ok(ip) => Ok(ip),
             // igd-next cannot parse an empty address and hands back the raw body.
-            Err(igd_next::GetExternalIpError::RequestError(igd_next::RequestError::InvalidResponse(body)))
-                if is_empty_external_address(&body) =>
-            {
+            Err(igd_next::GetExternalIpError::RequestError(
+                igd_next::RequestError::InvalidResponse(body),
+            )) if is_empty_external_address(&body) => {
                 Err(MapError::NoExternalAddress(MappingProtocol::Upnp))
             }
             Err(e) => Err(refused(e)),
@@ -88,15 +95,35 @@ impl UpnpGateway {
     ) -> Result<UpnpLease, MapError> {
         let proto = igd_protocol(transport);
         let local = SocketAddr::V4(internal);
-        match self.inner.add_port(proto, external_port, local, lease, description).await {
-            Ok(()) => Ok(UpnpLease { external_port, lease }),
+        match self
+            .inner
+            .add_port(proto, external_port, local, lease, description)
+            .await
+        {
+            Ok(()) => Ok(UpnpLease {
+                external_port,
+                lease,
+            }),
             Err(AddPortError::OnlyPermanentLeasesSupported) => {
-                self.inner.add_port(proto, external_port, local, 0, description).await.map_err(refused)?;
-                Ok(UpnpLease { external_port, lease: 0 })
+                self.inner
+                    .add_port(proto, external_port, local, 0, description)
+                    .await
+                    .map_err(refused)?;
+                Ok(UpnpLease {
+                    external_port,
+                    lease: 0,
+                })
             }
             Err(AddPortError::PortInUse) => {
-                let port = self.inner.add_any_port(proto, local, lease, description).await.map_err(refused)?;
-                Ok(UpnpLease { external_port: port, lease })
+                let port = self
+                    .inner
+                    .add_any_port(proto, local, lease, description)
+                    .await
+                    .map_err(refused)?;
+                Ok(UpnpLease {
+                    external_port: port,
+                    lease,
+                })
             }
             Err(e) => Err(refused(e)),
         }
@@ -104,14 +131,18 @@ impl UpnpGateway {
 
     /// DeletePortMapping.
     pub async fn unmap(&self, transport: Transport, external_port: u16) -> Result<(), MapError> {
-        self.inner.remove_port(igd_protocol(transport), external_port).await.map_err(refused)
+        self.inner
+            .remove_port(igd_protocol(transport), external_port)
+            .await
+            .map_err(refused)
     }
 }
 
 /// True when a GetExternalIPAddress response body carries an empty address.
 fn is_empty_external_address(body: &str) -> bool {
     let compact: String = body.split_whitespace().collect();
-    compact.contains("<NewExternalIPAddress></NewExternalIPAddress>") || compact.contains("<NewExternalIPAddress/>")
+    compact.contains("<NewExternalIPAddress></NewExternalIPAddress>")
+        || compact.contains("<NewExternalIPAddress/>")
 }
 
 #[cfg(test)]
@@ -122,6 +153,8 @@ mod tests {
         let body = r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><u:GetExternalIPAddressResponse xmlns:u="urn:schemas-upnp-org:service:WANIPConnection:1"><NewExternalIPAddress></NewExternalIPAddress></u:GetExternalIPAddressResponse></s:Body></s:Envelope>"#;
         assert!(super::is_empty_external_address(body));
         assert!(super::is_empty_external_address("<NewExternalIPAddress />"));
-        assert!(!super::is_empty_external_address("<NewExternalIPAddress>57.66.2.1</NewExternalIPAddress>"));
+        assert!(!super::is_empty_external_address(
+            "<NewExternalIPAddress>57.66.2.1</NewExternalIPAddress>"
+        ));
     }
 }

@@ -90,7 +90,11 @@ pub struct AddressVoter {
 impl AddressVoter {
     /// A voter for the UDP socket bound to `local_port` on a host with `local_addrs`.
     pub fn new(local_port: u16, local_addrs: Vec<IpAddr>) -> Self {
-        AddressVoter { local_port, local_addrs, votes: VecDeque::new() }
+        AddressVoter {
+            local_port,
+            local_addrs,
+            votes: VecDeque::new(),
+        }
     }
 
     /// Records a vote received at `now`. A newer vote of the same kind from the same reporter
@@ -117,21 +121,34 @@ impl AddressVoter {
     }
 
     fn remote_votes(&self) -> impl Iterator<Item = &Vote> {
-        self.votes.iter().map(|(v, _)| v).filter(|v| !matches!(v.source, VoteSource::Gateway(_)))
+        self.votes
+            .iter()
+            .map(|(v, _)| v)
+            .filter(|v| !matches!(v.source, VoteSource::Gateway(_)))
     }
 
     /// The latest address the gateway reported, if any.
     pub fn gateway_address(&self) -> Option<IpAddr> {
-        self.votes.iter().rev().map(|(v, _)| v).find(|v| matches!(v.source, VoteSource::Gateway(_))).map(|v| v.address)
+        self.votes
+            .iter()
+            .rev()
+            .map(|(v, _)| v)
+            .find(|v| matches!(v.source, VoteSource::Gateway(_)))
+            .map(|v| v.address)
     }
 
     /// The external address of one family: the one most distinct remote reporters agree on
     /// (at least [`MIN_AGREEING_REPORTERS`]), else a public address the gateway reported.
     fn consensus(&self, family_v4: bool) -> Option<IpAddr> {
         let mut tally: Vec<(IpAddr, Vec<IpAddr>)> = Vec::new();
-        for v in self.remote_votes().filter(|v| v.address.is_ipv4() == family_v4) {
+        for v in self
+            .remote_votes()
+            .filter(|v| v.address.is_ipv4() == family_v4)
+        {
             match tally.iter_mut().find(|(a, _)| *a == v.address) {
-                Some((_, reporters)) if !reporters.contains(&v.reporter) => reporters.push(v.reporter),
+                Some((_, reporters)) if !reporters.contains(&v.reporter) => {
+                    reporters.push(v.reporter)
+                }
                 Some(_) => {}
                 None => tally.push((v.address, vec![v.reporter])),
             }
@@ -142,7 +159,8 @@ impl AddressVoter {
             .max_by_key(|(_, r)| r.len())
             .map(|(a, _)| a);
         best.or_else(|| {
-            self.gateway_address().filter(|a| a.is_ipv4() == family_v4 && is_public(*a))
+            self.gateway_address()
+                .filter(|a| a.is_ipv4() == family_v4 && is_public(*a))
         })
     }
 
@@ -192,7 +210,9 @@ impl AddressVoter {
     /// True when there is more than one NAT between us and the internet: the gateway's own
     /// external address is not public, or remotes see a different address than it reports.
     pub fn double_nat(&self) -> bool {
-        let Some(IpAddr::V4(gw)) = self.gateway_address() else { return false };
+        let Some(IpAddr::V4(gw)) = self.gateway_address() else {
+            return false;
+        };
         if !is_public(IpAddr::V4(gw)) {
             return true;
         }
@@ -241,7 +261,12 @@ mod tests {
     }
 
     fn dht(reporter: &str, address: &str, port: u16) -> Vote {
-        Vote { source: VoteSource::Dht, reporter: ip(reporter), address: ip(address), udp_port: Some(port) }
+        Vote {
+            source: VoteSource::Dht,
+            reporter: ip(reporter),
+            address: ip(address),
+            udp_port: Some(port),
+        }
     }
 
     fn voter() -> AddressVoter {
@@ -255,7 +280,13 @@ mod tests {
         v.add(dht("57.66.1.1", "57.66.2.1", 51413), now);
         assert_eq!(v.external_ipv4(), None);
         // The same reporter again (another source kind counts separately but is one reporter).
-        v.add(Vote { source: VoteSource::PeerYourIp, ..dht("57.66.1.1", "57.66.2.1", 0) }, now);
+        v.add(
+            Vote {
+                source: VoteSource::PeerYourIp,
+                ..dht("57.66.1.1", "57.66.2.1", 0)
+            },
+            now,
+        );
         assert_eq!(v.external_ipv4(), None);
         v.add(dht("57.66.1.2", "57.66.2.1", 51413), now);
         assert_eq!(v.external_ipv4(), Some("57.66.2.1".parse().unwrap()));
@@ -279,7 +310,12 @@ mod tests {
     #[test]
     fn public_gateway_reply_is_enough_alone() {
         let mut v = voter();
-        let gw = Vote { source: VoteSource::Gateway(MappingProtocol::Pcp), reporter: ip("10.1.0.1"), address: ip("57.66.2.1"), udp_port: None };
+        let gw = Vote {
+            source: VoteSource::Gateway(MappingProtocol::Pcp),
+            reporter: ip("10.1.0.1"),
+            address: ip("57.66.2.1"),
+            udp_port: None,
+        };
         v.add(gw, Instant::now());
         assert_eq!(v.external_ipv4(), Some("57.66.2.1".parse().unwrap()));
         assert!(!v.double_nat());
@@ -307,7 +343,15 @@ mod tests {
         // yourip votes carry no port and do not classify.
         let mut tcp_only = voter();
         for r in ["57.66.1.1", "57.66.1.2"] {
-            tcp_only.add(Vote { source: VoteSource::PeerYourIp, reporter: ip(r), address: ip("57.66.2.1"), udp_port: None }, now);
+            tcp_only.add(
+                Vote {
+                    source: VoteSource::PeerYourIp,
+                    reporter: ip(r),
+                    address: ip("57.66.2.1"),
+                    udp_port: None,
+                },
+                now,
+            );
         }
         assert_eq!(tcp_only.external_ipv4(), Some("57.66.2.1".parse().unwrap()));
         assert_eq!(tcp_only.behaviour(), MappingBehaviour::Unknown);
@@ -316,11 +360,20 @@ mod tests {
     #[test]
     fn detects_double_nat() {
         let now = Instant::now();
-        let gw = |addr: &str| Vote { source: VoteSource::Gateway(MappingProtocol::NatPmp), reporter: ip("10.1.0.1"), address: ip(addr), udp_port: None };
+        let gw = |addr: &str| Vote {
+            source: VoteSource::Gateway(MappingProtocol::NatPmp),
+            reporter: ip("10.1.0.1"),
+            address: ip(addr),
+            udp_port: None,
+        };
         let mut shared = voter();
         shared.add(gw("100.64.1.2"), now);
         assert!(shared.double_nat());
-        assert_eq!(shared.external_ipv4(), None, "a shared address is not our external address");
+        assert_eq!(
+            shared.external_ipv4(),
+            None,
+            "a shared address is not our external address"
+        );
 
         let mut differs = voter();
         differs.add(gw("57.66.2.1"), now);
@@ -342,7 +395,15 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_VOTES as u32 * 3) {
             let reporter = IpAddr::V4(Ipv4Addr::from(0x3900_0000 + i));
-            v.add(Vote { source: VoteSource::Dht, reporter, address: ip("57.66.2.1"), udp_port: Some(1) }, t0);
+            v.add(
+                Vote {
+                    source: VoteSource::Dht,
+                    reporter,
+                    address: ip("57.66.2.1"),
+                    udp_port: Some(1),
+                },
+                t0,
+            );
         }
         assert_eq!(v.len(), MAX_VOTES);
         v.add(dht("57.66.1.1", "66.6.6.6", 1), t0 + VOTE_TTL);
@@ -362,7 +423,20 @@ mod tests {
 
     #[test]
     fn public_ranges() {
-        for a in ["10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1", "100.127.255.1", "127.0.0.1", "169.254.1.1", "203.0.113.1", "0.1.2.3", "fd00::1", "fe80::1", "::1"] {
+        for a in [
+            "10.0.0.1",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "100.127.255.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "203.0.113.1",
+            "0.1.2.3",
+            "fd00::1",
+            "fe80::1",
+            "::1",
+        ] {
             assert!(!is_public(ip(a)), "{a}");
         }
         for a in ["57.66.2.1", "100.128.0.1", "8.8.8.8", "2001:db9::1"] {

@@ -37,7 +37,11 @@ pub(crate) fn run(args: &[&str], stdin: Option<&str>) -> Result<Output, LabError
         .args(&args[1..])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     let mut child = command.spawn().map_err(|source| LabError::Io {
         what: format!("starting `{line}`"),
         source,
@@ -46,11 +50,15 @@ pub(crate) fn run(args: &[&str], stdin: Option<&str>) -> Result<Output, LabError
         use std::io::Write;
         let mut pipe = child.stdin.take().expect("stdin was piped");
         pipe.write_all(text.as_bytes())
-            .map_err(|source| LabError::Io { what: format!("feeding `{line}`"), source })?;
+            .map_err(|source| LabError::Io {
+                what: format!("feeding `{line}`"),
+                source,
+            })?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| LabError::Io { what: format!("waiting for `{line}`"), source })?;
+    let out = child.wait_with_output().map_err(|source| LabError::Io {
+        what: format!("waiting for `{line}`"),
+        source,
+    })?;
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: match stdin {
@@ -73,11 +81,19 @@ pub(crate) fn ip(ns: &str, args: &str) -> Result<Output, LabError> {
 
 /// Loads an nftables ruleset into namespace `ns`.
 pub(crate) fn nft(ns: &str, ruleset: &str) -> Result<(), LabError> {
-    run(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(ruleset)).map(drop)
+    run(
+        &["ip", "netns", "exec", ns, "nft", "-f", "-"],
+        Some(ruleset),
+    )
+    .map(drop)
 }
 
 /// Sets a sysctl inside namespace `ns` (net.* sysctls are per namespace).
 pub(crate) fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
     let assignment = format!("{key}={value}");
-    run(&["ip", "netns", "exec", ns, "sysctl", "-qw", &assignment], None).map(drop)
+    run(
+        &["ip", "netns", "exec", ns, "sysctl", "-qw", &assignment],
+        None,
+    )
+    .map(drop)
 }

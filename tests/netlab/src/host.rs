@@ -92,11 +92,14 @@ impl Host {
     pub fn spawn(&self, args: &[&str], log: Option<&std::path::Path>) -> Result<u32, LabError> {
         let (out, err) = match log {
             Some(path) => {
-                let f = std::fs::File::create(path)
-                    .map_err(|source| LabError::Io { what: format!("creating {path:?}"), source })?;
-                let g = f
-                    .try_clone()
-                    .map_err(|source| LabError::Io { what: "dup log".into(), source })?;
+                let f = std::fs::File::create(path).map_err(|source| LabError::Io {
+                    what: format!("creating {path:?}"),
+                    source,
+                })?;
+                let g = f.try_clone().map_err(|source| LabError::Io {
+                    what: "dup log".into(),
+                    source,
+                })?;
                 (Stdio::from(f), Stdio::from(g))
             }
             None => (Stdio::null(), Stdio::null()),
@@ -108,7 +111,10 @@ impl Host {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|source| LabError::Io { what: format!("spawning {args:?}"), source })?;
+            .map_err(|source| LabError::Io {
+                what: format!("spawning {args:?}"),
+                source,
+            })?;
         let pid = child.id();
         self.teardown.lock().unwrap().children.push(child);
         Ok(pid)
@@ -137,8 +143,13 @@ impl Host {
                 enter_netns(&ns)?;
                 Ok(f())
             })
-            .map_err(|source| LabError::Io { what: "spawning thread".into(), source })?;
-        handle.join().map_err(|_| LabError::Panicked(self.ns.clone()))?
+            .map_err(|source| LabError::Io {
+                what: "spawning thread".into(),
+                source,
+            })?;
+        handle
+            .join()
+            .map_err(|_| LabError::Panicked(self.ns.clone()))?
     }
 
     /// Runs the future made by `make` to completion on a current-thread tokio runtime inside
@@ -179,13 +190,19 @@ impl Host {
                     }
                 });
             })
-            .map_err(|source| LabError::Io { what: "spawning thread".into(), source })?;
+            .map_err(|source| LabError::Io {
+                what: "spawning thread".into(),
+                source,
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(LabError::Panicked(self.ns.clone())),
         }
-        Ok(Background { stop: Some(tx), thread: Some(thread) })
+        Ok(Background {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Like [`Host::background`], but the task lives until the lab is torn down.
@@ -195,7 +212,10 @@ impl Host {
         F: FnOnce() -> Fut + Send + 'static,
     {
         let mut bg = self.background(make)?;
-        let pair = (bg.stop.take().expect("fresh"), bg.thread.take().expect("fresh"));
+        let pair = (
+            bg.stop.take().expect("fresh"),
+            bg.thread.take().expect("fresh"),
+        );
         self.teardown.lock().unwrap().background.push(pair);
         Ok(())
     }
@@ -211,8 +231,10 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Moves the calling thread into the named network namespace.
 fn enter_netns(ns: &str) -> Result<(), LabError> {
     let path = format!("/run/netns/{ns}");
-    let file = std::fs::File::open(&path)
-        .map_err(|source| LabError::Io { what: format!("opening {path}"), source })?;
+    let file = std::fs::File::open(&path).map_err(|source| LabError::Io {
+        what: format!("opening {path}"),
+        source,
+    })?;
     // SAFETY: the fd is valid for the call; setns only changes this thread's namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {

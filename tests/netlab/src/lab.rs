@@ -126,8 +126,10 @@ impl Lab {
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("{NS_PREFIX}{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("burrow-netlab-{id}"));
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| LabError::Io { what: format!("creating {dir:?}"), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+            what: format!("creating {dir:?}"),
+            source,
+        })?;
         let mut lab = Lab {
             internet: format!("{id}-net"),
             id,
@@ -186,7 +188,11 @@ impl Lab {
         cmd::ip(&ns, "link set cg0 up")?;
         cmd::sysctl(&ns, "net.ipv4.ip_forward", "1")?;
         cmd::nft(&ns, &router::carrier_ruleset(nat))?;
-        Ok(Carrier { router: self.host(ns, name, v4, Some(v6)), index: c, homes: Mutex::new(0) })
+        Ok(Carrier {
+            router: self.host(ns, name, v4, Some(v6)),
+            index: c,
+            homes: Mutex::new(0),
+        })
     }
 
     /// Adds a home network: a router (WAN on the internet or behind a carrier) and LAN hosts.
@@ -196,7 +202,10 @@ impl Lab {
         let ns = format!("{}-{name}", self.id);
         self.add_ns(&ns)?;
         let ipv6 = spec.ipv6 && matches!(spec.upstream, Upstream::Internet);
-        assert!(ipv6 == spec.ipv6, "IPv6 homes behind a carrier are not modelled");
+        assert!(
+            ipv6 == spec.ipv6,
+            "IPv6 homes behind a carrier are not modelled"
+        );
         // WAN side.
         let (wan_v4, wan_v6) = match spec.upstream {
             Upstream::Internet => {
@@ -213,16 +222,29 @@ impl Lab {
                 *homes += 1;
                 let v4 = Ipv4Addr::new(100, 64, carrier.index, 1 + *homes);
                 let port = format!("h{}", *homes);
-                cmd::ip(&carrier.router.ns, &format!("link add {port} type veth peer name wan0 netns {ns}"))?;
-                cmd::ip(&carrier.router.ns, &format!("link set {port} master cg0 up"))?;
+                cmd::ip(
+                    &carrier.router.ns,
+                    &format!("link add {port} type veth peer name wan0 netns {ns}"),
+                )?;
+                cmd::ip(
+                    &carrier.router.ns,
+                    &format!("link set {port} master cg0 up"),
+                )?;
                 cmd::ip(&ns, &format!("addr add {v4}/24 dev wan0"))?;
                 cmd::ip(&ns, "link set wan0 up")?;
-                cmd::ip(&ns, &format!("route add default via 100.64.{}.1", carrier.index))?;
+                cmd::ip(
+                    &ns,
+                    &format!("route add default via 100.64.{}.1", carrier.index),
+                )?;
                 (v4, None)
             }
         };
         // LAN side: a bridge on the router, one veth per host.
-        let lan_net = if spec.nat == Nat::Routed { [57, 67, k] } else { [10, k, 0] };
+        let lan_net = if spec.nat == Nat::Routed {
+            [57, 67, k]
+        } else {
+            [10, k, 0]
+        };
         let lan_v4 = Ipv4Addr::new(lan_net[0], lan_net[1], lan_net[2], 1);
         let lan_v6: Option<Ipv6Addr> = ipv6.then(|| format!("2001:db8:{k}::1").parse().unwrap());
         cmd::ip(&ns, "link add lan0 type bridge")?;
@@ -235,7 +257,10 @@ impl Lab {
         cmd::sysctl(&ns, "net.ipv6.conf.all.forwarding", "1")?;
         cmd::nft(&ns, &router::home_ruleset(spec.nat, spec.open_firewall))?;
         if spec.nat == Nat::Routed {
-            self.add_route(&format!("{}.{}.{}.0/24", lan_net[0], lan_net[1], lan_net[2]), &wan_v4.to_string())?;
+            self.add_route(
+                &format!("{}.{}.{}.0/24", lan_net[0], lan_net[1], lan_net[2]),
+                &wan_v4.to_string(),
+            )?;
         }
         if let (Some(_), Some(wan6)) = (lan_v6, wan_v6) {
             self.add_route(&format!("2001:db8:{k}::/64"), &wan6.to_string())?;
@@ -247,7 +272,10 @@ impl Lab {
             let hns = format!("{}-{host_name}", self.id);
             self.add_ns(&hns)?;
             let port = format!("l{}", n + 1);
-            cmd::ip(&ns, &format!("link add {port} type veth peer name eth0 netns {hns}"))?;
+            cmd::ip(
+                &ns,
+                &format!("link add {port} type veth peer name eth0 netns {hns}"),
+            )?;
             cmd::ip(&ns, &format!("link set {port} master lan0 up"))?;
             let v4 = Ipv4Addr::new(lan_net[0], lan_net[1], lan_net[2], 2 + n as u8);
             cmd::ip(&hns, &format!("addr add {v4}/24 dev eth0"))?;
@@ -271,7 +299,13 @@ impl Lab {
     }
 
     fn host(&self, ns: String, name: &str, ipv4: Ipv4Addr, ipv6: Option<Ipv6Addr>) -> Host {
-        Host { ns, name: name.to_string(), ipv4, ipv6, teardown: self.teardown.clone() }
+        Host {
+            ns,
+            name: name.to_string(),
+            ipv4,
+            ipv6,
+            teardown: self.teardown.clone(),
+        }
     }
 
     /// Creates a namespace with loopback up, IPv6 DAD and router advertisements off.
@@ -279,10 +313,16 @@ impl Lab {
         cmd::run(&["ip", "netns", "add", ns], None)?;
         self.namespaces.push(ns.to_string());
         cmd::ip(ns, "link set lo up")?;
-        for key in ["net.ipv6.conf.default.accept_dad", "net.ipv6.conf.all.accept_dad"] {
+        for key in [
+            "net.ipv6.conf.default.accept_dad",
+            "net.ipv6.conf.all.accept_dad",
+        ] {
             cmd::sysctl(ns, key, "0")?;
         }
-        for key in ["net.ipv6.conf.default.accept_ra", "net.ipv6.conf.all.accept_ra"] {
+        for key in [
+            "net.ipv6.conf.default.accept_ra",
+            "net.ipv6.conf.all.accept_ra",
+        ] {
             cmd::sysctl(ns, key, "0")?;
         }
         Ok(())
@@ -292,7 +332,10 @@ impl Lab {
     fn attach(&mut self, ns: &str, v4: Ipv4Addr, v6: Option<Ipv6Addr>) -> Result<(), LabError> {
         self.next_port += 1;
         let port = format!("p{}", self.next_port);
-        cmd::ip(&self.internet, &format!("link add {port} type veth peer name wan0 netns {ns}"))?;
+        cmd::ip(
+            &self.internet,
+            &format!("link add {port} type veth peer name wan0 netns {ns}"),
+        )?;
         cmd::ip(&self.internet, &format!("link set {port} master br0 up"))?;
         cmd::ip(ns, &format!("addr add {v4}/16 dev wan0"))?;
         if let Some(v6) = v6 {
@@ -324,7 +367,10 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let (children, background) = {
             let mut t = self.teardown.lock().unwrap_or_else(|p| p.into_inner());
-            (std::mem::take(&mut t.children), std::mem::take(&mut t.background))
+            (
+                std::mem::take(&mut t.children),
+                std::mem::take(&mut t.background),
+            )
         };
         for mut child in children {
             let _ = child.kill();
@@ -343,11 +389,17 @@ impl Drop for Lab {
 
 /// Deletes namespaces left by labs whose process died without tearing down (e.g. SIGKILL).
 fn remove_stale_labs() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = cmd::run(&["ip", "netns", "del", &name], None);
         }

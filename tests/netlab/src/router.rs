@@ -29,13 +29,29 @@ pub struct MappingProtocols {
 
 impl MappingProtocols {
     /// UPnP-IGD only.
-    pub const UPNP_ONLY: Self = Self { upnp: true, natpmp: false, pcp: false };
+    pub const UPNP_ONLY: Self = Self {
+        upnp: true,
+        natpmp: false,
+        pcp: false,
+    };
     /// NAT-PMP only.
-    pub const NATPMP_ONLY: Self = Self { upnp: false, natpmp: true, pcp: false };
+    pub const NATPMP_ONLY: Self = Self {
+        upnp: false,
+        natpmp: true,
+        pcp: false,
+    };
     /// PCP only.
-    pub const PCP_ONLY: Self = Self { upnp: false, natpmp: false, pcp: true };
+    pub const PCP_ONLY: Self = Self {
+        upnp: false,
+        natpmp: false,
+        pcp: true,
+    };
     /// All three.
-    pub const ALL: Self = Self { upnp: true, natpmp: true, pcp: true };
+    pub const ALL: Self = Self {
+        upnp: true,
+        natpmp: true,
+        pcp: true,
+    };
 }
 
 /// A home router: its host (WAN addresses) plus LAN addresses and the mapping service.
@@ -50,8 +66,21 @@ pub struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(host: Host, nat: Nat, lan_v4: Ipv4Addr, lan_v6: Option<Ipv6Addr>, dir: PathBuf) -> Self {
-        Router { host, nat, lan_v4, lan_v6, dir, upnpd: Arc::default() }
+    pub(crate) fn new(
+        host: Host,
+        nat: Nat,
+        lan_v4: Ipv4Addr,
+        lan_v6: Option<Ipv6Addr>,
+        dir: PathBuf,
+    ) -> Self {
+        Router {
+            host,
+            nat,
+            lan_v4,
+            lan_v6,
+            dir,
+            upnpd: Arc::default(),
+        }
     }
 
     /// The router's namespace (run commands in it, read its WAN address with `ipv4()`).
@@ -82,16 +111,36 @@ impl Router {
     /// Starts miniupnpd offering `protocols` to the LAN (and sets the matching filter rules).
     pub fn start_mapping(&self, protocols: MappingProtocols) -> Result<(), LabError> {
         let mut state = self.upnpd.lock().unwrap();
-        assert!(state.is_none(), "miniupnpd already running on {}", self.host.name);
+        assert!(
+            state.is_none(),
+            "miniupnpd already running on {}",
+            self.host.name
+        );
         let ns = &self.host.ns;
         // Which of the two UDP 5351 protocols to drop (see the module comment).
-        cmd::run(&["ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", TABLE, "mapping_filter"], None)?;
+        cmd::run(
+            &[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "nft",
+                "flush",
+                "chain",
+                "inet",
+                TABLE,
+                "mapping_filter",
+            ],
+            None,
+        )?;
         let mut drops = String::new();
         if !protocols.natpmp {
-            drops += &format!("add rule inet {TABLE} mapping_filter udp dport 5351 @th,64,8 0 drop\n");
+            drops +=
+                &format!("add rule inet {TABLE} mapping_filter udp dport 5351 @th,64,8 0 drop\n");
         }
         if !protocols.pcp {
-            drops += &format!("add rule inet {TABLE} mapping_filter udp dport 5351 @th,64,8 2 drop\n");
+            drops +=
+                &format!("add rule inet {TABLE} mapping_filter udp dport 5351 @th,64,8 2 drop\n");
         }
         if !drops.is_empty() {
             cmd::nft(ns, &drops)?;
@@ -111,13 +160,22 @@ impl Router {
             pmp = yes_no(protocols.natpmp || protocols.pcp),
             lease = self.lease_file().display(),
         );
-        std::fs::write(&conf, text)
-            .map_err(|source| LabError::Io { what: format!("writing {conf:?}"), source })?;
+        std::fs::write(&conf, text).map_err(|source| LabError::Io {
+            what: format!("writing {conf:?}"),
+            source,
+        })?;
         let conf_s = conf.to_string_lossy().into_owned();
         let pid_file = self.dir.join(format!("{name}-miniupnpd.pid"));
         let log = self.dir.join(format!("{name}-miniupnpd.log"));
         let pid = self.host.spawn(
-            &["miniupnpd", "-d", "-f", &conf_s, "-P", &pid_file.to_string_lossy()],
+            &[
+                "miniupnpd",
+                "-d",
+                "-f",
+                &conf_s,
+                "-P",
+                &pid_file.to_string_lossy(),
+            ],
             Some(&log),
         )?;
         *state = Some((pid, protocols));
@@ -136,7 +194,21 @@ impl Router {
         let (pid, protocols) = self.upnpd.lock().unwrap().take()?;
         self.host.kill(pid);
         for chain in ["miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"] {
-            let _ = cmd::run(&["ip", "netns", "exec", &self.host.ns, "nft", "flush", "chain", "inet", TABLE, chain], None);
+            let _ = cmd::run(
+                &[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &self.host.ns,
+                    "nft",
+                    "flush",
+                    "chain",
+                    "inet",
+                    TABLE,
+                    chain,
+                ],
+                None,
+            );
         }
         let _ = std::fs::remove_file(self.lease_file());
         Some(protocols)
@@ -144,16 +216,25 @@ impl Router {
 
     /// The port-forwarding (DNAT) rules miniupnpd has installed, as `nft` prints them.
     pub fn forwarding_rules(&self) -> Result<String, LabError> {
-        self.host.exec(&["nft", "list", "chain", "inet", TABLE, "prerouting_miniupnpd"])
+        self.host.exec(&[
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            TABLE,
+            "prerouting_miniupnpd",
+        ])
     }
 
     /// miniupnpd's log so far (for failure messages).
     pub fn mapping_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}-miniupnpd.log", self.host.name))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("{}-miniupnpd.log", self.host.name)))
+            .unwrap_or_default()
     }
 
     fn lease_file(&self) -> PathBuf {
-        self.dir.join(format!("{}-miniupnpd.leases", self.host.name))
+        self.dir
+            .join(format!("{}-miniupnpd.leases", self.host.name))
     }
 
     /// Waits until miniupnpd's sockets are bound so a test's first request is not lost.
@@ -192,7 +273,11 @@ pub(crate) fn home_ruleset(nat: Nat, open_firewall: bool) -> String {
         Nat::EndpointDependent => "meta nfproto ipv4 oifname \"wan0\" masquerade random",
         Nat::Routed => "",
     };
-    let open = if open_firewall { "iifname \"wan0\" accept" } else { "" };
+    let open = if open_firewall {
+        "iifname \"wan0\" accept"
+    } else {
+        ""
+    };
     format!(
         "table inet {TABLE} {{
   chain input {{
@@ -226,7 +311,11 @@ pub(crate) fn home_ruleset(nat: Nat, open_firewall: bool) -> String {
 
 /// The ruleset of a carrier-grade NAT: forwards everything, masquerades onto its WAN.
 pub(crate) fn carrier_ruleset(nat: Nat) -> String {
-    let random = if nat == Nat::EndpointDependent { " random" } else { "" };
+    let random = if nat == Nat::EndpointDependent {
+        " random"
+    } else {
+        ""
+    };
     format!(
         "table ip {TABLE} {{
   chain postrouting {{

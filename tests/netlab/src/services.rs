@@ -17,7 +17,9 @@ pub fn parse_echo_reply(reply: &[u8]) -> Option<SocketAddr> {
 pub async fn udp_echo_reply(socket: UdpSocket) {
     let mut buf = [0u8; 1500];
     loop {
-        let Ok((_, from)) = socket.recv_from(&mut buf).await else { continue };
+        let Ok((_, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
         let _ = socket.send_to(from.to_string().as_bytes(), from).await;
     }
 }
@@ -26,7 +28,9 @@ pub async fn udp_echo_reply(socket: UdpSocket) {
 /// sends is echoed back until it closes.
 pub async fn tcp_echo_reply(listener: TcpListener) {
     loop {
-        let Ok((mut stream, from)) = listener.accept().await else { continue };
+        let Ok((mut stream, from)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(async move {
             let _ = stream.write_all(format!("{from}\n").as_bytes()).await;
             let mut buf = [0u8; 4096];

@@ -4,7 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use burrow_netlab::{parse_echo_reply, tcp_echo_reply, udp_echo_reply, Host, HomeSpec, Lab, Nat, Upstream};
+use burrow_netlab::{
+    parse_echo_reply, tcp_echo_reply, udp_echo_reply, HomeSpec, Host, Lab, Nat, Upstream,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -13,7 +15,9 @@ const ECHO_PORT: u16 = 7000;
 /// Starts a UDP echo server on `host` for the lab's lifetime.
 fn udp_echo(host: &Host) {
     host.background_for_lab(|| async {
-        let socket = UdpSocket::bind(("0.0.0.0", ECHO_PORT)).await.expect("bind echo");
+        let socket = UdpSocket::bind(("0.0.0.0", ECHO_PORT))
+            .await
+            .expect("bind echo");
         udp_echo_reply(socket).await
     })
     .unwrap();
@@ -31,7 +35,8 @@ fn seen_from_one_socket(client: &Host, targets: Vec<SocketAddr>) -> Vec<SocketAd
                 for _ in 0..5 {
                     socket.send_to(b"who am i", target).await.unwrap();
                     if let Ok(Ok((n, from))) =
-                        tokio::time::timeout(Duration::from_millis(400), socket.recv_from(&mut buf)).await
+                        tokio::time::timeout(Duration::from_millis(400), socket.recv_from(&mut buf))
+                            .await
                     {
                         assert_eq!(from, target);
                         got = parse_echo_reply(&buf[..n]);
@@ -46,39 +51,60 @@ fn seen_from_one_socket(client: &Host, targets: Vec<SocketAddr>) -> Vec<SocketAd
 }
 
 fn targets(hosts: &[&Host]) -> Vec<SocketAddr> {
-    hosts.iter().map(|h| SocketAddr::new(h.ipv4().into(), ECHO_PORT)).collect()
+    hosts
+        .iter()
+        .map(|h| SocketAddr::new(h.ipv4().into(), ECHO_PORT))
+        .collect()
 }
 
 #[test]
 fn eim_router_shows_one_external_port_to_two_remotes() {
-    let Some(mut lab) = Lab::new_or_skip("eim_router_shows_one_external_port_to_two_remotes") else { return };
+    let Some(mut lab) = Lab::new_or_skip("eim_router_shows_one_external_port_to_two_remotes")
+    else {
+        return;
+    };
     let a = lab.public_host("a").unwrap();
     let b = lab.public_host("b").unwrap();
-    let home = lab.home("home", HomeSpec::new(Nat::EndpointIndependent)).unwrap();
+    let home = lab
+        .home("home", HomeSpec::new(Nat::EndpointIndependent))
+        .unwrap();
     udp_echo(&a);
     udp_echo(&b);
     let seen = seen_from_one_socket(&home.hosts[0], targets(&[&a, &b]));
     assert_eq!(seen[0].ip(), IpAddr::from(home.router.wan_ipv4()));
-    assert_eq!(seen[0], seen[1], "an EIM router must show the same mapping to both remotes");
+    assert_eq!(
+        seen[0], seen[1],
+        "an EIM router must show the same mapping to both remotes"
+    );
 }
 
 #[test]
 fn edm_router_shows_a_new_port_per_remote() {
-    let Some(mut lab) = Lab::new_or_skip("edm_router_shows_a_new_port_per_remote") else { return };
+    let Some(mut lab) = Lab::new_or_skip("edm_router_shows_a_new_port_per_remote") else {
+        return;
+    };
     let a = lab.public_host("a").unwrap();
     let b = lab.public_host("b").unwrap();
-    let home = lab.home("home", HomeSpec::new(Nat::EndpointDependent)).unwrap();
+    let home = lab
+        .home("home", HomeSpec::new(Nat::EndpointDependent))
+        .unwrap();
     udp_echo(&a);
     udp_echo(&b);
     let seen = seen_from_one_socket(&home.hosts[0], targets(&[&a, &b]));
     assert_eq!(seen[0].ip(), IpAddr::from(home.router.wan_ipv4()));
     assert_eq!(seen[1].ip(), IpAddr::from(home.router.wan_ipv4()));
-    assert_ne!(seen[0].port(), seen[1].port(), "an EDM router must map per remote");
+    assert_ne!(
+        seen[0].port(),
+        seen[1].port(),
+        "an EDM router must map per remote"
+    );
 }
 
 #[test]
 fn routed_home_keeps_the_lan_address() {
-    let Some(mut lab) = Lab::new_or_skip("routed_home_keeps_the_lan_address") else { return };
+    let Some(mut lab) = Lab::new_or_skip("routed_home_keeps_the_lan_address") else {
+        return;
+    };
     let a = lab.public_host("a").unwrap();
     let home = lab.home("home", HomeSpec::new(Nat::Routed)).unwrap();
     udp_echo(&a);
@@ -88,7 +114,9 @@ fn routed_home_keeps_the_lan_address() {
 
 #[test]
 fn double_nat_shows_the_carrier_address() {
-    let Some(mut lab) = Lab::new_or_skip("double_nat_shows_the_carrier_address") else { return };
+    let Some(mut lab) = Lab::new_or_skip("double_nat_shows_the_carrier_address") else {
+        return;
+    };
     let a = lab.public_host("a").unwrap();
     let carrier = lab.carrier("cgn", Nat::EndpointIndependent).unwrap();
     let mut spec = HomeSpec::new(Nat::EndpointIndependent);
@@ -96,14 +124,26 @@ fn double_nat_shows_the_carrier_address() {
     let home = lab.home("home", spec).unwrap();
     udp_echo(&a);
     let wan = home.router.wan_ipv4();
-    assert_eq!(wan.octets()[..2], [100, 64], "home WAN is in the shared address space");
+    assert_eq!(
+        wan.octets()[..2],
+        [100, 64],
+        "home WAN is in the shared address space"
+    );
     let seen = seen_from_one_socket(&home.hosts[0], targets(&[&a]));
-    assert_eq!(seen[0].ip(), IpAddr::from(carrier.router.ipv4()), "remotes see the carrier");
+    assert_eq!(
+        seen[0].ip(),
+        IpAddr::from(carrier.router.ipv4()),
+        "remotes see the carrier"
+    );
 }
 
 #[test]
 fn ipv6_firewall_blocks_unsolicited_inbound_and_passes_replies() {
-    let Some(mut lab) = Lab::new_or_skip("ipv6_firewall_blocks_unsolicited_inbound_and_passes_replies") else { return };
+    let Some(mut lab) =
+        Lab::new_or_skip("ipv6_firewall_blocks_unsolicited_inbound_and_passes_replies")
+    else {
+        return;
+    };
     let a = lab.public_host("a").unwrap();
     let mut spec = HomeSpec::new(Nat::EndpointIndependent);
     spec.ipv6 = true;
@@ -128,7 +168,11 @@ fn ipv6_firewall_blocks_unsolicited_inbound_and_passes_replies() {
             let mut echo = [0u8; 4];
             s.read_exact(&mut echo).await.unwrap();
             assert_eq!(&echo, b"ping");
-            std::str::from_utf8(&buf[..n]).unwrap().trim().parse::<SocketAddr>().unwrap()
+            std::str::from_utf8(&buf[..n])
+                .unwrap()
+                .trim()
+                .parse::<SocketAddr>()
+                .unwrap()
         })
         .unwrap();
     assert_eq!(seen.ip(), IpAddr::from(lan_v6));
@@ -138,12 +182,17 @@ fn ipv6_firewall_blocks_unsolicited_inbound_and_passes_replies() {
             tokio::time::timeout(Duration::from_secs(2), TcpStream::connect((lan_v6, 7001))).await
         })
         .unwrap();
-    assert!(inbound.is_err(), "unsolicited inbound IPv6 must be dropped, got {inbound:?}");
+    assert!(
+        inbound.is_err(),
+        "unsolicited inbound IPv6 must be dropped, got {inbound:?}"
+    );
 }
 
 #[test]
 fn lab_has_no_route_to_the_real_network() {
-    let Some(mut lab) = Lab::new_or_skip("lab_has_no_route_to_the_real_network") else { return };
+    let Some(mut lab) = Lab::new_or_skip("lab_has_no_route_to_the_real_network") else {
+        return;
+    };
     let root_links_before = root_links();
     lab.public_host("a").unwrap();
     let carrier = lab.carrier("cgn", Nat::EndpointDependent).unwrap();
@@ -163,7 +212,9 @@ fn lab_has_no_route_to_the_real_network() {
             for line in routes.lines() {
                 let via = line.split_whitespace().nth(2).unwrap_or("");
                 assert!(
-                    via.starts_with("10.") || via.starts_with("100.64.") || via.starts_with("2001:db8:"),
+                    via.starts_with("10.")
+                        || via.starts_with("100.64.")
+                        || via.starts_with("2001:db8:"),
                     "{ns}: default route leaves the lab: {line}"
                 );
             }
@@ -189,8 +240,15 @@ fn root_links() -> Vec<String> {
 }
 
 fn run(args: &[&str]) -> String {
-    let out = std::process::Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -202,7 +260,10 @@ fn answers_on_5351(client: &Host, gateway: std::net::Ipv4Addr, request: Vec<u8>)
             let mut buf = [0u8; 1100];
             for _ in 0..3 {
                 socket.send_to(&request, (gateway, 5351)).await.unwrap();
-                if tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf)).await.is_ok() {
+                if tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf))
+                    .await
+                    .is_ok()
+                {
                     return true;
                 }
             }
@@ -214,7 +275,10 @@ fn answers_on_5351(client: &Host, gateway: std::net::Ipv4Addr, request: Vec<u8>)
 #[test]
 fn mapping_service_offers_only_the_selected_protocol() {
     use burrow_netlab::MappingProtocols;
-    let Some(mut lab) = Lab::new_or_skip("mapping_service_offers_only_the_selected_protocol") else { return };
+    let Some(mut lab) = Lab::new_or_skip("mapping_service_offers_only_the_selected_protocol")
+    else {
+        return;
+    };
     // NAT-PMP "external address" request (RFC 6886 §3.2) and a PCP ANNOUNCE (RFC 6887 §14.1).
     let natpmp = vec![0u8, 0];
     let mut pcp = vec![2u8, 0, 0, 0, 0, 0, 0, 0];
@@ -231,7 +295,15 @@ fn mapping_service_offers_only_the_selected_protocol() {
         pcp.extend_from_slice(&client.ipv4().to_ipv6_mapped().octets());
         assert_eq!(pcp.len(), 24);
         let gw = h.router.lan_ipv4();
-        assert_eq!(answers_on_5351(client, gw, natpmp.clone()), expect_pmp, "{name}: NAT-PMP");
-        assert_eq!(answers_on_5351(client, gw, pcp.clone()), expect_pcp, "{name}: PCP");
+        assert_eq!(
+            answers_on_5351(client, gw, natpmp.clone()),
+            expect_pmp,
+            "{name}: NAT-PMP"
+        );
+        assert_eq!(
+            answers_on_5351(client, gw, pcp.clone()),
+            expect_pcp,
+            "{name}: PCP"
+        );
     }
 }
