@@ -490,3 +490,36 @@ fn report_behind_carrier_grade_nat() {
     );
     mapper.shutdown();
 }
+
+#[test]
+fn report_for_a_router_without_mapping_service() {
+    use burrow_swarm::nat::Report;
+    let Some(mut lab) = Lab::new_or_skip("report_for_a_router_without_mapping_service") else {
+        return;
+    };
+    let home = lab
+        .home("home", HomeSpec::new(Nat::EndpointIndependent))
+        .unwrap();
+    let lan = &home.hosts[0];
+    let mapper = RunningMapper::start(lan, lab_config(Duration::from_secs(120)));
+    let state = mapper.wait_for("all protocols tried", Duration::from_secs(30), |s| {
+        s.probes.len() == 3
+    });
+    assert!(state.mappings.is_empty());
+    assert!(
+        state.probes.iter().all(|p| !p.answered),
+        "{:?}",
+        state.probes
+    );
+    let voter = AddressVoter::new(PORT, vec![IpAddr::V4(lan.ipv4())]);
+    let report = Report::new(PORT, vec![IpAddr::V4(lan.ipv4())], &state, &voter);
+    assert_eq!(
+        report.advice,
+        format!(
+            "Enable UPnP or NAT-PMP on your router, or forward TCP and UDP port {PORT} to {}.",
+            lan.ipv4()
+        )
+    );
+    assert!(!report.double_nat);
+    mapper.shutdown();
+}

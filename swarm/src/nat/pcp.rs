@@ -210,11 +210,15 @@ impl MapResponse {
 }
 
 fn decode_header(buf: &[u8], opcode: u8) -> Result<ResponseHeader, DecodeError> {
+    // The version first: a NAT-PMP server's short "unsupported version" reply (RFC 6887 §9)
+    // must read as such, not as a bad length.
+    match buf.first() {
+        None => return Err(DecodeError::BadLength(0)),
+        Some(&v) if v != VERSION => return Err(DecodeError::Version(v)),
+        Some(_) => {}
+    }
     if buf.len() < HEADER_LEN || buf.len() > MAX_MESSAGE || buf.len() % 4 != 0 {
         return Err(DecodeError::BadLength(buf.len()));
-    }
-    if buf[0] != VERSION {
-        return Err(DecodeError::Version(buf[0]));
     }
     if buf[1] != RESPONSE_BIT | opcode {
         return Err(DecodeError::Opcode(buf[1]));
@@ -357,6 +361,11 @@ mod tests {
         let mut natpmp = good.clone();
         natpmp[0] = 0;
         assert_eq!(decode_map(&natpmp), Err(DecodeError::Version(0)));
+        assert_eq!(
+            decode_map(&[0, 0x81, 0, 1, 0, 0, 0, 0]),
+            Err(DecodeError::Version(0))
+        );
+        assert_eq!(decode_map(&[]), Err(DecodeError::BadLength(0)));
         let mut req = good.clone();
         req[1] = 1;
         assert_eq!(decode_map(&req), Err(DecodeError::Opcode(1)));
