@@ -4,9 +4,10 @@
 
 pub mod connectivity;
 pub mod metainfo;
+pub mod nat;
 pub mod peer;
 pub mod session;
 pub mod torrent;
 pub mod tracker;
-pub mod wire;
 pub mod types;
+pub mod wire;
