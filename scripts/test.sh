@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what burrow's tests need on a fresh Debian (bookworm) machine and runs every test:
+# unit tests, interop tests against libtorrent, aria2 and transmission, and the network-namespace
+# NAT lab (which needs root). Run as root, or with sudo available for the apt-get step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  python3-libtorrent   # libtorrent 2.0 peers for interop tests
+  aria2                # aria2c downloads from burrow
+  transmission-cli     # transmission-remote against burrow's RPC
+  transmission-daemon
+  iproute2 nftables procps miniupnpd-nftables   # the NAT lab
+  ca-certificates pkg-config
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+# Tests that need root print "SKIPPED (needs root)" and record themselves here.
+export BURROW_SKIP_LOG="${BURROW_SKIP_LOG:-$(mktemp)}"
+: > "$BURROW_SKIP_LOG"
+cargo test --workspace --locked "$@"
+if [ -s "$BURROW_SKIP_LOG" ]; then
+  echo "Some tests were skipped:" >&2
+  cat "$BURROW_SKIP_LOG" >&2
+  if [ "${BURROW_ALLOW_SKIP:-0}" != 1 ]; then
+    exit 1
+  fi
+fi
