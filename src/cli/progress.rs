@@ -98,5 +98,6 @@ impl Progress {
         if had_bar || self.last_state != Some(st.state.label()) {
             eprintln!("{}", summary(st));
         }
+        eprintln!("this session: downloaded {} bytes, uploaded {} bytes, {} pieces failed verification", st.downloaded, st.uploaded, st.hash_failures);
     }
 }

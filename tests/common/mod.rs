@@ -157,7 +157,7 @@ pub fn create_torrent(src: &Path, out: &Path, extra: &[&str]) -> (PathBuf, Strin
 /// A burrow command with loopback defaults.
 pub fn burrow(args: &[&str], port: u16, state: &Path) -> Command {
     let mut c = Command::new(burrow_bin());
-    c.args(args).arg("--port").arg(port.to_string()).arg("--listen").arg("127.0.0.1").arg("--state-dir").arg(state).env("RUST_LOG", "info");
+    c.args(args).arg("--port").arg(port.to_string()).arg("--listen").arg("127.0.0.1").arg("--state-dir").arg(state).env("RUST_LOG", std::env::var("BURROW_TEST_LOG").unwrap_or_else(|_| "info".into()));
     c
 }
 

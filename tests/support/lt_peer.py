@@ -47,6 +47,13 @@ def main():
         "user_agent": "lt-test",
     }
     ses = lt.session(settings)
+    if args.upload_limit:
+        # Loopback peers are exempt from rate limits by default; put every address in the
+        # global class so the limit applies to the test's peers too.
+        f = lt.ip_filter()
+        f.add_rule("0.0.0.0", "255.255.255.255", 1 << ses.global_peer_class_id)
+        f.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1 << ses.global_peer_class_id)
+        ses.set_peer_class_filter(f)
     params = lt.add_torrent_params()
     if args.torrent:
         params.ti = lt.torrent_info(args.torrent)
@@ -55,6 +62,9 @@ def main():
     params.save_path = args.save
     if args.mode == "seed":
         params.flags |= lt.torrent_flags.seed_mode
+    # Start at once: an auto-managed torrent waits for the queue and turns peers away meanwhile.
+    params.flags &= ~lt.torrent_flags.auto_managed
+    params.flags &= ~lt.torrent_flags.paused
     h = ses.add_torrent(params)
     for p in args.peer:
         host, port = p.rsplit(":", 1)
@@ -64,6 +74,9 @@ def main():
     port = 0
     while port == 0 and time.time() < deadline:
         port = ses.listen_port() if tcp else ses.ssl_listen_port() or ses.listen_port()
+        time.sleep(0.05)
+    # Report readiness only once the torrent accepts connections (not while it loads).
+    while time.time() < deadline and str(h.status().state) not in ("seeding", "downloading", "finished", "downloading_metadata"):
         time.sleep(0.05)
     print(json.dumps({"event": "listening", "port": port}), flush=True)
     last = 0

@@ -13,6 +13,9 @@ pub const MAX_KNOWN_PEERS: usize = 2_000;
 pub const MAX_FAILURES: u32 = 5;
 /// Wait after the first failure; doubles with each further failure.
 pub const BASE_BACKOFF: Duration = Duration::from_secs(30);
+/// Wait after a failure to reach an address the user gave: they asked for this peer, so it
+/// is retried sooner (still doubling).
+pub const MANUAL_BACKOFF: Duration = Duration::from_secs(3);
 /// Upper bound of the back-off.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30 * 60);
 /// Most addresses banned per torrent (peers that sent bad data).
@@ -124,7 +127,8 @@ impl PeerPool {
             return;
         }
         let shift = (k.failures - 1).min(10);
-        k.next_attempt = now + (BASE_BACKOFF * (1 << shift)).min(MAX_BACKOFF);
+        let base = if k.source == PeerSource::Manual { MANUAL_BACKOFF } else { BASE_BACKOFF };
+        k.next_attempt = now + (base * (1 << shift)).min(MAX_BACKOFF);
         k.state = State::Idle;
         self.known.insert(addr, k);
     }

@@ -423,14 +423,20 @@ impl Task {
             let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
             tokio::spawn(async move {
                 let r = async {
-                    let (mut s, route) = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial(addr)).await.ok()?.ok()?;
-                    let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id).await.ok()?;
-                    Some((s, h, route))
+                    let (mut s, route) = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial(addr))
+                        .await
+                        .map_err(|_| "connect timed out".to_string())?
+                        .map_err(|e| e.to_string())?;
+                    let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id).await.map_err(|e| format!("handshake: {e}"))?;
+                    Ok::<_, String>((s, h, route))
                 }
                 .await;
                 let _ = match r {
-                    Some((stream, handshake, route)) => tx.send(TaskMsg::Connected { stream, addr, handshake, route, dialled: true }),
-                    None => tx.send(TaskMsg::DialFailed(addr)),
+                    Ok((stream, handshake, route)) => tx.send(TaskMsg::Connected { stream, addr, handshake, route, dialled: true }),
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "dial failed");
+                        tx.send(TaskMsg::DialFailed(addr))
+                    }
                 };
             });
         }
