@@ -51,10 +51,17 @@ struct Partial {
 pub enum Received {
     /// Not a block we are waiting for (unknown piece, already have it, or a duplicate).
     Unwanted,
-    /// Stored; the piece still misses blocks.
-    Stored,
+    /// Stored; the piece still misses blocks. `duplicated`: other peers were asked for the
+    /// same block (endgame) and should be sent a cancel.
+    Stored {
+        /// Requested from more than one peer.
+        duplicated: bool,
+    },
     /// Stored, and it was the piece's last missing block: verify the piece now.
-    PieceComplete,
+    PieceComplete {
+        /// Requested from more than one peer.
+        duplicated: bool,
+    },
 }
 
 /// The piece picker of one torrent.
@@ -149,6 +156,11 @@ impl Picker {
     /// True when every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
         !self.wanted.any_wanted(&self.wanted, &self.have)
+    }
+
+    /// Most pieces downloaded or verified at once.
+    pub fn max_partial(&self) -> usize {
+        self.max_partial
     }
 
     /// Pieces being downloaded or verified now.
@@ -323,17 +335,20 @@ impl Picker {
         }
         let Some(p) = self.partial.get_mut(&i) else { return Received::Unwanted };
         let b = r.index_in_piece() as usize;
-        match p.blocks[b] {
+        let duplicated = match p.blocks[b] {
             Block::Received => return Received::Unwanted,
-            Block::Free => p.free -= 1,
-            Block::Requested(_) => {}
-        }
+            Block::Free => {
+                p.free -= 1;
+                false
+            }
+            Block::Requested(n) => n > 1,
+        };
         p.blocks[b] = Block::Received;
         p.received += 1;
         if p.received as usize == p.blocks.len() {
-            Received::PieceComplete
+            Received::PieceComplete { duplicated }
         } else {
-            Received::Stored
+            Received::Stored { duplicated }
         }
     }
 

@@ -22,7 +22,7 @@ fn pieces_of(blocks: &[BlockRef]) -> Vec<u32> {
 
 fn complete(p: &mut Picker, blocks: &[BlockRef]) {
     for b in blocks {
-        if p.block_received(b) == Received::PieceComplete {
+        if matches!(p.block_received(b), Received::PieceComplete { .. }) {
             p.piece_verified(b.piece.0, true);
         }
     }
@@ -108,7 +108,7 @@ fn endgame_duplicates_outstanding_blocks_up_to_the_limit() {
     let mut c = vec![];
     assert_eq!(p.pick(Has::All, 10, |_| false, &mut c), 0, "at most {MAX_DUPLICATE_REQUESTS} peers per block");
     // A block received once is not duplicated further, and a second copy is unwanted.
-    assert_eq!(p.block_received(&a[0]), Received::Stored);
+    assert_eq!(p.block_received(&a[0]), Received::Stored { duplicated: true });
     assert_eq!(p.block_received(&b[0]), Received::Unwanted);
 }
 

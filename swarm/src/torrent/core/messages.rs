@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, Assembly, CloseReason, Phase, TorrentCore, MAX_HASH_STRIKES, MAX_SPARE_BUFFERS};
+use super::{Action, Assembly, CloseReason, Phase, TorrentCore, MAX_HASH_STRIKES};
 use crate::peer::{PeerHas, PeerKey, MAX_ALLOWED_FAST, MAX_PENDING_HAVES};
 use crate::torrent::bitfield::Bitfield;
 use crate::torrent::picker::{Has, Received};
@@ -197,13 +197,18 @@ impl TorrentCore {
         if requested {
             p.last_block_at = now;
             p.snubbed = false;
+            // Slow start: a block arriving while the pipeline is nearly full means the peer
+            // keeps up, so allow one more outstanding request (doubling per round trip).
+            if (p.outstanding.len() + 1) * 4 >= p.max_requests * 3 {
+                p.max_requests += 1;
+            }
         }
         let ip = p.addr.ip();
         let (Some(picker), Some(info)) = (&mut self.picker, &self.info) else {
             self.stats.wasted += data.len() as u64;
             return Ok(());
         };
-        match picker.block_received(&r) {
+        let (complete, duplicated) = match picker.block_received(&r) {
             Received::Unwanted => {
                 self.stats.wasted += data.len() as u64;
                 let p = self.peers.get_mut(&key).expect("present");
@@ -215,29 +220,33 @@ impl TorrentCore {
                 }
                 return Ok(());
             }
-            got => {
-                let len = info.piece_len(piece) as usize;
-                let spare = &mut self.spare_buffers;
-                let a = self.assembling.entry(piece.0).or_insert_with(|| {
-                    let mut buf = spare.pop().unwrap_or_default();
-                    buf.resize(len, 0);
-                    Assembly { buf, contributors: Vec::new() }
-                });
-                a.buf[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
-                if !a.contributors.contains(&ip) {
-                    a.contributors.push(ip);
-                }
-                if got == Received::PieceComplete {
-                    let buf = std::mem::take(&mut a.buf);
-                    self.actions.push_back(Action::Verify { piece: piece.0, data: buf });
-                }
-            }
+            Received::Stored { duplicated } => (false, duplicated),
+            Received::PieceComplete { duplicated } => (true, duplicated),
+        };
+        let len = info.piece_len(piece) as usize;
+        let spare = &mut self.spare_buffers;
+        let a = self.assembling.entry(piece.0).or_insert_with(|| {
+            // A reused buffer needs no zeroing: every byte is overwritten by a block.
+            let mut buf = spare.pop().unwrap_or_default();
+            buf.resize(len, 0);
+            Assembly { buf, contributors: Vec::new() }
+        });
+        a.buf[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+        if !a.contributors.contains(&ip) {
+            a.contributors.push(ip);
         }
-        // Endgame: others asked for the same block; withdraw those requests.
-        let others: Vec<PeerKey> = self.peers.iter().filter(|(k, p)| **k != key && p.outstanding.contains(&r)).map(|(k, _)| *k).collect();
-        for k in others {
-            self.peers.get_mut(&k).expect("present").outstanding.remove(&r);
-            self.send(k, Message::Cancel(r));
+        if complete {
+            let buf = std::mem::take(&mut a.buf);
+            self.actions.push_back(Action::Verify { piece: piece.0, data: buf });
+        }
+        if duplicated {
+            // Endgame: others were asked for the same block; withdraw those requests.
+            let others: Vec<PeerKey> =
+                self.peers.iter().filter(|(k, p)| **k != key && p.outstanding.contains(&r)).map(|(k, _)| *k).collect();
+            for k in others {
+                self.peers.get_mut(&k).expect("present").outstanding.remove(&r);
+                self.send(k, Message::Cancel(r));
+            }
         }
         Ok(())
     }
@@ -246,7 +255,10 @@ impl TorrentCore {
     /// for reuse.
     pub fn piece_checked(&mut self, piece: u32, ok: bool, buf: Vec<u8>) {
         let contributors = self.assembling.remove(&piece).map(|a| a.contributors).unwrap_or_default();
-        if self.spare_buffers.len() < MAX_SPARE_BUFFERS && buf.capacity() > 0 {
+        // Spare buffers plus pieces being assembled never exceed the picker's memory cap, and
+        // reusing them spares a page fault per 4 KiB of every piece.
+        let cap = self.picker.as_ref().map_or(0, |p| p.max_partial()).saturating_sub(self.assembling.len());
+        if self.spare_buffers.len() < cap && buf.capacity() > 0 {
             self.spare_buffers.push(buf);
         }
         let Some(picker) = &mut self.picker else { return };

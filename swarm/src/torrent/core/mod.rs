@@ -160,8 +160,6 @@ pub struct TorrentCore {
     rng: u64,
 }
 
-/// Most spare piece buffers kept for reuse.
-const MAX_SPARE_BUFFERS: usize = 4;
 /// Failed pieces a peer may take part in before it is banned (a sole contributor counts 3).
 pub const MAX_HASH_STRIKES: u32 = 6;
 

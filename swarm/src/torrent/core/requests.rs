@@ -29,7 +29,7 @@ impl TorrentCore {
         }
         let reqq = p.ext.as_ref().and_then(|e| e.reqq).map_or(250, |q| q as usize).clamp(1, MAX_REQUESTS);
         let by_rate = (p.down.rate() * REQUEST_QUEUE_SECONDS / BLOCK_SIZE as f64) as usize;
-        p.max_requests = if p.snubbed { 1 } else { by_rate.max(MIN_REQUESTS).min(reqq) };
+        p.max_requests = if p.snubbed { 1 } else { by_rate.max(p.max_requests).max(MIN_REQUESTS).min(reqq) };
         if p.outstanding.len() >= p.max_requests {
             return;
         }

@@ -1,0 +1,128 @@
+//! Benchmarks of the download hot path: piece hashing, peer-wire decoding, the picker, and the
+//! torrent core's handling of arriving blocks. Numbers are recorded in the README.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sha1::{Digest, Sha1};
+
+use burrow_swarm::connectivity::Route;
+use burrow_swarm::metainfo::Info;
+use burrow_swarm::peer::PeerState;
+use burrow_swarm::torrent::bitfield::Bitfield;
+use burrow_swarm::torrent::core::{Action, CoreConfig, TorrentCore};
+use burrow_swarm::torrent::picker::{Has, Picker, Received};
+use burrow_swarm::types::{InfoHash, PeerId, PieceIndex, BLOCK_SIZE};
+use burrow_swarm::wire::{Handshake, Message};
+
+const PIECE: u32 = 1 << 20;
+
+fn hashing(c: &mut Criterion) {
+    let data = vec![0x5au8; PIECE as usize];
+    let mut g = c.benchmark_group("sha1");
+    g.throughput(Throughput::Bytes(PIECE as u64));
+    g.bench_function("1MiB piece", |b| b.iter(|| Sha1::digest(&data)));
+    g.finish();
+}
+
+fn decoding(c: &mut Criterion) {
+    // 64 piece messages of 16 KiB, as they arrive from a fast seed.
+    let mut wire = BytesMut::new();
+    let block = Bytes::from(vec![1u8; BLOCK_SIZE as usize]);
+    for i in 0..64u32 {
+        Message::Piece { piece: PieceIndex(i / 64), offset: (i % 64) * BLOCK_SIZE, data: block.clone() }.encode(&mut wire);
+    }
+    let wire = wire.freeze();
+    let mut g = c.benchmark_group("wire");
+    g.throughput(Throughput::Bytes(wire.len() as u64));
+    g.bench_function("decode 64 piece messages", |b| {
+        b.iter_batched(
+            || BytesMut::from(&wire[..]),
+            |mut buf| {
+                let mut n = 0;
+                while let Ok(Some(_)) = Message::decode(&mut buf) {
+                    n += 1;
+                }
+                assert_eq!(n, 64);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn picking(c: &mut Criterion) {
+    // A 1 GiB torrent: pick and receive every block once, in batches of 64.
+    let pieces = 1024u32;
+    let mut g = c.benchmark_group("picker");
+    g.throughput(Throughput::Elements(pieces as u64 * (PIECE / BLOCK_SIZE) as u64));
+    g.sample_size(10);
+    g.bench_function("pick+receive all blocks of 1 GiB", |b| {
+        b.iter(|| {
+            let mut p = Picker::new(PIECE, pieces as u64 * PIECE as u64, Bitfield::new(pieces), 32, 1);
+            p.add_peer(Has::All);
+            let mut out = Vec::with_capacity(64);
+            loop {
+                out.clear();
+                if p.pick(Has::All, 64, |_| false, &mut out) == 0 {
+                    break;
+                }
+                for r in &out {
+                    if let Received::PieceComplete { .. } = p.block_received(r) {
+                        p.piece_verified(r.piece.0, true);
+                    }
+                }
+            }
+            assert!(p.is_complete());
+        })
+    });
+    g.finish();
+}
+
+fn core_blocks(c: &mut Criterion) {
+    // The torrent core receiving a 256 MiB torrent from one seed: requests out, blocks in,
+    // pieces to verify (verification itself excluded).
+    let pieces = 256u32;
+    let mut raw = format!("d6:lengthi{}e4:name1:x12:piece lengthi{PIECE}e6:pieces{}:", pieces as u64 * PIECE as u64, pieces * 20).into_bytes();
+    raw.extend(std::iter::repeat_n(0u8, pieces as usize * 20));
+    raw.push(b'e');
+    let info = Arc::new(Info::from_bytes(&raw).unwrap());
+    let block = Bytes::from(vec![7u8; BLOCK_SIZE as usize]);
+    let mut g = c.benchmark_group("core");
+    g.throughput(Throughput::Bytes(pieces as u64 * PIECE as u64));
+    g.sample_size(10);
+    g.bench_function("receive 256 MiB from one seed", |b| {
+        b.iter(|| {
+            let now = Instant::now();
+            let mut core = TorrentCore::new(info.info_hash, PeerId([1; 20]), Some(info.clone()), CoreConfig::default(), 3);
+            core.attach(Bitfield::new(pieces));
+            let hs = Handshake::ours(InfoHash([0; 20]), PeerId([2; 20]));
+            core.peer_connected(1, PeerState::new(SocketAddr::from(([10, 0, 0, 1], 1)), hs, Route::OutgoingTcp, now), now);
+            core.peer_messages(1, [Message::HaveAll, Message::Unchoke], now);
+            let mut verified = 0;
+            while verified < pieces {
+                let mut replies = Vec::new();
+                while let Some(a) = core.poll_action() {
+                    match a {
+                        Action::Send(_, Message::Request(r)) => {
+                            replies.push(Message::Piece { piece: r.piece, offset: r.offset, data: block.slice(..r.len as usize) })
+                        }
+                        Action::Verify { piece, data } => {
+                            core.piece_checked(piece, true, data);
+                            verified += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                core.peer_messages(1, replies, now);
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hashing, decoding, picking, core_blocks);
+criterion_main!(benches);
