@@ -63,7 +63,10 @@ impl<'a> Decoder<'a> {
 
     /// The next byte without consuming it.
     pub fn peek(&self) -> Result<u8> {
-        self.buf.get(self.pos).copied().ok_or(BencodeError::UnexpectedEnd)
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or(BencodeError::UnexpectedEnd)
     }
 
     fn expect(&mut self, byte: u8) -> Result<()> {
@@ -104,8 +107,14 @@ impl<'a> Decoder<'a> {
             return Err(BencodeError::UnexpectedByte(self.pos));
         }
         self.pos += 1; // ':'
-        let end = self.pos.checked_add(len).ok_or(BencodeError::UnexpectedEnd)?;
-        let s = self.buf.get(self.pos..end).ok_or(BencodeError::UnexpectedEnd)?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .ok_or(BencodeError::UnexpectedEnd)?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(BencodeError::UnexpectedEnd)?;
         self.pos = end;
         Ok(s)
     }
@@ -134,7 +143,13 @@ impl<'a> Decoder<'a> {
             let d = i64::from(b - b'0');
             value = value
                 .checked_mul(10)
-                .and_then(|v| if negative { v.checked_sub(d) } else { v.checked_add(d) })
+                .and_then(|v| {
+                    if negative {
+                        v.checked_sub(d)
+                    } else {
+                        v.checked_add(d)
+                    }
+                })
                 .ok_or(BencodeError::InvalidNumber(start))?;
             digits += 1;
             self.pos += 1;
@@ -221,12 +236,17 @@ impl<'a> ByteStrList<'a> {
         while !dec.at_end()? {
             dec.bytes()?;
         }
-        Ok(ByteStrList { raw: &dec.buf[start..dec.pos] })
+        Ok(ByteStrList {
+            raw: &dec.buf[start..dec.pos],
+        })
     }
 
     /// The elements in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let mut dec = Decoder { buf: self.raw, pos: 1 };
+        let mut dec = Decoder {
+            buf: self.raw,
+            pos: 1,
+        };
         // Validated in `read`, so the only way to stop is the closing `e`.
         std::iter::from_fn(move || match dec.at_end() {
             Ok(false) => dec.bytes().ok(),
@@ -339,7 +359,18 @@ mod tests {
 
     #[test]
     fn rejects_non_canonical_and_truncated_input() {
-        for bad in [&b"i03e"[..], b"i-0e", b"ie", b"i-e", b"01:a", b"5:abc", b"i12", b"x", b"", b"3"] {
+        for bad in [
+            &b"i03e"[..],
+            b"i-0e",
+            b"ie",
+            b"i-e",
+            b"01:a",
+            b"5:abc",
+            b"i12",
+            b"x",
+            b"",
+            b"3",
+        ] {
             let mut d = Decoder::new(bad);
             let r = match bad.first() {
                 Some(b'i') => d.int().map(drop),
@@ -351,7 +382,10 @@ mod tests {
         assert_eq!(Decoder::new(b"i-9223372036854775808e").int(), Ok(i64::MIN));
         assert!(Decoder::new(b"i9223372036854775808e").int().is_err());
         // A length that claims more than the buffer holds must fail without allocating.
-        assert_eq!(Decoder::new(b"9999999:ab").bytes(), Err(BencodeError::UnexpectedEnd));
+        assert_eq!(
+            Decoder::new(b"9999999:ab").bytes(),
+            Err(BencodeError::UnexpectedEnd)
+        );
         assert!(Decoder::new(b"99999999:ab").bytes().is_err());
     }
 

@@ -21,7 +21,11 @@ const CRC32C_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -77,7 +81,9 @@ pub fn node_id_for(ip: IpAddr, rng: &mut impl RngCore) -> NodeId {
 /// True if `id` satisfies BEP 42 for `ip` (ignoring exemptions; see [`is_exempt`]).
 pub fn id_matches_ip(id: &NodeId, ip: IpAddr) -> bool {
     let crc = id_prefix(ip, id.0[19] & 7);
-    id.0[0] == (crc >> 24) as u8 && id.0[1] == (crc >> 16) as u8 && (id.0[2] & 0xf8) == ((crc >> 8) as u8 & 0xf8)
+    id.0[0] == (crc >> 24) as u8
+        && id.0[1] == (crc >> 16) as u8
+        && (id.0[2] & 0xf8) == ((crc >> 8) as u8 & 0xf8)
 }
 
 /// True for addresses that BEP 42 exempts from verification: private, link-local and loopback
@@ -119,11 +125,31 @@ mod tests {
 
     /// The example rows of BEP 42: IP, the random byte, and an example ID valid for them.
     const VECTORS: [(&str, u8, &str); 5] = [
-        ("124.31.75.21", 1, "5fbfbff10c5d6a4ec8a88e4c6ab4c28b95eee401"),
-        ("21.75.31.124", 86, "5a3ce9c14e7a08645677bbd1cfe7d8f956d53256"),
-        ("65.23.51.170", 22, "a5d43220bc8f112a3d426c84764f8c2a1150e616"),
-        ("84.124.73.14", 65, "1b0321dd1bb1fe518101ceef99462b947a01ff41"),
-        ("43.213.53.83", 90, "e56f6cbf5b7c4be0237986d5243b87aa6d51305a"),
+        (
+            "124.31.75.21",
+            1,
+            "5fbfbff10c5d6a4ec8a88e4c6ab4c28b95eee401",
+        ),
+        (
+            "21.75.31.124",
+            86,
+            "5a3ce9c14e7a08645677bbd1cfe7d8f956d53256",
+        ),
+        (
+            "65.23.51.170",
+            22,
+            "a5d43220bc8f112a3d426c84764f8c2a1150e616",
+        ),
+        (
+            "84.124.73.14",
+            65,
+            "1b0321dd1bb1fe518101ceef99462b947a01ff41",
+        ),
+        (
+            "43.213.53.83",
+            90,
+            "e56f6cbf5b7c4be0237986d5243b87aa6d51305a",
+        ),
     ];
 
     #[test]
@@ -140,16 +166,27 @@ mod tests {
             assert!(id_matches_ip(&id, ip), "{ip}");
             assert!(!is_exempt(ip));
             let crc = id_prefix(ip, rand);
-            assert_eq!(crc >> 11, u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) >> 11);
+            assert_eq!(
+                crc >> 11,
+                u32::from_be_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) >> 11
+            );
         }
         // An ID valid for one vector is not valid for another's address.
-        assert!(!id_matches_ip(&hex_id(VECTORS[0].2), "21.75.31.124".parse().unwrap()));
+        assert!(!id_matches_ip(
+            &hex_id(VECTORS[0].2),
+            "21.75.31.124".parse().unwrap()
+        ));
     }
 
     #[test]
     fn derived_ids_verify() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        for ip in ["8.8.4.4", "203.0.114.9", "2001:db8:1234:5678::1", "2a00:1450:4001:80b::200e"] {
+        for ip in [
+            "8.8.4.4",
+            "203.0.114.9",
+            "2001:db8:1234:5678::1",
+            "2a00:1450:4001:80b::200e",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             for _ in 0..20 {
                 let id = node_id_for(ip, &mut rng);
@@ -162,7 +199,16 @@ mod tests {
     #[test]
     fn local_addresses_are_exempt() {
         let id = NodeId([0; 20]);
-        for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.3.3", "127.0.0.1", "::1", "fe80::1", "fd00::7"] {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.3.3",
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::7",
+        ] {
             assert!(is_verified(&id, ip.parse().unwrap()), "{ip}");
         }
         assert!(!is_verified(&id, "8.8.8.8".parse().unwrap()));

@@ -29,13 +29,21 @@ pub fn decode_peer(b: &[u8]) -> Option<SocketAddr> {
     match b.len() {
         PEER_V4_LEN => {
             let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be_bytes([b[4], b[5]]))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be_bytes([b[4], b[5]]),
+            )))
         }
         PEER_V6_LEN => {
             let mut o = [0u8; 16];
             o.copy_from_slice(&b[..16]);
             let port = u16::from_be_bytes([b[16], b[17]]);
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(o), port, 0, 0)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(o),
+                port,
+                0,
+                0,
+            )))
         }
         _ => None,
     }
@@ -114,14 +122,23 @@ mod tests {
 
     #[test]
     fn nodes_round_trip_and_skip_partial_entries() {
-        let n1 = NodeInfo { id: NodeId([1; 20]), addr: "9.9.9.9:1".parse().unwrap() };
-        let n2 = NodeInfo { id: NodeId([2; 20]), addr: "8.8.8.8:2".parse().unwrap() };
+        let n1 = NodeInfo {
+            id: NodeId([1; 20]),
+            addr: "9.9.9.9:1".parse().unwrap(),
+        };
+        let n2 = NodeInfo {
+            id: NodeId([2; 20]),
+            addr: "8.8.8.8:2".parse().unwrap(),
+        };
         let mut v = Vec::new();
         encode_node(&n1, &mut v);
         encode_node(&n2, &mut v);
         v.extend_from_slice(&[0; 5]);
         assert_eq!(decode_nodes(&v, false).collect::<Vec<_>>(), vec![n1, n2]);
-        let n6 = NodeInfo { id: NodeId([3; 20]), addr: "[2001:db8::2]:3".parse().unwrap() };
+        let n6 = NodeInfo {
+            id: NodeId([3; 20]),
+            addr: "[2001:db8::2]:3".parse().unwrap(),
+        };
         let mut v = Vec::new();
         encode_node(&n6, &mut v);
         assert_eq!(decode_nodes(&v, true).collect::<Vec<_>>(), vec![n6]);

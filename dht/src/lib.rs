@@ -27,10 +27,14 @@ pub mod rate_limit;
 pub mod routing;
 mod token;
 mod txn;
+pub mod votes;
 
 pub use compact::NodeInfo;
 pub use id::{InfoHash, NodeId};
-pub use node::{Config, Event, LookupDone, LookupId, LookupStatus, Node, SampleResult, StateError, Stats, Transmit};
+pub use node::{
+    Config, Event, LookupDone, LookupId, LookupStatus, Node, SampleResult, StateError, Stats,
+    Transmit,
+};
 pub use peer_store::PeerStoreLimits;
 pub use rate_limit::RateLimit;
 

@@ -56,7 +56,10 @@ impl Token {
         }
         let mut bytes = [0u8; MAX_TOKEN_LEN];
         bytes[..b.len()].copy_from_slice(b);
-        Some(Token { len: b.len() as u8, bytes })
+        Some(Token {
+            len: b.len() as u8,
+            bytes,
+        })
     }
 
     /// The token bytes.
@@ -92,7 +95,11 @@ pub struct Traversal {
 impl Traversal {
     /// A search for `target` with no candidates yet.
     pub fn new(target: [u8; 20]) -> Traversal {
-        Traversal { target, candidates: Vec::with_capacity(MAX_CANDIDATES), queries: 0 }
+        Traversal {
+            target,
+            candidates: Vec::with_capacity(MAX_CANDIDATES),
+            queries: 0,
+        }
     }
 
     /// The key searched for.
@@ -113,7 +120,9 @@ impl Traversal {
 
     fn dist_of(&self, id: Option<&NodeId>) -> Distance {
         // Unknown IDs sort first: they are bootstrap contacts that must be asked to get anywhere.
-        id.map_or(Distance([0; 20]), |id| Distance::between(&self.target, &id.0))
+        id.map_or(Distance([0; 20]), |id| {
+            Distance::between(&self.target, &id.0)
+        })
     }
 
     /// Adds a candidate unless its address is already known or the ID is `own`.
@@ -127,11 +136,16 @@ impl Traversal {
             // Make room by dropping the farthest candidate that nobody waits on and that cannot
             // be part of the result: anything unasked or failed, or answered but beyond the K
             // closest.
-            let Some(victim) = self.candidates.iter().enumerate().rposition(|(i, c)| match c.state {
-                CandidateState::Fresh | CandidateState::Failed => true,
-                CandidateState::Responded => i >= K,
-                CandidateState::InFlight { .. } => false,
-            }) else {
+            let Some(victim) =
+                self.candidates
+                    .iter()
+                    .enumerate()
+                    .rposition(|(i, c)| match c.state {
+                        CandidateState::Fresh | CandidateState::Failed => true,
+                        CandidateState::Responded => i >= K,
+                        CandidateState::InFlight { .. } => false,
+                    })
+            else {
                 return;
             };
             if victim < pos {
@@ -139,7 +153,14 @@ impl Traversal {
             }
             self.candidates.remove(victim);
         }
-        let c = Candidate { id, addr, state: CandidateState::Fresh, token: None, verified, dist };
+        let c = Candidate {
+            id,
+            addr,
+            state: CandidateState::Fresh,
+            token: None,
+            verified,
+            dist,
+        };
         self.candidates.insert(pos, c);
     }
 
@@ -149,7 +170,11 @@ impl Traversal {
         if self.queries >= MAX_QUERIES {
             return None;
         }
-        let active = self.candidates.iter().filter(|c| c.state == CandidateState::InFlight { slow: false }).count();
+        let active = self
+            .candidates
+            .iter()
+            .filter(|c| c.state == CandidateState::InFlight { slow: false })
+            .count();
         if active >= ALPHA {
             return None;
         }
@@ -173,7 +198,13 @@ impl Traversal {
     }
 
     /// Records an answer from `addr`. Returns false if `addr` is not a candidate.
-    pub fn on_response(&mut self, addr: &SocketAddr, id: NodeId, token: Option<&[u8]>, verified: bool) -> bool {
+    pub fn on_response(
+        &mut self,
+        addr: &SocketAddr,
+        id: NodeId,
+        token: Option<&[u8]>,
+        verified: bool,
+    ) -> bool {
         let Some(i) = self.candidates.iter().position(|c| c.addr == *addr) else {
             return false;
         };
@@ -206,21 +237,35 @@ impl Traversal {
 
     /// True once the [`K`] closest live candidates have all answered, or nothing is left to ask.
     pub fn is_done(&self) -> bool {
-        let mut top = self.candidates.iter().filter(|c| c.state != CandidateState::Failed).take(K);
+        let mut top = self
+            .candidates
+            .iter()
+            .filter(|c| c.state != CandidateState::Failed)
+            .take(K);
         if top.all(|c| c.state == CandidateState::Responded) {
             return true;
         }
-        self.queries >= MAX_QUERIES && !self.candidates.iter().any(|c| matches!(c.state, CandidateState::InFlight { .. }))
+        self.queries >= MAX_QUERIES
+            && !self
+                .candidates
+                .iter()
+                .any(|c| matches!(c.state, CandidateState::InFlight { .. }))
     }
 
     /// Up to `k` candidates that answered, nearest first.
     pub fn closest_responded(&self, k: usize) -> impl Iterator<Item = &Candidate> {
-        self.candidates.iter().filter(|c| c.state == CandidateState::Responded).take(k)
+        self.candidates
+            .iter()
+            .filter(|c| c.state == CandidateState::Responded)
+            .take(k)
     }
 
     /// Number of candidates that answered.
     pub fn responded(&self) -> usize {
-        self.candidates.iter().filter(|c| c.state == CandidateState::Responded).count()
+        self.candidates
+            .iter()
+            .filter(|c| c.state == CandidateState::Responded)
+            .count()
     }
 }
 
@@ -247,7 +292,10 @@ mod tests {
         }
         let first: Vec<_> = std::iter::from_fn(|| t.next_query()).collect();
         assert_eq!(first.len(), ALPHA);
-        assert_eq!(first.iter().map(|q| q.0.unwrap()).collect::<Vec<_>>(), vec![id(1), id(2), id(3)]);
+        assert_eq!(
+            first.iter().map(|q| q.0.unwrap()).collect::<Vec<_>>(),
+            vec![id(1), id(2), id(3)]
+        );
         // A slow query frees a slot.
         t.on_slow(&addr(1));
         assert_eq!(t.next_query().unwrap().0, Some(id(4)));
@@ -277,7 +325,15 @@ mod tests {
         let got: Vec<_> = t.closest_responded(K).map(|c| c.id.unwrap()).collect();
         let want: Vec<_> = [1, 3, 4, 5, 6, 7, 8, 9].into_iter().map(id).collect();
         assert_eq!(got, want);
-        assert_eq!(t.closest_responded(1).next().unwrap().token.unwrap().as_bytes(), b"tok");
+        assert_eq!(
+            t.closest_responded(1)
+                .next()
+                .unwrap()
+                .token
+                .unwrap()
+                .as_bytes(),
+            b"tok"
+        );
     }
 
     #[test]
@@ -288,10 +344,18 @@ mod tests {
         t.add(None, addr(999), &own, true);
         t.add(Some(own), addr(5), &own, true);
         t.add(Some(id(3)), addr(1), &own, true);
-        assert_eq!(t.candidates().len(), 2, "own ID and duplicate address skipped");
+        assert_eq!(
+            t.candidates().len(),
+            2,
+            "own ID and duplicate address skipped"
+        );
         assert_eq!(t.next_query().unwrap(), (None, addr(999)));
         t.on_response(&addr(999), id(200), None, true);
-        assert_eq!(t.candidates().last().unwrap().addr, addr(999), "re-sorted by real ID");
+        assert_eq!(
+            t.candidates().last().unwrap().addr,
+            addr(999),
+            "re-sorted by real ID"
+        );
         for p in 0..200u16 {
             let mut x = [0u8; 20];
             x[0] = 2;
@@ -299,7 +363,10 @@ mod tests {
             t.add(Some(NodeId(x)), addr(1000 + p), &own, true);
         }
         assert_eq!(t.candidates().len(), MAX_CANDIDATES);
-        assert!(!t.candidates().iter().any(|c| c.addr == addr(999)), "a far answered candidate made room");
+        assert!(
+            !t.candidates().iter().any(|c| c.addr == addr(999)),
+            "a far answered candidate made room"
+        );
         // Answered candidates among the K closest are kept even when closer ones keep coming.
         let (nid, a) = t.next_query().unwrap();
         t.on_response(&a, nid.unwrap(), None, true);
@@ -309,7 +376,10 @@ mod tests {
             x[1..3].copy_from_slice(&p.to_be_bytes());
             t.add(Some(NodeId(x)), addr(5000 + p), &own, true);
         }
-        assert!(t.candidates().iter().any(|c| c.addr == a) == (t.candidates().iter().position(|c| c.addr == a).unwrap_or(K) < K));
+        assert!(
+            t.candidates().iter().any(|c| c.addr == a)
+                == (t.candidates().iter().position(|c| c.addr == a).unwrap_or(K) < K)
+        );
         assert!(t.candidates().windows(2).all(|w| w[0].dist <= w[1].dist));
     }
 

@@ -63,7 +63,12 @@ pub struct PeerStore {
 impl PeerStore {
     /// An empty store.
     pub fn new(limits: PeerStoreLimits) -> PeerStore {
-        PeerStore { limits, index: HashMap::new(), swarms: Vec::new(), total: 0 }
+        PeerStore {
+            limits,
+            index: HashMap::new(),
+            swarms: Vec::new(),
+            total: 0,
+        }
     }
 
     /// Number of info-hashes stored.
@@ -100,10 +105,19 @@ impl PeerStore {
 
     /// Stores (or refreshes) `peer` for `info_hash`. Returns false if a limit set to zero
     /// leaves no room at all.
-    pub fn announce(&mut self, info_hash: InfoHash, peer: SocketAddr, now: Instant, rng: &mut impl Rng) -> bool {
+    pub fn announce(
+        &mut self,
+        info_hash: InfoHash,
+        peer: SocketAddr,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> bool {
         let expires = now + PEER_TTL;
         let limits = self.limits;
-        if limits.max_info_hashes == 0 || limits.max_peers_per_info_hash == 0 || limits.max_peers_total == 0 {
+        if limits.max_info_hashes == 0
+            || limits.max_peers_per_info_hash == 0
+            || limits.max_peers_total == 0
+        {
             return false;
         }
         if let Some(&i) = self.index.get(&info_hash) {
@@ -122,29 +136,52 @@ impl PeerStore {
         let mut i = self.index[&info_hash];
         if self.swarms[i].1.len() >= self.limits.max_peers_per_info_hash {
             let peers = &mut self.swarms[i].1;
-            let oldest = (0..peers.len()).min_by_key(|&j| peers[j].expires).unwrap_or(0);
-            peers[oldest] = Stored { addr: peer, expires };
+            let oldest = (0..peers.len())
+                .min_by_key(|&j| peers[j].expires)
+                .unwrap_or(0);
+            peers[oldest] = Stored {
+                addr: peer,
+                expires,
+            };
             return true;
         }
         while self.total >= self.limits.max_peers_total {
             if !self.evict_random_except(Some(i), rng) {
                 // Only this swarm is left and it holds every slot: recycle its oldest entry.
                 let peers = &mut self.swarms[i].1;
-                let oldest = (0..peers.len()).min_by_key(|&j| peers[j].expires).unwrap_or(0);
-                peers[oldest] = Stored { addr: peer, expires };
+                let oldest = (0..peers.len())
+                    .min_by_key(|&j| peers[j].expires)
+                    .unwrap_or(0);
+                peers[oldest] = Stored {
+                    addr: peer,
+                    expires,
+                };
                 return true;
             }
             i = self.index[&info_hash];
         }
-        self.swarms[i].1.push(Stored { addr: peer, expires });
+        self.swarms[i].1.push(Stored {
+            addr: peer,
+            expires,
+        });
         self.total += 1;
         true
     }
 
     /// Appends to `out` up to `max` live peers of `info_hash` from one address family,
     /// starting at a random position so that large swarms are served in rotation.
-    pub fn get(&self, info_hash: &InfoHash, v6: bool, max: usize, now: Instant, rng: &mut impl Rng, out: &mut Vec<SocketAddr>) {
-        let Some(&i) = self.index.get(info_hash) else { return };
+    pub fn get(
+        &self,
+        info_hash: &InfoHash,
+        v6: bool,
+        max: usize,
+        now: Instant,
+        rng: &mut impl Rng,
+        out: &mut Vec<SocketAddr>,
+    ) {
+        let Some(&i) = self.index.get(info_hash) else {
+            return;
+        };
         let peers = &self.swarms[i].1;
         if peers.is_empty() {
             return;
@@ -165,9 +202,12 @@ impl PeerStore {
 
     /// True if any live peer is stored for `info_hash`, in the given family.
     pub fn has_peers(&self, info_hash: &InfoHash, v6: bool, now: Instant) -> bool {
-        self.index
-            .get(info_hash)
-            .is_some_and(|&i| self.swarms[i].1.iter().any(|p| p.addr.is_ipv6() == v6 && p.expires > now))
+        self.index.get(info_hash).is_some_and(|&i| {
+            self.swarms[i]
+                .1
+                .iter()
+                .any(|p| p.addr.is_ipv6() == v6 && p.expires > now)
+        })
     }
 
     /// Drops expired peers and empty info-hashes.
@@ -189,7 +229,10 @@ impl PeerStore {
     /// Up to `max` distinct stored info-hashes chosen at random (BEP 51 samples).
     pub fn sample(&self, max: usize, rng: &mut impl Rng) -> Vec<InfoHash> {
         let n = self.swarms.len();
-        rand::seq::index::sample(rng, n, max.min(n)).into_iter().map(|i| self.swarms[i].0).collect()
+        rand::seq::index::sample(rng, n, max.min(n))
+            .into_iter()
+            .map(|i| self.swarms[i].0)
+            .collect()
     }
 }
 
@@ -209,20 +252,30 @@ mod tests {
     }
 
     fn check_invariants(s: &PeerStore) {
-        assert_eq!(s.total, s.swarms.iter().map(|(_, p)| p.len()).sum::<usize>());
+        assert_eq!(
+            s.total,
+            s.swarms.iter().map(|(_, p)| p.len()).sum::<usize>()
+        );
         assert_eq!(s.index.len(), s.swarms.len());
         for (i, (h, _)) in s.swarms.iter().enumerate() {
             assert_eq!(s.index[h], i);
         }
         assert!(s.swarms.len() <= s.limits.max_info_hashes);
         assert!(s.total <= s.limits.max_peers_total);
-        assert!(s.swarms.iter().all(|(_, p)| p.len() <= s.limits.max_peers_per_info_hash));
+        assert!(s
+            .swarms
+            .iter()
+            .all(|(_, p)| p.len() <= s.limits.max_peers_per_info_hash));
     }
 
     #[test]
     fn limits_hold_under_flood() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let limits = PeerStoreLimits { max_info_hashes: 50, max_peers_per_info_hash: 10, max_peers_total: 200 };
+        let limits = PeerStoreLimits {
+            max_info_hashes: 50,
+            max_peers_per_info_hash: 10,
+            max_peers_total: 200,
+        };
         let mut s = PeerStore::new(limits);
         let now = Instant::now();
         for i in 0..5000 {
@@ -240,15 +293,31 @@ mod tests {
     #[test]
     fn full_swarm_recycles_oldest() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(10);
-        let limits = PeerStoreLimits { max_info_hashes: 5, max_peers_per_info_hash: 3, max_peers_total: 100 };
+        let limits = PeerStoreLimits {
+            max_info_hashes: 5,
+            max_peers_per_info_hash: 3,
+            max_peers_total: 100,
+        };
         let mut s = PeerStore::new(limits);
         let t0 = Instant::now();
         for i in 0..3 {
-            s.announce(ih(1), peer(i), t0 + Duration::from_secs(u64::from(i)), &mut rng);
+            s.announce(
+                ih(1),
+                peer(i),
+                t0 + Duration::from_secs(u64::from(i)),
+                &mut rng,
+            );
         }
         s.announce(ih(1), peer(9), t0 + Duration::from_secs(10), &mut rng);
         let mut out = Vec::new();
-        s.get(&ih(1), false, 10, t0 + Duration::from_secs(10), &mut rng, &mut out);
+        s.get(
+            &ih(1),
+            false,
+            10,
+            t0 + Duration::from_secs(10),
+            &mut rng,
+            &mut out,
+        );
         out.sort();
         assert_eq!(out, vec![peer(1), peer(2), peer(9)]);
     }
@@ -269,7 +338,10 @@ mod tests {
         s.announce(ih(1), peer(1), t0, &mut rng);
         assert_eq!(s.peers(), 2);
         let t1 = t0 + PEER_TTL;
-        assert!(!s.has_peers(&ih(1), false, t1), "expired peers are not served");
+        assert!(
+            !s.has_peers(&ih(1), false, t1),
+            "expired peers are not served"
+        );
         s.expire(t1);
         assert_eq!((s.info_hashes(), s.peers()), (1, 1));
         s.expire(t1 + Duration::from_secs(60));

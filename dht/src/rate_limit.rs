@@ -30,7 +30,10 @@ pub struct RateLimit {
 
 impl Default for RateLimit {
     fn default() -> Self {
-        RateLimit { per_second: DEFAULT_QUERIES_PER_SEC, burst: DEFAULT_QUERY_BURST }
+        RateLimit {
+            per_second: DEFAULT_QUERIES_PER_SEC,
+            burst: DEFAULT_QUERY_BURST,
+        }
     }
 }
 
@@ -52,7 +55,10 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Empty buckets (every source starts with a full burst).
     pub fn new(limit: RateLimit, rng: &mut impl RngCore, now: Instant) -> RateLimiter {
-        let full = Slot { tokens: limit.burst as f32, last_ms: 0 };
+        let full = Slot {
+            tokens: limit.burst as f32,
+            last_ms: 0,
+        };
         RateLimiter {
             slots: vec![full; RATE_LIMIT_SLOTS].into_boxed_slice(),
             key: [rng.next_u64(), rng.next_u64()],
@@ -100,7 +106,10 @@ mod tests {
     fn burst_then_sustained_rate() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let t0 = Instant::now();
-        let limit = RateLimit { per_second: 10, burst: 30 };
+        let limit = RateLimit {
+            per_second: 10,
+            burst: 30,
+        };
         let mut rl = RateLimiter::new(limit, &mut rng, t0);
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let allowed = (0..100).filter(|_| rl.allow(ip, t0)).count();
@@ -119,7 +128,14 @@ mod tests {
     fn sources_are_independent_and_v6_limited_per_64() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
         let t0 = Instant::now();
-        let mut rl = RateLimiter::new(RateLimit { per_second: 1, burst: 2 }, &mut rng, t0);
+        let mut rl = RateLimiter::new(
+            RateLimit {
+                per_second: 1,
+                burst: 2,
+            },
+            &mut rng,
+            t0,
+        );
         let a: IpAddr = "198.51.100.1".parse().unwrap();
         let mut b: IpAddr = "198.51.100.2".parse().unwrap();
         // Pick a second source that does not share a slot with the first.

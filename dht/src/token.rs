@@ -28,7 +28,11 @@ pub struct Tokens {
 impl Tokens {
     /// Fresh secrets.
     pub fn new(rng: &mut impl RngCore, now: Instant) -> Tokens {
-        let mut t = Tokens { current: [0; 16], previous: [0; 16], rotated_at: now };
+        let mut t = Tokens {
+            current: [0; 16],
+            previous: [0; 16],
+            rotated_at: now,
+        };
         rng.fill_bytes(&mut t.current);
         rng.fill_bytes(&mut t.previous);
         t
@@ -57,7 +61,8 @@ impl Tokens {
 
     /// True if `token` was issued to `ip` under the current or previous secret.
     pub fn validate(&self, ip: IpAddr, token: &[u8]) -> bool {
-        token.len() == TOKEN_LEN && (token == mac(&self.current, ip) || token == mac(&self.previous, ip))
+        token.len() == TOKEN_LEN
+            && (token == mac(&self.current, ip) || token == mac(&self.previous, ip))
     }
 }
 
@@ -97,7 +102,10 @@ mod tests {
         assert_ne!(tokens.issue(ip), tok);
         assert!(tokens.validate(ip, &tok), "previous secret still accepted");
         tokens.maybe_rotate(&mut rng, t0 + 2 * TOKEN_ROTATION);
-        assert!(!tokens.validate(ip, &tok), "expired after the second rotation");
+        assert!(
+            !tokens.validate(ip, &tok),
+            "expired after the second rotation"
+        );
     }
 
     #[test]

@@ -66,7 +66,13 @@ pub struct Transactions<K> {
 impl<K: Clone> Transactions<K> {
     /// No outstanding queries.
     pub fn new() -> Self {
-        Transactions { slots: Vec::new(), free: Vec::new(), live: 0, slow: VecDeque::new(), timeouts: VecDeque::new() }
+        Transactions {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            slow: VecDeque::new(),
+            timeouts: VecDeque::new(),
+        }
     }
 
     /// Number of outstanding queries.
@@ -83,7 +89,13 @@ impl<K: Clone> Transactions<K> {
 
     /// Registers a query; returns its transaction ID, or `None` when full. `track_slow` asks
     /// for an [`Expired::Slow`] notice.
-    pub fn insert(&mut self, txn: Txn<K>, track_slow: bool, now: Instant, rng: &mut impl RngCore) -> Option<[u8; TID_LEN]> {
+    pub fn insert(
+        &mut self,
+        txn: Txn<K>,
+        track_slow: bool,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) -> Option<[u8; TID_LEN]> {
         if !self.has_room() {
             return None;
         }
@@ -91,7 +103,10 @@ impl<K: Clone> Transactions<K> {
             Some(i) => i,
             None => {
                 let i = self.slots.len() as u16;
-                self.slots.push(Slot { gen: rng.next_u32() as u16, txn: None });
+                self.slots.push(Slot {
+                    gen: rng.next_u32() as u16,
+                    txn: None,
+                });
                 i
             }
         };
@@ -178,7 +193,11 @@ mod tests {
     use rand::SeedableRng;
 
     fn txn(port: u16) -> Txn<u32> {
-        Txn { addr: SocketAddr::from(([127, 0, 0, 1], port)), id: None, kind: u32::from(port) }
+        Txn {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            id: None,
+            kind: u32::from(port),
+        }
     }
 
     #[test]
@@ -209,7 +228,9 @@ mod tests {
         t.insert(txn(2), true, now, &mut rng).unwrap();
         t.take(&answered, &txn(1).addr).unwrap();
         assert_eq!(t.next_deadline(), Some(now + SLOW_AFTER));
-        assert!(t.poll_expired(now + SLOW_AFTER - Duration::from_millis(1)).is_none());
+        assert!(t
+            .poll_expired(now + SLOW_AFTER - Duration::from_millis(1))
+            .is_none());
         match t.poll_expired(now + SLOW_AFTER) {
             Some(Expired::Slow(x)) => assert_eq!(x.kind, 2),
             other => panic!("{other:?}"),
@@ -219,7 +240,10 @@ mod tests {
             Some(Expired::Timeout(x)) => assert_eq!(x.kind, 2),
             other => panic!("{other:?}"),
         }
-        assert!(t.poll_expired(now + QUERY_TIMEOUT).is_none(), "answered query never times out");
+        assert!(
+            t.poll_expired(now + QUERY_TIMEOUT).is_none(),
+            "answered query never times out"
+        );
         assert_eq!(t.len(), 0);
 
         for i in 0..MAX_IN_FLIGHT {

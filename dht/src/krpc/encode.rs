@@ -80,7 +80,14 @@ pub fn write_ping(out: &mut Vec<u8>, tid: &[u8], id: &NodeId, read_only: bool) {
 }
 
 /// Writes a `find_node` query.
-pub fn write_find_node(out: &mut Vec<u8>, tid: &[u8], id: &NodeId, target: &[u8; 20], w: Option<Want>, ro: bool) {
+pub fn write_find_node(
+    out: &mut Vec<u8>,
+    tid: &[u8],
+    id: &NodeId,
+    target: &[u8; 20],
+    w: Option<Want>,
+    ro: bool,
+) {
     let mut e = Encoder::new(out);
     query_head(&mut e, id);
     e.bytes(b"target");
@@ -90,7 +97,14 @@ pub fn write_find_node(out: &mut Vec<u8>, tid: &[u8], id: &NodeId, target: &[u8;
 }
 
 /// Writes a `get_peers` query.
-pub fn write_get_peers(out: &mut Vec<u8>, tid: &[u8], id: &NodeId, info_hash: &[u8; 20], w: Option<Want>, ro: bool) {
+pub fn write_get_peers(
+    out: &mut Vec<u8>,
+    tid: &[u8],
+    id: &NodeId,
+    info_hash: &[u8; 20],
+    w: Option<Want>,
+    ro: bool,
+) {
     let mut e = Encoder::new(out);
     query_head(&mut e, id);
     e.bytes(b"info_hash");
@@ -128,7 +142,13 @@ pub fn write_announce_peer(
 }
 
 /// Writes a `sample_infohashes` query (BEP 51).
-pub fn write_sample_infohashes(out: &mut Vec<u8>, tid: &[u8], id: &NodeId, target: &[u8; 20], ro: bool) {
+pub fn write_sample_infohashes(
+    out: &mut Vec<u8>,
+    tid: &[u8],
+    id: &NodeId,
+    target: &[u8; 20],
+    ro: bool,
+) {
     let mut e = Encoder::new(out);
     query_head(&mut e, id);
     e.bytes(b"target");
@@ -204,7 +224,13 @@ pub fn write_response(out: &mut Vec<u8>, tid: &[u8], id: &NodeId, r: &ResponseOu
 }
 
 /// Writes an error message (`y: e`).
-pub fn write_error(out: &mut Vec<u8>, tid: &[u8], code: i64, message: &str, requester: Option<SocketAddr>) {
+pub fn write_error(
+    out: &mut Vec<u8>,
+    tid: &[u8],
+    code: i64,
+    message: &str,
+    requester: Option<SocketAddr>,
+) {
     let mut e = Encoder::new(out);
     e.dict();
     e.bytes(b"e");

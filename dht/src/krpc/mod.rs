@@ -212,7 +212,13 @@ impl<'a> Message<'a> {
             }
             _ => return Err(DecodeError::Invalid("y")),
         };
-        Ok(Message { tid, body, ip, read_only, version })
+        Ok(Message {
+            tid,
+            body,
+            ip,
+            read_only,
+            version,
+        })
     }
 }
 

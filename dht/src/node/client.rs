@@ -42,7 +42,9 @@ pub(crate) enum LookupKind {
     Refresh,
     FindNode,
     GetPeers,
-    Announce { port: Option<u16> },
+    Announce {
+        port: Option<u16>,
+    },
 }
 
 /// A search across the enabled families.
@@ -60,12 +62,23 @@ pub(crate) struct Lookup {
 
 impl Node {
     /// Starts a search in the families set in `families`. `target: None` means our own ID.
-    pub(super) fn start_lookup_in(&mut self, now: Instant, target: Option<[u8; 20]>, kind: LookupKind, report: bool, families: [bool; 2]) -> LookupId {
+    pub(super) fn start_lookup_in(
+        &mut self,
+        now: Instant,
+        target: Option<[u8; 20]>,
+        kind: LookupKind,
+        report: bool,
+        families: [bool; 2],
+    ) -> LookupId {
         let id = self.new_lookup_id();
         let key = target.unwrap_or(self.families[0].id.0);
         if self.lookups.len() >= MAX_LOOKUPS {
             if report {
-                self.push_event(Event::LookupDone(done(id, key, LookupStatus::TooManyLookups)));
+                self.push_event(Event::LookupDone(done(
+                    id,
+                    key,
+                    LookupStatus::TooManyLookups,
+                )));
             }
             return id;
         }
@@ -80,7 +93,12 @@ impl Node {
             let mut tr = Traversal::new(key);
             fs.table.closest(&key, 2 * K, now, &mut seeds);
             for n in &seeds {
-                tr.add(Some(n.id), n.addr, &fs.id, bep42::is_verified(&n.id, n.addr.ip()));
+                tr.add(
+                    Some(n.id),
+                    n.addr,
+                    &fs.id,
+                    bep42::is_verified(&n.id, n.addr.ip()),
+                );
             }
             if kind == LookupKind::Bootstrap || fs.table.len() < K {
                 for s in &fs.seeds {
@@ -112,19 +130,30 @@ impl Node {
         id
     }
 
-    pub(super) fn start_lookup(&mut self, now: Instant, target: Option<[u8; 20]>, kind: LookupKind, report: bool) -> LookupId {
+    pub(super) fn start_lookup(
+        &mut self,
+        now: Instant,
+        target: Option<[u8; 20]>,
+        kind: LookupKind,
+        report: bool,
+    ) -> LookupId {
         self.start_lookup_in(now, target, kind, report, [true, true])
     }
 
     /// Sends whatever a search may send now, and finishes it when it is over.
     pub(super) fn drive(&mut self, now: Instant, id: LookupId) {
-        let Some(mut l) = self.lookups.remove(&id) else { return };
+        let Some(mut l) = self.lookups.remove(&id) else {
+            return;
+        };
         if l.searching {
             let both = self.families[0].enabled && self.families[1].enabled;
             // BEP 32: a dual-stack node asks for both families while bootstrapping.
-            let want = (l.kind == LookupKind::Bootstrap && both).then_some(Want { n4: true, n6: true });
+            let want =
+                (l.kind == LookupKind::Bootstrap && both).then_some(Want { n4: true, n6: true });
             for f in 0..2 {
-                let Some(tr) = l.parts[f].as_mut() else { continue };
+                let Some(tr) = l.parts[f].as_mut() else {
+                    continue;
+                };
                 let target = *tr.target();
                 while let Some((nid, addr)) = tr.next_query() {
                     if !self.send_lookup_query(now, f, addr, nid, l.kind, &target, want, id) {
@@ -150,14 +179,35 @@ impl Node {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn send_lookup_query(&mut self, now: Instant, f: usize, addr: SocketAddr, nid: Option<NodeId>, kind: LookupKind, target: &[u8; 20], want: Option<Want>, lookup: LookupId) -> bool {
-        let txn = Txn { addr, id: nid, kind: TxnKind::Lookup { lookup, family: f as u8 } };
-        let Some(tid) = self.txns.insert(txn, true, now, &mut self.rng) else { return false };
+    fn send_lookup_query(
+        &mut self,
+        now: Instant,
+        f: usize,
+        addr: SocketAddr,
+        nid: Option<NodeId>,
+        kind: LookupKind,
+        target: &[u8; 20],
+        want: Option<Want>,
+        lookup: LookupId,
+    ) -> bool {
+        let txn = Txn {
+            addr,
+            id: nid,
+            kind: TxnKind::Lookup {
+                lookup,
+                family: f as u8,
+            },
+        };
+        let Some(tid) = self.txns.insert(txn, true, now, &mut self.rng) else {
+            return false;
+        };
         let own = self.families[f].id;
         let ro = self.config.read_only;
         let mut data = Vec::with_capacity(128);
         match kind {
-            LookupKind::GetPeers | LookupKind::Announce { .. } => krpc::write_get_peers(&mut data, &tid, &own, target, want, ro),
+            LookupKind::GetPeers | LookupKind::Announce { .. } => {
+                krpc::write_get_peers(&mut data, &tid, &own, target, want, ro)
+            }
             _ => krpc::write_find_node(&mut data, &tid, &own, target, want, ro),
         }
         self.push_transmit(addr, data);
@@ -169,7 +219,10 @@ impl Node {
     fn send_announces(&mut self, now: Instant, id: LookupId, l: &mut Lookup, port: Option<u16>) {
         for f in 0..2 {
             let Some(tr) = &l.parts[f] else { continue };
-            let with_token = || tr.closest_responded(MAX_CANDIDATES).filter(|c| c.token.is_some());
+            let with_token = || {
+                tr.closest_responded(MAX_CANDIDATES)
+                    .filter(|c| c.token.is_some())
+            };
             let chosen: Vec<_> = with_token()
                 .filter(|c| c.verified)
                 .chain(with_token().filter(|c| !c.verified))
@@ -179,15 +232,29 @@ impl Node {
             let own = self.families[f].id;
             // With implied_port the receiver ignores `port`; the key is sent for parsers that
             // require it.
-            let port_value = port.unwrap_or_else(|| self.families[f].external.map_or(1, |a| a.port()));
+            let port_value =
+                port.unwrap_or_else(|| self.families[f].external.map_or(1, |a| a.port()));
             for (addr, nid, token) in chosen {
-                let txn = Txn { addr, id: nid, kind: TxnKind::Announce { lookup: id } };
+                let txn = Txn {
+                    addr,
+                    id: nid,
+                    kind: TxnKind::Announce { lookup: id },
+                };
                 let Some(tid) = self.txns.insert(txn, false, now, &mut self.rng) else {
                     self.stats.queries_deferred += 1;
                     break;
                 };
                 let mut data = Vec::with_capacity(160);
-                krpc::write_announce_peer(&mut data, &tid, &own, &l.target, port_value, port.is_none(), token.as_bytes(), self.config.read_only);
+                krpc::write_announce_peer(
+                    &mut data,
+                    &tid,
+                    &own,
+                    &l.target,
+                    port_value,
+                    port.is_none(),
+                    token.as_bytes(),
+                    self.config.read_only,
+                );
                 self.push_transmit(addr, data);
                 l.announcing += 1;
             }
@@ -199,7 +266,9 @@ impl Node {
             // Fill the far buckets a self-lookup leaves sparse.
             for f in 0..2 {
                 for p in self.families[f].table.sparse_prefixes() {
-                    if self.pending_refresh.len() < 2 * MAX_BUCKETS && !self.pending_refresh.contains(&(f, p)) {
+                    if self.pending_refresh.len() < 2 * MAX_BUCKETS
+                        && !self.pending_refresh.contains(&(f, p))
+                    {
                         self.pending_refresh.push_back((f, p));
                     }
                 }
@@ -212,7 +281,14 @@ impl Node {
             .parts
             .iter()
             .flatten()
-            .flat_map(|tr| tr.closest_responded(K).filter_map(|c| Some(NodeInfo { id: c.id?, addr: c.addr })))
+            .flat_map(|tr| {
+                tr.closest_responded(K).filter_map(|c| {
+                    Some(NodeInfo {
+                        id: c.id?,
+                        addr: c.addr,
+                    })
+                })
+            })
             .collect();
         let mut d = done(id, l.target, LookupStatus::Completed);
         d.closest = closest;
@@ -227,31 +303,64 @@ impl Node {
         if self.pinging.contains(&addr) || self.pinging.len() >= MAX_PENDING_PINGS {
             return false;
         }
-        let txn = Txn { addr, id, kind: TxnKind::Ping };
+        let txn = Txn {
+            addr,
+            id,
+            kind: TxnKind::Ping,
+        };
         let Some(tid) = self.txns.insert(txn, false, now, &mut self.rng) else {
             self.stats.queries_deferred += 1;
             return false;
         };
         self.pinging.insert(addr);
         let mut data = Vec::with_capacity(64);
-        krpc::write_ping(&mut data, &tid, &self.families[fam(&addr)].id, self.config.read_only);
+        krpc::write_ping(
+            &mut data,
+            &tid,
+            &self.families[fam(&addr)].id,
+            self.config.read_only,
+        );
         self.push_transmit(addr, data);
         true
     }
 
-    pub(super) fn send_sample(&mut self, now: Instant, addr: SocketAddr, target: NodeId, lookup: LookupId) -> bool {
+    pub(super) fn send_sample(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        target: NodeId,
+        lookup: LookupId,
+    ) -> bool {
         if !self.families[fam(&addr)].enabled {
             return false;
         }
-        let txn = Txn { addr, id: None, kind: TxnKind::Sample { lookup } };
-        let Some(tid) = self.txns.insert(txn, false, now, &mut self.rng) else { return false };
+        let txn = Txn {
+            addr,
+            id: None,
+            kind: TxnKind::Sample { lookup },
+        };
+        let Some(tid) = self.txns.insert(txn, false, now, &mut self.rng) else {
+            return false;
+        };
         let mut data = Vec::with_capacity(96);
-        krpc::write_sample_infohashes(&mut data, &tid, &self.families[fam(&addr)].id, &target.0, self.config.read_only);
+        krpc::write_sample_infohashes(
+            &mut data,
+            &tid,
+            &self.families[fam(&addr)].id,
+            &target.0,
+            self.config.read_only,
+        );
         self.push_transmit(addr, data);
         true
     }
 
-    pub(super) fn handle_response(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>, args: &Args<'_>) {
+    pub(super) fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        args: &Args<'_>,
+    ) {
         let Some(txn) = self.txns.take(msg.tid, &from) else {
             self.stats.unmatched_responses += 1;
             return;
@@ -262,9 +371,14 @@ impl Node {
         if matches!(txn.kind, TxnKind::Ping) {
             self.pinging.remove(&from);
         }
-        if let Insertion::Pending { ping: Some(n) } = self.families[fam(&from)].table.on_response(id, from, verified, now) {
+        if let Insertion::Pending { ping: Some(n) } = self.families[fam(&from)]
+            .table
+            .on_response(id, from, verified, now)
+        {
             if !self.send_ping(now, n.addr, Some(n.id)) {
-                self.families[fam(&n.addr)].table.clear_pinging(&n.id, &n.addr);
+                self.families[fam(&n.addr)]
+                    .table
+                    .clear_pinging(&n.id, &n.addr);
             }
         }
         if let Some(reported) = msg.ip {
@@ -272,7 +386,9 @@ impl Node {
         }
         match txn.kind {
             TxnKind::Ping => {}
-            TxnKind::Lookup { lookup, family } => self.lookup_response(now, lookup, usize::from(family), from, id, verified, args),
+            TxnKind::Lookup { lookup, family } => {
+                self.lookup_response(now, lookup, usize::from(family), from, id, verified, args)
+            }
             TxnKind::Announce { lookup } => {
                 if let Some(l) = self.lookups.get_mut(&lookup) {
                     l.announcing -= 1;
@@ -282,24 +398,46 @@ impl Node {
             }
             TxnKind::Sample { lookup } => {
                 let result = SampleResult {
-                    samples: args.samples.unwrap_or_default().chunks_exact(20).filter_map(InfoHash::from_slice).collect(),
+                    samples: args
+                        .samples
+                        .unwrap_or_default()
+                        .chunks_exact(20)
+                        .filter_map(InfoHash::from_slice)
+                        .collect(),
                     num: args.num.unwrap_or(0),
                     interval: args.interval.unwrap_or(0),
                     nodes: decode_nodes(args.nodes.unwrap_or_default(), false)
                         .chain(decode_nodes(args.nodes6.unwrap_or_default(), true))
                         .collect(),
                 };
-                self.push_event(Event::Samples { lookup, from, result: Some(result) });
+                self.push_event(Event::Samples {
+                    lookup,
+                    from,
+                    result: Some(result),
+                });
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn lookup_response(&mut self, now: Instant, lookup: LookupId, f: usize, from: SocketAddr, id: NodeId, verified: bool, args: &Args<'_>) {
+    fn lookup_response(
+        &mut self,
+        now: Instant,
+        lookup: LookupId,
+        f: usize,
+        from: SocketAddr,
+        id: NodeId,
+        verified: bool,
+        args: &Args<'_>,
+    ) {
         let own = [self.families[0].id, self.families[1].id];
         let enabled = [self.families[0].enabled, self.families[1].enabled];
-        let Some(l) = self.lookups.get_mut(&lookup) else { return };
-        let Some(tr) = l.parts[f].as_mut() else { return };
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        let Some(tr) = l.parts[f].as_mut() else {
+            return;
+        };
         if !tr.on_response(&from, id, args.token, verified) {
             return;
         }
@@ -312,13 +450,22 @@ impl Node {
                 // BEP 32: nodes of the other family learned while bootstrapping seed its search.
                 l.parts[g] = Some(Traversal::new(own[g].0));
             }
-            let Some(part) = l.parts[g].as_mut() else { continue };
+            let Some(part) = l.parts[g].as_mut() else {
+                continue;
+            };
             for n in decode_nodes(list, g == 1) {
-                part.add(Some(n.id), n.addr, &own[g], bep42::is_verified(&n.id, n.addr.ip()));
+                part.add(
+                    Some(n.id),
+                    n.addr,
+                    &own[g],
+                    bep42::is_verified(&n.id, n.addr.ip()),
+                );
             }
         }
         let mut found = Vec::new();
-        if let (Some(values), LookupKind::GetPeers | LookupKind::Announce { .. }) = (args.values, l.kind) {
+        if let (Some(values), LookupKind::GetPeers | LookupKind::Announce { .. }) =
+            (args.values, l.kind)
+        {
             for peer in values.iter().filter_map(decode_peer) {
                 if peer.port() != 0 && l.seen.len() < MAX_PEERS_PER_LOOKUP && l.seen.insert(peer) {
                     found.push(peer);
@@ -327,7 +474,11 @@ impl Node {
         }
         if !found.is_empty() && l.report {
             let info_hash = InfoHash(l.target);
-            self.push_event(Event::Peers { lookup, info_hash, peers: found });
+            self.push_event(Event::Peers {
+                lookup,
+                info_hash,
+                peers: found,
+            });
         }
         self.drive(now, lookup);
     }
@@ -344,7 +495,11 @@ impl Node {
         match e {
             Expired::Slow(txn) => {
                 if let TxnKind::Lookup { lookup, family } = txn.kind {
-                    if let Some(tr) = self.lookups.get_mut(&lookup).and_then(|l| l.parts[usize::from(family)].as_mut()) {
+                    if let Some(tr) = self
+                        .lookups
+                        .get_mut(&lookup)
+                        .and_then(|l| l.parts[usize::from(family)].as_mut())
+                    {
                         tr.on_slow(&txn.addr);
                     }
                     self.drive(now, lookup);
@@ -353,7 +508,9 @@ impl Node {
             Expired::Timeout(txn) => {
                 self.stats.timeouts += 1;
                 if let Some(id) = txn.id {
-                    self.families[fam(&txn.addr)].table.on_failure(&id, &txn.addr, now);
+                    self.families[fam(&txn.addr)]
+                        .table
+                        .on_failure(&id, &txn.addr, now);
                 }
                 self.txn_failed(now, txn);
             }
@@ -367,7 +524,11 @@ impl Node {
                 self.pinging.remove(&txn.addr);
             }
             TxnKind::Lookup { lookup, family } => {
-                if let Some(tr) = self.lookups.get_mut(&lookup).and_then(|l| l.parts[usize::from(family)].as_mut()) {
+                if let Some(tr) = self
+                    .lookups
+                    .get_mut(&lookup)
+                    .and_then(|l| l.parts[usize::from(family)].as_mut())
+                {
                     tr.on_failure(&txn.addr);
                 }
                 self.drive(now, lookup);
@@ -378,7 +539,11 @@ impl Node {
                 }
                 self.drive(now, lookup);
             }
-            TxnKind::Sample { lookup } => self.push_event(Event::Samples { lookup, from: txn.addr, result: None }),
+            TxnKind::Sample { lookup } => self.push_event(Event::Samples {
+                lookup,
+                from: txn.addr,
+                result: None,
+            }),
         }
     }
 
@@ -389,5 +554,13 @@ impl Node {
 }
 
 fn done(lookup: LookupId, target: [u8; 20], status: LookupStatus) -> LookupDone {
-    LookupDone { lookup, target, status, closest: Vec::new(), responded: 0, announced: 0, peers_found: 0 }
+    LookupDone {
+        lookup,
+        target,
+        status,
+        closest: Vec::new(),
+        responded: 0,
+        announced: 0,
+        peers_found: 0,
+    }
 }

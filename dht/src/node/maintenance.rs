@@ -48,7 +48,9 @@ impl Node {
     pub(super) fn start_refreshes(&mut self, now: Instant) {
         let mut running = self.running(LookupKind::Refresh);
         while running < MAX_CONCURRENT_REFRESH {
-            let Some((f, prefix)) = self.pending_refresh.pop_front() else { break };
+            let Some((f, prefix)) = self.pending_refresh.pop_front() else {
+                break;
+            };
             let target = random_in_bucket(&self.families[f].id.0, prefix, &mut self.rng);
             let mut only = [false; 2];
             only[f] = true;
@@ -68,7 +70,9 @@ impl Node {
             if !self.families[f].enabled {
                 continue;
             }
-            self.families[f].table.questionable(now, PINGS_PER_TICK, &mut to_ping);
+            self.families[f]
+                .table
+                .questionable(now, PINGS_PER_TICK, &mut to_ping);
             let table = &mut self.families[f].table;
             let mut due = Vec::new();
             if let Some(before) = now.checked_sub(BUCKET_REFRESH) {
@@ -85,7 +89,9 @@ impl Node {
         }
         for n in to_ping {
             if !self.send_ping(now, n.addr, Some(n.id)) {
-                self.families[usize::from(n.addr.is_ipv6())].table.clear_pinging(&n.id, &n.addr);
+                self.families[usize::from(n.addr.is_ipv6())]
+                    .table
+                    .clear_pinging(&n.id, &n.addr);
             }
         }
         let empty = (0..2).any(|f| {

@@ -111,7 +111,9 @@ impl Node {
         };
         let families = [family(config.ipv4), family(config.ipv6)];
         let tokens = Tokens::new(&mut rng, now);
-        let limiter = config.rate_limit.map(|l| RateLimiter::new(l, &mut rng, now));
+        let limiter = config
+            .rate_limit
+            .map(|l| RateLimiter::new(l, &mut rng, now));
         Node {
             peers: PeerStore::new(config.peer_store),
             config,
@@ -244,11 +246,20 @@ impl Node {
 
     /// Asks the node at `addr` for a sample of its stored info-hashes (BEP 51); the answer is
     /// reported as [`Event::Samples`].
-    pub fn sample_infohashes(&mut self, now: Instant, addr: SocketAddr, target: NodeId) -> LookupId {
+    pub fn sample_infohashes(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        target: NodeId,
+    ) -> LookupId {
         let id = self.new_lookup_id();
         let addr = canonical(addr);
         if !self.send_sample(now, addr, target, id) {
-            self.push_event(Event::Samples { lookup: id, from: addr, result: None });
+            self.push_event(Event::Samples {
+                lookup: id,
+                from: addr,
+                result: None,
+            });
         }
         id
     }

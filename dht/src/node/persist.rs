@@ -72,7 +72,12 @@ impl Node {
     /// A node restored from [`Node::save_state`] output: the saved IDs (unless `config.node_id`
     /// fixes one), the saved contacts in the routing tables as not-yet-confirmed, and a
     /// self-lookup through them already under way.
-    pub fn from_state(config: Config, now: Instant, seed: [u8; 32], state: &[u8]) -> Result<Node, StateError> {
+    pub fn from_state(
+        config: Config,
+        now: Instant,
+        seed: [u8; 32],
+        state: &[u8],
+    ) -> Result<Node, StateError> {
         let mut ids: [Option<NodeId>; 2] = [None, None];
         let mut lists: [&[u8]; 2] = [&[], &[]];
         let mut version = None;
@@ -80,8 +85,12 @@ impl Node {
         d.enter_dict()?;
         while let Some(key) = d.next_key()? {
             match key {
-                b"id" => ids[0] = Some(NodeId::from_slice(d.bytes()?).ok_or(StateError::Invalid("id"))?),
-                b"id6" => ids[1] = Some(NodeId::from_slice(d.bytes()?).ok_or(StateError::Invalid("id6"))?),
+                b"id" => {
+                    ids[0] = Some(NodeId::from_slice(d.bytes()?).ok_or(StateError::Invalid("id"))?)
+                }
+                b"id6" => {
+                    ids[1] = Some(NodeId::from_slice(d.bytes()?).ok_or(StateError::Invalid("id6"))?)
+                }
                 b"nodes" => lists[0] = d.bytes()?,
                 b"nodes6" => lists[1] = d.bytes()?,
                 b"v" => version = Some(d.int()?),
@@ -105,7 +114,8 @@ impl Node {
             }
             let nodes: Vec<NodeInfo> = decode_nodes(list, f == 1).take(MAX_SAVED_NODES).collect();
             for n in nodes {
-                let mut e = Entry::responded(n.id, n.addr, bep42::is_verified(&n.id, n.addr.ip()), now);
+                let mut e =
+                    Entry::responded(n.id, n.addr, bep42::is_verified(&n.id, n.addr.ip()), now);
                 e.last_response = None;
                 fs.table.insert(e, now);
                 if fs.seeds.len() < MAX_SEEDS {
@@ -113,7 +123,11 @@ impl Node {
                 }
             }
         }
-        if node.families.iter().any(|f| f.enabled && !f.table.is_empty()) {
+        if node
+            .families
+            .iter()
+            .any(|f| f.enabled && !f.table.is_empty())
+        {
             node.start_lookup(now, None, LookupKind::Bootstrap, false);
         }
         Ok(node)

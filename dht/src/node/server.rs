@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::{fam, Node};
 use crate::id::{InfoHash, NodeId};
-use crate::krpc::{error_code, write_error, write_response, Args, Message, Method, ResponseOut, Want};
+use crate::krpc::{
+    error_code, write_error, write_response, Args, Message, Method, ResponseOut, Want,
+};
 use crate::routing::K;
 use crate::txn::MAX_IN_FLIGHT;
 
@@ -29,7 +31,14 @@ pub const MAX_SAMPLES: usize = 20;
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Node {
-    pub(super) fn handle_query(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>, method: Method, args: &Args<'_>) {
+    pub(super) fn handle_query(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'_>,
+        method: Method,
+        args: &Args<'_>,
+    ) {
         if self.config.read_only {
             return;
         }
@@ -63,7 +72,9 @@ impl Node {
             },
             // Forward compatibility: unknown queries naming a key get the closest nodes.
             Method::Unknown => match args.info_hash {
-                Some(ih) => self.respond_with_nodes(now, from, tid, &ih, args.want, ResponseOut::default()),
+                Some(ih) => {
+                    self.respond_with_nodes(now, from, tid, &ih, args.want, ResponseOut::default())
+                }
                 None => self.error(from, tid, error_code::METHOD_UNKNOWN, "method unknown"),
             },
         }
@@ -97,19 +108,38 @@ impl Node {
 
     /// Fills the node scratch lists for the families the requester wants (BEP 32: by default
     /// the family the query came over). Returns which lists apply.
-    fn gather_nodes(&mut self, now: Instant, from: &SocketAddr, target: &[u8; 20], want: Option<Want>) -> [bool; 2] {
-        let w = want.unwrap_or(Want { n4: !from.is_ipv6(), n6: from.is_ipv6() });
+    fn gather_nodes(
+        &mut self,
+        now: Instant,
+        from: &SocketAddr,
+        target: &[u8; 20],
+        want: Option<Want>,
+    ) -> [bool; 2] {
+        let w = want.unwrap_or(Want {
+            n4: !from.is_ipv6(),
+            n6: from.is_ipv6(),
+        });
         let mut used = [false; 2];
         for (f, wanted) in [(0, w.n4), (1, w.n6)] {
             if wanted && self.families[f].enabled {
-                self.families[f].table.closest(target, K, now, &mut self.scratch_nodes[f]);
+                self.families[f]
+                    .table
+                    .closest(target, K, now, &mut self.scratch_nodes[f]);
                 used[f] = true;
             }
         }
         used
     }
 
-    fn respond_with_nodes(&mut self, now: Instant, to: SocketAddr, tid: &[u8], target: &[u8; 20], want: Option<Want>, r: ResponseOut<'_>) {
+    fn respond_with_nodes(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        tid: &[u8],
+        target: &[u8; 20],
+        want: Option<Want>,
+        r: ResponseOut<'_>,
+    ) {
         let used = self.gather_nodes(now, &to, target, want);
         let r = ResponseOut {
             requester: Some(to),
@@ -122,13 +152,21 @@ impl Node {
         self.push_transmit(to, data);
     }
 
-    fn answer_get_peers(&mut self, now: Instant, from: SocketAddr, tid: &[u8], ih: [u8; 20], want: Option<Want>) {
+    fn answer_get_peers(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: &[u8],
+        ih: [u8; 20],
+        want: Option<Want>,
+    ) {
         let token = self.tokens.issue(from.ip());
         let v6 = from.is_ipv6();
         let max = if v6 { MAX_VALUES_V6 } else { MAX_VALUES_V4 };
         let mut peers = std::mem::take(&mut self.scratch_peers);
         peers.clear();
-        self.peers.get(&InfoHash(ih), v6, max, now, &mut self.rng, &mut peers);
+        self.peers
+            .get(&InfoHash(ih), v6, max, now, &mut self.rng, &mut peers);
         let r = ResponseOut {
             token: Some(&token),
             values: (!peers.is_empty()).then_some(&peers[..]),
@@ -142,26 +180,50 @@ impl Node {
         let Some(ih) = args.info_hash else {
             return self.error(from, tid, error_code::PROTOCOL, "missing info_hash");
         };
-        if !args.token.is_some_and(|t| self.tokens.validate(from.ip(), t)) {
+        if !args
+            .token
+            .is_some_and(|t| self.tokens.validate(from.ip(), t))
+        {
             return self.error(from, tid, error_code::PROTOCOL, "bad token");
         }
         let port = if args.implied_port {
             from.port()
         } else {
-            match args.port.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0) {
+            match args
+                .port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|&p| p != 0)
+            {
                 Some(p) => p,
                 None => return self.error(from, tid, error_code::PROTOCOL, "invalid port"),
             }
         };
-        if self.peers.announce(InfoHash(ih), SocketAddr::new(from.ip(), port), now, &mut self.rng) {
+        if self.peers.announce(
+            InfoHash(ih),
+            SocketAddr::new(from.ip(), port),
+            now,
+            &mut self.rng,
+        ) {
             self.stats.announces_stored += 1;
         }
         self.respond(from, tid, ResponseOut::default());
     }
 
-    fn answer_sample(&mut self, now: Instant, from: SocketAddr, tid: &[u8], target: &[u8; 20], want: Option<Want>) {
+    fn answer_sample(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        tid: &[u8],
+        target: &[u8; 20],
+        want: Option<Want>,
+    ) {
         if now >= self.samples_until {
-            self.samples = self.peers.sample(MAX_SAMPLES, &mut self.rng).into_iter().map(|h| h.0).collect();
+            self.samples = self
+                .peers
+                .sample(MAX_SAMPLES, &mut self.rng)
+                .into_iter()
+                .map(|h| h.0)
+                .collect();
             self.samples_until = now + SAMPLE_INTERVAL;
         }
         let samples = std::mem::take(&mut self.samples);

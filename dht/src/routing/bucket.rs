@@ -53,7 +53,15 @@ pub struct Entry {
 impl Entry {
     /// A contact that just answered a query.
     pub fn responded(id: NodeId, addr: SocketAddr, verified: bool, now: Instant) -> Entry {
-        Entry { id, addr, last_response: Some(now), last_query: None, failures: 0, verified, pinging: false }
+        Entry {
+            id,
+            addr,
+            last_response: Some(now),
+            last_query: None,
+            failures: 0,
+            verified,
+            pinging: false,
+        }
     }
 
     /// The BEP 5 state of this contact at `now`.
@@ -64,7 +72,8 @@ impl Entry {
         if self.failures > 0 {
             return NodeStatus::Questionable;
         }
-        let recent = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < GOOD_FOR);
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < GOOD_FOR);
         match self.last_response {
             Some(_) if recent(self.last_response) || recent(self.last_query) => NodeStatus::Good,
             _ => NodeStatus::Questionable,
@@ -78,7 +87,10 @@ impl Entry {
 
     /// ID and address.
     pub fn info(&self) -> NodeInfo {
-        NodeInfo { id: self.id, addr: self.addr }
+        NodeInfo {
+            id: self.id,
+            addr: self.addr,
+        }
     }
 }
 
@@ -97,7 +109,11 @@ pub struct Bucket {
 impl Bucket {
     /// An empty bucket.
     pub fn new(now: Instant) -> Bucket {
-        Bucket { nodes: Vec::with_capacity(K), replacements: Vec::new(), last_changed: now }
+        Bucket {
+            nodes: Vec::with_capacity(K),
+            replacements: Vec::new(),
+            last_changed: now,
+        }
     }
 
     /// Index of a contact by ID.
@@ -108,15 +124,18 @@ impl Bucket {
     /// The worst contact that may be evicted for a newcomer: a bad one, or (when the newcomer is
     /// BEP 42-verified) an unverified one that is not good. BEP 42 asks to prefer verified nodes.
     pub fn evictable(&self, newcomer_verified: bool, now: Instant) -> Option<usize> {
-        let bad = self.nodes.iter().enumerate().filter(|(_, e)| e.status(now) == NodeStatus::Bad);
+        let bad = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.status(now) == NodeStatus::Bad);
         if let Some((i, _)) = bad.max_by_key(|(_, e)| e.failures) {
             return Some(i);
         }
         if newcomer_verified {
-            return self
-                .nodes
-                .iter()
-                .position(|e| !e.verified && e.status(now) == NodeStatus::Questionable && !e.pinging);
+            return self.nodes.iter().position(|e| {
+                !e.verified && e.status(now) == NodeStatus::Questionable && !e.pinging
+            });
         }
         None
     }

@@ -15,8 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-pub use bucket::{Entry, NodeStatus, BAD_AFTER_FAILURES, GOOD_FOR, K, REPLACEMENTS_PER_BUCKET};
 use bucket::Bucket;
+pub use bucket::{Entry, NodeStatus, BAD_AFTER_FAILURES, GOOD_FOR, K, REPLACEMENTS_PER_BUCKET};
 
 use crate::compact::NodeInfo;
 use crate::id::{leading_zeros, Distance, NodeId};
@@ -54,7 +54,12 @@ pub struct RoutingTable {
 impl RoutingTable {
     /// An empty table around `own`. With `one_per_ip`, at most one contact per IP address is kept.
     pub fn new(own: NodeId, one_per_ip: bool, now: Instant) -> RoutingTable {
-        RoutingTable { own, buckets: vec![Bucket::new(now)], by_addr: HashMap::new(), ips: one_per_ip.then(HashSet::new) }
+        RoutingTable {
+            own,
+            buckets: vec![Bucket::new(now)],
+            by_addr: HashMap::new(),
+            ips: one_per_ip.then(HashSet::new),
+        }
     }
 
     /// Our own ID, which the table is organised around.
@@ -91,11 +96,20 @@ impl RoutingTable {
 
     fn get_mut(&mut self, id: &NodeId, addr: &SocketAddr) -> Option<&mut Entry> {
         let idx = self.index(&id.0);
-        self.buckets[idx].nodes.iter_mut().find(|e| e.id == *id && e.addr == *addr)
+        self.buckets[idx]
+            .nodes
+            .iter_mut()
+            .find(|e| e.id == *id && e.addr == *addr)
     }
 
     /// Records that `id` at `addr` answered one of our queries.
-    pub fn on_response(&mut self, id: NodeId, addr: SocketAddr, verified: bool, now: Instant) -> Insertion {
+    pub fn on_response(
+        &mut self,
+        id: NodeId,
+        addr: SocketAddr,
+        verified: bool,
+        now: Instant,
+    ) -> Insertion {
         self.insert(Entry::responded(id, addr, verified, now), now)
     }
 
@@ -189,7 +203,11 @@ impl RoutingTable {
     fn remove(&mut self, id: &NodeId, addr: &SocketAddr) {
         let idx = self.index(&id.0);
         let bucket = &mut self.buckets[idx];
-        if let Some(i) = bucket.nodes.iter().position(|e| e.id == *id && e.addr == *addr) {
+        if let Some(i) = bucket
+            .nodes
+            .iter()
+            .position(|e| e.id == *id && e.addr == *addr)
+        {
             let old = bucket.nodes.swap_remove(i);
             self.forget(&old);
         }
@@ -205,7 +223,8 @@ impl RoutingTable {
         let (stay, go): (Vec<Entry>, Vec<Entry>) = old.nodes.drain(..).partition(|e| !moves(e));
         old.nodes = stay;
         deeper.nodes = go;
-        let (stay, go): (Vec<Entry>, Vec<Entry>) = old.replacements.drain(..).partition(|e| !moves(e));
+        let (stay, go): (Vec<Entry>, Vec<Entry>) =
+            old.replacements.drain(..).partition(|e| !moves(e));
         old.replacements = stay;
         deeper.replacements = go;
         self.buckets.push(deeper);
@@ -228,7 +247,11 @@ impl RoutingTable {
         if *id == self.own || self.by_addr.contains_key(addr) {
             return false;
         }
-        if self.ips.as_ref().is_some_and(|ips| ips.contains(&addr.ip())) {
+        if self
+            .ips
+            .as_ref()
+            .is_some_and(|ips| ips.contains(&addr.ip()))
+        {
             return false;
         }
         let idx = self.index(&id.0);
@@ -244,7 +267,11 @@ impl RoutingTable {
     pub fn on_failure(&mut self, id: &NodeId, addr: &SocketAddr, now: Instant) {
         let idx = self.index(&id.0);
         let bucket = &mut self.buckets[idx];
-        let Some(i) = bucket.nodes.iter().position(|e| e.id == *id && e.addr == *addr) else {
+        let Some(i) = bucket
+            .nodes
+            .iter()
+            .position(|e| e.id == *id && e.addr == *addr)
+        else {
             return;
         };
         let e = &mut bucket.nodes[i];
@@ -381,7 +408,11 @@ impl RoutingTable {
     pub fn rebuilt(&self, own: NodeId, now: Instant) -> RoutingTable {
         let mut t = RoutingTable::new(own, self.ips.is_some(), now);
         let mut all: Vec<Entry> = self.entries().cloned().collect();
-        all.extend(self.buckets.iter().flat_map(|b| b.replacements.iter().cloned()));
+        all.extend(
+            self.buckets
+                .iter()
+                .flat_map(|b| b.replacements.iter().cloned()),
+        );
         for e in all {
             t.insert(e, now);
         }

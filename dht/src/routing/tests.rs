@@ -49,13 +49,21 @@ fn closest_matches_brute_force() {
     let mut t = RoutingTable::new(own, false, now);
     for i in 0..600 {
         // Bias some IDs toward our own so deep buckets exist.
-        let id = if i % 3 == 0 { NodeId(random_in_bucket(&own.0, r.random_range(0..20), &mut r)) } else { NodeId::random(&mut r) };
+        let id = if i % 3 == 0 {
+            NodeId(random_in_bucket(&own.0, r.random_range(0..20), &mut r))
+        } else {
+            NodeId::random(&mut r)
+        };
         t.on_response(id, addr(i), true, now);
     }
     let all: Vec<NodeInfo> = t.entries().map(|e| e.info()).collect();
     let mut out = Vec::new();
     for _ in 0..300 {
-        let target = if r.random_bool(0.5) { NodeId::random(&mut r).0 } else { random_in_bucket(&own.0, r.random_range(0..25), &mut r) };
+        let target = if r.random_bool(0.5) {
+            NodeId::random(&mut r).0
+        } else {
+            random_in_bucket(&own.0, r.random_range(0..25), &mut r)
+        };
         for k in [1, 8, 20] {
             t.closest(&target, k, now, &mut out);
             let mut brute = all.clone();
@@ -74,24 +82,39 @@ fn questionable_node_is_pinged_and_replaced_when_bad() {
     let mut t = RoutingTable::new(own, false, start);
     // Force a split so bucket 0 (IDs starting with bit 1) is no longer the last bucket.
     for i in 0..8 {
-        t.on_response(NodeId(random_in_bucket(&own.0, 5, &mut r)), addr(100 + i), true, start);
+        t.on_response(
+            NodeId(random_in_bucket(&own.0, 5, &mut r)),
+            addr(100 + i),
+            true,
+            start,
+        );
     }
     let far = |r: &mut rand::rngs::StdRng| NodeId(random_in_bucket(&own.0, 0, r));
     for i in 0..8 {
-        assert_eq!(t.on_response(far(&mut r), addr(i), true, start), Insertion::Added);
+        assert_eq!(
+            t.on_response(far(&mut r), addr(i), true, start),
+            Insertion::Added
+        );
     }
     assert!(t.bucket_count() >= 2);
     // All good: the newcomer waits, nobody is pinged.
     let newcomer = far(&mut r);
-    assert_eq!(t.on_response(newcomer, addr(50), true, start), Insertion::Pending { ping: None });
+    assert_eq!(
+        t.on_response(newcomer, addr(50), true, start),
+        Insertion::Pending { ping: None }
+    );
 
     // After 15 minutes of silence they are questionable; the stalest gets pinged.
     let later = start + GOOD_FOR + Duration::from_secs(1);
     let newcomer2 = far(&mut r);
-    let Insertion::Pending { ping: Some(victim) } = t.on_response(newcomer2, addr(51), true, later) else {
+    let Insertion::Pending { ping: Some(victim) } = t.on_response(newcomer2, addr(51), true, later)
+    else {
         panic!("expected a ping")
     };
-    assert_eq!(t.get(&victim.addr).unwrap().status(later), NodeStatus::Questionable);
+    assert_eq!(
+        t.get(&victim.addr).unwrap().status(later),
+        NodeStatus::Questionable
+    );
     // One miss is not enough (BEP 5: try once more).
     t.on_failure(&victim.id, &victim.addr, later);
     assert!(t.get(&victim.addr).is_some());
@@ -129,12 +152,21 @@ fn one_contact_per_ip_when_restricted() {
     let mut t = RoutingTable::new(NodeId([0; 20]), true, now);
     let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
     let b: SocketAddr = "10.0.0.1:2".parse().unwrap();
-    assert_eq!(t.on_response(NodeId([1; 20]), a, true, now), Insertion::Added);
-    assert_eq!(t.on_response(NodeId([2; 20]), b, true, now), Insertion::Rejected);
+    assert_eq!(
+        t.on_response(NodeId([1; 20]), a, true, now),
+        Insertion::Added
+    );
+    assert_eq!(
+        t.on_response(NodeId([2; 20]), b, true, now),
+        Insertion::Rejected
+    );
     assert!(!t.has_room_for(&NodeId([3; 20]), &b, now));
     let mut open = RoutingTable::new(NodeId([0; 20]), false, now);
     open.on_response(NodeId([1; 20]), a, true, now);
-    assert_eq!(open.on_response(NodeId([2; 20]), b, true, now), Insertion::Added);
+    assert_eq!(
+        open.on_response(NodeId([2; 20]), b, true, now),
+        Insertion::Added
+    );
 }
 
 #[test]
@@ -143,12 +175,22 @@ fn id_conflicts_and_restarts() {
     let mut t = RoutingTable::new(NodeId([0; 20]), false, now);
     let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
     let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
-    assert_eq!(t.on_response(NodeId([0; 20]), a, true, now), Insertion::Rejected, "own ID");
+    assert_eq!(
+        t.on_response(NodeId([0; 20]), a, true, now),
+        Insertion::Rejected,
+        "own ID"
+    );
     t.on_response(NodeId([1; 20]), a, true, now);
     // A second address claiming a live ID is refused.
-    assert_eq!(t.on_response(NodeId([1; 20]), b, true, now), Insertion::Rejected);
+    assert_eq!(
+        t.on_response(NodeId([1; 20]), b, true, now),
+        Insertion::Rejected
+    );
     // The same address with a new ID replaces the old identity.
-    assert_eq!(t.on_response(NodeId([2; 20]), a, true, now), Insertion::Added);
+    assert_eq!(
+        t.on_response(NodeId([2; 20]), a, true, now),
+        Insertion::Added
+    );
     assert_eq!(t.len(), 1);
     assert_eq!(t.get(&a).unwrap().id, NodeId([2; 20]));
 }

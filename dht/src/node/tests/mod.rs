@@ -14,7 +14,10 @@ use crate::routing::NodeStatus;
 
 /// Defaults, except IPv4 only.
 fn v4_config(_: usize) -> Config {
-    Config { ipv6: false, ..Config::default() }
+    Config {
+        ipv6: false,
+        ..Config::default()
+    }
 }
 
 fn closest_ids(sim: &Sim, target: &[u8; 20], exclude: usize, ipv6: bool) -> Vec<NodeId> {
@@ -24,7 +27,10 @@ fn closest_ids(sim: &Sim, target: &[u8; 20], exclude: usize, ipv6: bool) -> Vec<
         .map(|id| (Distance::between(target, &id.0), id))
         .collect();
     ids.sort();
-    ids.into_iter().take(crate::routing::K).map(|x| x.1).collect()
+    ids.into_iter()
+        .take(crate::routing::K)
+        .map(|x| x.1)
+        .collect()
 }
 
 #[test]
@@ -39,22 +45,34 @@ fn lookups_converge_to_the_closest_nodes() {
         let now = sim.now;
         let id = sim.nodes[asker].find_node(now, target);
         let deadline = sim.now + Duration::from_secs(30);
-        assert!(sim.run_until(deadline, |s| s.done_event(asker, id).is_some()), "lookup {round} did not finish");
+        assert!(
+            sim.run_until(deadline, |s| s.done_event(asker, id).is_some()),
+            "lookup {round} did not finish"
+        );
         let done = sim.done_event(asker, id).unwrap();
         assert_eq!(done.status, LookupStatus::Completed);
         let got: Vec<NodeId> = done.closest.iter().map(|n| n.id).collect();
         let want = closest_ids(&sim, &target.0, asker, false);
         // Ordered nearest first.
-        assert!(got.windows(2).all(|w| Distance::between(&target.0, &w[0].0) <= Distance::between(&target.0, &w[1].0)));
+        assert!(got.windows(2).all(
+            |w| Distance::between(&target.0, &w[0].0) <= Distance::between(&target.0, &w[1].0)
+        ));
         if got == want {
             exact += 1;
         }
         let overlap = got.iter().filter(|g| want.contains(g)).count();
-        assert!(overlap >= 7, "round {round}: only {overlap} of the 8 closest found");
+        assert!(
+            overlap >= 7,
+            "round {round}: only {overlap} of the 8 closest found"
+        );
     }
     assert!(exact >= 18, "exact in {exact}/20 lookups");
     // Routing tables hold what BEP 5 predicts for 300 nodes: a few full buckets each.
-    let sizes: Vec<usize> = sim.nodes.iter().map(|n| n.routing_table(false).len()).collect();
+    let sizes: Vec<usize> = sim
+        .nodes
+        .iter()
+        .map(|n| n.routing_table(false).len())
+        .collect();
     let avg = sizes.iter().sum::<usize>() / sizes.len();
     assert!(avg >= 30, "average table size {avg}");
 }
@@ -68,16 +86,22 @@ fn get_peers_finds_announced_peers() {
     let a = sim.nodes[5].announce(now, ih, Some(5555));
     let b = sim.nodes[9].announce(now, ih, None);
     let deadline = sim.now + Duration::from_secs(30);
-    assert!(sim.run_until(deadline, |s| s.done_event(5, a).is_some() && s.done_event(9, b).is_some()));
+    assert!(sim.run_until(deadline, |s| s.done_event(5, a).is_some()
+        && s.done_event(9, b).is_some()));
     let done = sim.done_event(5, a).unwrap();
     assert!(done.announced >= 6, "announced to {}", done.announced);
     // The nodes storing it are among those closest to the info-hash.
     let mut by_distance: Vec<usize> = (0..sim.nodes.len()).collect();
     by_distance.sort_by_key(|&i| Distance::between(&ih.0, &sim.nodes[i].id(false).0));
-    let storing: Vec<usize> = (0..sim.nodes.len()).filter(|&i| sim.nodes[i].peers.info_hashes() == 1).collect();
+    let storing: Vec<usize> = (0..sim.nodes.len())
+        .filter(|&i| sim.nodes[i].peers.info_hashes() == 1)
+        .collect();
     assert!(storing.len() >= 6, "{storing:?}");
     for i in &storing {
-        assert!(by_distance[..16].contains(i), "node {i} stores a far-away info-hash");
+        assert!(
+            by_distance[..16].contains(i),
+            "node {i} stores a far-away info-hash"
+        );
     }
 
     let now = sim.now;
@@ -90,7 +114,10 @@ fn get_peers_finds_announced_peers() {
     let implied = sim.addrs[9][0];
     let mut want = vec![explicit, implied];
     want.sort();
-    assert_eq!(found, want, "explicit port and implied port (BEP 5 implied_port)");
+    assert_eq!(
+        found, want,
+        "explicit port and implied port (BEP 5 implied_port)"
+    );
     assert_eq!(sim.done_event(100, q).unwrap().peers_found, 2);
 }
 
@@ -104,12 +131,20 @@ fn dead_nodes_are_replaced() {
             .iter()
             .enumerate()
             .filter(|(i, _)| !sim.dead.contains(i))
-            .map(|(_, n)| n.routing_table(false).entries().filter(|e| dead.iter().any(|&d| sim.addrs[d][0] == e.addr)).count())
+            .map(|(_, n)| {
+                n.routing_table(false)
+                    .entries()
+                    .filter(|e| dead.iter().any(|&d| sim.addrs[d][0] == e.addr))
+                    .count()
+            })
             .sum()
     };
     sim.dead.extend(dead.iter().copied());
     let before = count_dead(&sim);
-    assert!(before > 200, "dead nodes were known to the network: {before}");
+    assert!(
+        before > 200,
+        "dead nodes were known to the network: {before}"
+    );
     // Keep the network busy so that dead contacts are queried, then let upkeep run past the
     // 15 minutes after which silent contacts become questionable and get pinged.
     let mut rng = StdRng::seed_from_u64(3);
@@ -120,7 +155,10 @@ fn dead_nodes_are_replaced() {
         sim.run_for(Duration::from_secs(30));
     }
     let after = count_dead(&sim);
-    assert!(after < before, "dead contacts: {before} before, {after} after");
+    assert!(
+        after < before,
+        "dead contacts: {before} before, {after} after"
+    );
     // A dead contact is left only where no living node could take its place: every living
     // node of its bucket's range is already in the table.
     let now = sim.now;
@@ -130,12 +168,19 @@ fn dead_nodes_are_replaced() {
             if !dead.iter().any(|&d| sim.addrs[d][0] == e.addr) {
                 continue;
             }
-            assert_eq!(e.status(now), NodeStatus::Bad, "node {i} has not noticed a dead contact");
+            assert_eq!(
+                e.status(now),
+                NodeStatus::Bad,
+                "node {i} has not noticed a dead contact"
+            );
             let bucket = table.index(&e.id.0);
             for j in (0..150).filter(|&j| j != i) {
                 let id = sim.nodes[j].id(false);
                 if table.index(&id.0) == bucket {
-                    assert!(table.get(&sim.addrs[j][0]).is_some(), "node {i}: dead contact kept while node {j} fits its bucket");
+                    assert!(
+                        table.get(&sim.addrs[j][0]).is_some(),
+                        "node {i}: dead contact kept while node {j} fits its bucket"
+                    );
                 }
             }
         }
@@ -146,7 +191,13 @@ fn dead_nodes_are_replaced() {
     let id = sim.nodes[3].find_node(now, target);
     let deadline = sim.now + Duration::from_secs(60);
     assert!(sim.run_until(deadline, |s| s.done_event(3, id).is_some()));
-    let got: Vec<NodeId> = sim.done_event(3, id).unwrap().closest.iter().map(|n| n.id).collect();
+    let got: Vec<NodeId> = sim
+        .done_event(3, id)
+        .unwrap()
+        .closest
+        .iter()
+        .map(|n| n.id)
+        .collect();
     let want = closest_ids(&sim, &target.0, 3, false);
     assert!(got.iter().filter(|g| want.contains(g)).count() >= 7);
 }
@@ -155,7 +206,11 @@ fn dead_nodes_are_replaced() {
 fn dual_stack_bootstrap_fills_both_tables() {
     let mut sim = Sim::new(80, |_| Config::default());
     sim.join_all(true);
-    let with_v6 = sim.nodes.iter().filter(|n| n.routing_table(true).len() >= 8).count();
+    let with_v6 = sim
+        .nodes
+        .iter()
+        .filter(|n| n.routing_table(true).len() >= 8)
+        .count();
     assert_eq!(with_v6, 80);
     // A newcomer that knows only an IPv4 router fills its IPv6 table from `nodes6`, asked
     // for with BEP 32 `want` while bootstrapping.
@@ -164,7 +219,11 @@ fn dual_stack_bootstrap_fills_both_tables() {
     let router = sim.addrs[0][0];
     sim.nodes[late].bootstrap(now, &[router]);
     sim.run_for(Duration::from_secs(30));
-    assert!(sim.nodes[late].routing_table(true).len() >= 16, "{}", sim.nodes[late].routing_table(true).len());
+    assert!(
+        sim.nodes[late].routing_table(true).len() >= 16,
+        "{}",
+        sim.nodes[late].routing_table(true).len()
+    );
     // A lookup searches both DHTs and reports closest nodes of both families.
     let now = sim.now;
     let target = NodeId([0x42; 20]);
@@ -212,20 +271,38 @@ fn restart_from_saved_state_rejoins_at_once() {
     let q = sim.nodes[20].get_peers(now, ih);
     let deadline = sim.now + Duration::from_secs(30);
     assert!(sim.run_until(deadline, |s| s.done_event(20, q).is_some()));
-    assert_eq!(sim.peers_found(20, q), vec![SocketAddr::new(sim.addrs[4][0].ip(), 7000)]);
+    assert_eq!(
+        sim.peers_found(20, q),
+        vec![SocketAddr::new(sim.addrs[4][0].ip(), 7000)]
+    );
 
-    assert!(matches!(Node::from_state(v4_config(0), sim.now, [0; 32], b"d2:idi1ee"), Err(StateError::Bencode(_))));
-    assert_eq!(Node::from_state(v4_config(0), sim.now, [0; 32], b"d1:vi1ee").unwrap_err(), StateError::Invalid("id"));
-    assert_eq!(Node::from_state(v4_config(0), sim.now, [0; 32], b"de").unwrap_err(), StateError::Invalid("v"));
+    assert!(matches!(
+        Node::from_state(v4_config(0), sim.now, [0; 32], b"d2:idi1ee"),
+        Err(StateError::Bencode(_))
+    ));
+    assert_eq!(
+        Node::from_state(v4_config(0), sim.now, [0; 32], b"d1:vi1ee").unwrap_err(),
+        StateError::Invalid("id")
+    );
+    assert_eq!(
+        Node::from_state(v4_config(0), sim.now, [0; 32], b"de").unwrap_err(),
+        StateError::Invalid("v")
+    );
 }
 
 #[test]
 fn read_only_nodes_stay_out_of_tables() {
-    let mut sim = Sim::new(40, |i| Config { read_only: i == 39, ..v4_config(i) });
+    let mut sim = Sim::new(40, |i| Config {
+        read_only: i == 39,
+        ..v4_config(i)
+    });
     sim.join_all(false);
     let ro = sim.addrs[39][0];
     for (i, n) in sim.nodes.iter().enumerate() {
-        assert!(n.routing_table(false).get(&ro).is_none(), "node {i} added the read-only node");
+        assert!(
+            n.routing_table(false).get(&ro).is_none(),
+            "node {i} added the read-only node"
+        );
     }
     // It still searches fine, and answers nobody.
     let ih = InfoHash([0x31; 20]);
@@ -251,7 +328,9 @@ fn external_address_gives_bep42_id() {
     node.set_external_addr(now, public);
     let id = node.id(false);
     assert!(crate::bep42::id_matches_ip(&id, public.ip()));
-    assert!(matches!(node.poll_event(), Some(Event::NodeIdChanged { ipv6: false, id: x }) if x == id));
+    assert!(
+        matches!(node.poll_event(), Some(Event::NodeIdChanged { ipv6: false, id: x }) if x == id)
+    );
     // Same address again, or a private one: nothing changes.
     node.set_external_addr(now, public);
     node.set_external_addr(now, "192.168.1.5:6881".parse().unwrap());

@@ -27,7 +27,11 @@ fn ask(node: &mut Node, now: Instant, from: SocketAddr, query: &[u8]) -> Option<
     let mut answer = None;
     while let Some(t) = node.poll_transmit() {
         // Ignore the node's own pings to us (it wants to learn about new queriers).
-        if let Ok(Message { body: Body::Query { .. }, .. }) = Message::decode(&t.data) {
+        if let Ok(Message {
+            body: Body::Query { .. },
+            ..
+        }) = Message::decode(&t.data)
+        {
             continue;
         }
         assert_eq!(t.to, from);
@@ -71,23 +75,43 @@ fn tokens_work_until_two_rotations_pass() {
     let tok = token_from(&ask(&mut n, t0, me, &get_peers(&ih, None)).unwrap());
     // A token is bound to the IP it was given to.
     let other = client(2);
-    assert_eq!(error_code(&ask(&mut n, t0, other, &announce(&ih, 1, false, &tok)).unwrap()), Some(203));
-    assert_eq!(error_code(&ask(&mut n, t0, me, &announce(&ih, 6000, false, &tok)).unwrap()), None);
+    assert_eq!(
+        error_code(&ask(&mut n, t0, other, &announce(&ih, 1, false, &tok)).unwrap()),
+        Some(203)
+    );
+    assert_eq!(
+        error_code(&ask(&mut n, t0, me, &announce(&ih, 6000, false, &tok)).unwrap()),
+        None
+    );
     // After one rotation it still works; after the next it is refused.
     let t1 = t0 + TOKEN_ROTATION + Duration::from_secs(1);
     n.handle_timeout(t1);
-    assert_eq!(error_code(&ask(&mut n, t1, me, &announce(&ih, 6001, false, &tok)).unwrap()), None);
+    assert_eq!(
+        error_code(&ask(&mut n, t1, me, &announce(&ih, 6001, false, &tok)).unwrap()),
+        None
+    );
     let t2 = t1 + TOKEN_ROTATION + Duration::from_secs(1);
     n.handle_timeout(t2);
-    assert_eq!(error_code(&ask(&mut n, t2, me, &announce(&ih, 6002, false, &tok)).unwrap()), Some(203));
+    assert_eq!(
+        error_code(&ask(&mut n, t2, me, &announce(&ih, 6002, false, &tok)).unwrap()),
+        Some(203)
+    );
     assert_eq!(n.stats().announces_stored, 2);
 
     // The stored peers come back to a get_peers from the same family, port as announced.
     let answer = ask(&mut n, t2, client(3), &get_peers(&ih, None)).unwrap();
-    let Body::Response(a) = Message::decode(&answer).unwrap().body else { panic!() };
+    let Body::Response(a) = Message::decode(&answer).unwrap().body else {
+        panic!()
+    };
     let mut peers: Vec<_> = a.values.unwrap().iter().filter_map(decode_peer).collect();
     peers.sort();
-    assert_eq!(peers, vec![SocketAddr::new(me.ip(), 6000), SocketAddr::new(me.ip(), 6001)]);
+    assert_eq!(
+        peers,
+        vec![
+            SocketAddr::new(me.ip(), 6000),
+            SocketAddr::new(me.ip(), 6001)
+        ]
+    );
 }
 
 #[test]
@@ -96,30 +120,54 @@ fn invalid_announces_are_refused() {
     let ih = [0x22; 20];
     let me = client(1);
     let tok = token_from(&ask(&mut n, t0, me, &get_peers(&ih, None)).unwrap());
-    assert_eq!(error_code(&ask(&mut n, t0, me, &announce(&ih, 0, false, &tok)).unwrap()), Some(203), "port 0");
-    assert_eq!(error_code(&ask(&mut n, t0, me, &announce(&ih, 1, false, b"nope")).unwrap()), Some(203));
-    assert_eq!(error_code(&ask(&mut n, t0, me, &announce(&ih, 0, true, &tok)).unwrap()), None, "implied port");
+    assert_eq!(
+        error_code(&ask(&mut n, t0, me, &announce(&ih, 0, false, &tok)).unwrap()),
+        Some(203),
+        "port 0"
+    );
+    assert_eq!(
+        error_code(&ask(&mut n, t0, me, &announce(&ih, 1, false, b"nope")).unwrap()),
+        Some(203)
+    );
+    assert_eq!(
+        error_code(&ask(&mut n, t0, me, &announce(&ih, 0, true, &tok)).unwrap()),
+        None,
+        "implied port"
+    );
     let mut unknown = Vec::new();
     unknown.extend_from_slice(b"d1:ad2:id20:");
     unknown.extend_from_slice(&CLIENT_ID.0);
     unknown.extend_from_slice(b"e1:q4:vote1:t1:x1:y1:qe");
-    assert_eq!(error_code(&ask(&mut n, t0, me, &unknown).unwrap()), Some(204));
+    assert_eq!(
+        error_code(&ask(&mut n, t0, me, &unknown).unwrap()),
+        Some(204)
+    );
 }
 
 #[test]
 fn rate_limit_holds_per_source() {
-    let limit = RateLimit { per_second: 5, burst: 20 };
-    let (mut n, t0) = node(Config { rate_limit: Some(limit), ..Config::default() });
+    let limit = RateLimit {
+        per_second: 5,
+        burst: 20,
+    };
+    let (mut n, t0) = node(Config {
+        rate_limit: Some(limit),
+        ..Config::default()
+    });
     let mut ping = Vec::new();
     krpc::write_ping(&mut ping, b"pp", &CLIENT_ID, false);
     let flooder = client(7);
-    let answered = (0..500).filter(|_| ask(&mut n, t0, flooder, &ping).is_some()).count();
+    let answered = (0..500)
+        .filter(|_| ask(&mut n, t0, flooder, &ping).is_some())
+        .count();
     assert_eq!(answered, 20);
     assert_eq!(n.stats().dropped_rate_limited, 480);
     // Others are unaffected; the flooder gets its sustained rate back over time.
     assert!(ask(&mut n, t0, client(8), &ping).is_some());
     let t1 = t0 + Duration::from_secs(2);
-    let answered = (0..500).filter(|_| ask(&mut n, t1, flooder, &ping).is_some()).count();
+    let answered = (0..500)
+        .filter(|_| ask(&mut n, t1, flooder, &ping).is_some())
+        .count();
     assert_eq!(answered, 10);
 }
 
@@ -144,14 +192,26 @@ fn malformed_and_oversized_input_is_dropped() {
         b"llllllllllllllllllllllllllllllllllllllllllllll".to_vec(),
     ];
     for c in &cases {
-        assert!(ask(&mut n, t0, from, c).is_none(), "answered {:?}", String::from_utf8_lossy(c));
+        assert!(
+            ask(&mut n, t0, from, c).is_none(),
+            "answered {:?}",
+            String::from_utf8_lossy(c)
+        );
     }
     let s = n.stats();
-    assert_eq!(s.dropped_malformed + s.dropped_oversized, cases.len() as u64);
+    assert_eq!(
+        s.dropped_malformed + s.dropped_oversized,
+        cases.len() as u64
+    );
     assert_eq!(s.dropped_oversized, 1);
     // A response nobody asked for is ignored.
     let mut resp = Vec::new();
-    krpc::write_response(&mut resp, b"\0\0\0\0", &CLIENT_ID, &krpc::ResponseOut::default());
+    krpc::write_response(
+        &mut resp,
+        b"\0\0\0\0",
+        &CLIENT_ID,
+        &krpc::ResponseOut::default(),
+    );
     assert!(ask(&mut n, t0, from, &resp).is_none());
     assert_eq!(n.stats().unmatched_responses, 1);
     // And it still works.
@@ -160,10 +220,17 @@ fn malformed_and_oversized_input_is_dropped() {
 
 #[test]
 fn answers_follow_want_and_carry_requester_ip() {
-    let (mut n, t0) = node(Config { rate_limit: None, one_node_per_ip: false, ..Config::default() });
+    let (mut n, t0) = node(Config {
+        rate_limit: None,
+        one_node_per_ip: false,
+        ..Config::default()
+    });
     // Fill both tables through pings the node sends to queriers.
     for i in 0..30u16 {
-        for from in [SocketAddr::from(([10, 0, 0, i as u8], 7000)), format!("[fd00::{i:x}]:7000").parse().unwrap()] {
+        for from in [
+            SocketAddr::from(([10, 0, 0, i as u8], 7000)),
+            format!("[fd00::{i:x}]:7000").parse().unwrap(),
+        ] {
             let mut id = [0u8; 20];
             id[0] = i as u8 * 8;
             id[1] = u8::from(from.is_ipv6());
@@ -190,33 +257,63 @@ fn answers_follow_want_and_carry_requester_ip() {
         let m = Message::decode(&answer).unwrap();
         assert_eq!(m.ip, Some(from), "BEP 42 ip");
         let Body::Response(a) = m.body else { panic!() };
-        assert_eq!(a.nodes.map(|x| decode_nodes(x, false).count()), n4.then_some(8));
-        assert_eq!(a.nodes6.map(|x| decode_nodes(x, true).count()), n6.then_some(8));
+        assert_eq!(
+            a.nodes.map(|x| decode_nodes(x, false).count()),
+            n4.then_some(8)
+        );
+        assert_eq!(
+            a.nodes6.map(|x| decode_nodes(x, true).count()),
+            n6.then_some(8)
+        );
     };
     check(None, me, true, false);
     check(None, "[2001:db8::5]:5".parse().unwrap(), false, true);
     check(Some(Want { n4: true, n6: true }), me, true, true);
-    check(Some(Want { n4: false, n6: true }), me, false, true);
+    check(
+        Some(Want {
+            n4: false,
+            n6: true,
+        }),
+        me,
+        false,
+        true,
+    );
 }
 
 #[test]
 fn big_swarms_fit_the_packet_limit_and_samples_are_served() {
-    let (mut n, t0) = node(Config { rate_limit: None, ..Config::default() });
+    let (mut n, t0) = node(Config {
+        rate_limit: None,
+        ..Config::default()
+    });
     let ih = [0x33; 20];
     for i in 0..120u8 {
         let from = SocketAddr::from(([100, 64, 0, i], 6000));
         let tok = token_from(&ask(&mut n, t0, from, &get_peers(&ih, None)).unwrap());
-        assert_eq!(error_code(&ask(&mut n, t0, from, &announce(&ih, 0, true, &tok)).unwrap()), None);
+        assert_eq!(
+            error_code(&ask(&mut n, t0, from, &announce(&ih, 0, true, &tok)).unwrap()),
+            None
+        );
     }
-    let answer = ask(&mut n, t0, client(1), &get_peers(&ih, Some(Want { n4: true, n6: true }))).unwrap();
+    let answer = ask(
+        &mut n,
+        t0,
+        client(1),
+        &get_peers(&ih, Some(Want { n4: true, n6: true })),
+    )
+    .unwrap();
     assert!(answer.len() <= 1024, "{} bytes", answer.len());
-    let Body::Response(a) = Message::decode(&answer).unwrap().body else { panic!() };
+    let Body::Response(a) = Message::decode(&answer).unwrap().body else {
+        panic!()
+    };
     assert_eq!(a.values.unwrap().iter().count(), MAX_VALUES_V4);
 
     let mut q = Vec::new();
     krpc::write_sample_infohashes(&mut q, b"si", &CLIENT_ID, &[0; 20], false);
     let answer = ask(&mut n, t0, client(2), &q).unwrap();
-    let Body::Response(a) = Message::decode(&answer).unwrap().body else { panic!() };
+    let Body::Response(a) = Message::decode(&answer).unwrap().body else {
+        panic!()
+    };
     assert_eq!(a.samples, Some(&ih[..]));
     assert_eq!(a.num, Some(1));
     assert!(a.interval.unwrap() > 0);

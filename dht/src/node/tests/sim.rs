@@ -28,11 +28,17 @@ pub struct Sim {
 }
 
 pub fn v4(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, (i & 0xff) as u8)), 6881)
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, (i & 0xff) as u8)),
+        6881,
+    )
 }
 
 pub fn v6(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, i as u16)), 6881)
+    SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, i as u16)),
+        6881,
+    )
 }
 
 pub fn seed(i: usize) -> [u8; 32] {
@@ -79,7 +85,8 @@ impl Sim {
         while let Some(t) = self.nodes[i].poll_transmit() {
             let from = from_pair[usize::from(t.to.is_ipv6())];
             self.seq += 1;
-            self.in_flight.insert((self.now + LATENCY, self.seq), (from, t.to, t.data));
+            self.in_flight
+                .insert((self.now + LATENCY, self.seq), (from, t.to, t.data));
         }
         while let Some(e) = self.nodes[i].poll_event() {
             self.events[i].push(e);
@@ -94,8 +101,16 @@ impl Sim {
 
     /// Drains what node `i` wants to send to addresses outside the simulation.
     pub fn take_sent_to(&mut self, addr: SocketAddr) -> Vec<Vec<u8>> {
-        let keys: Vec<_> = self.in_flight.iter().filter(|(_, v)| v.1 == addr).map(|(k, _)| *k).collect();
-        keys.into_iter().filter_map(|k| self.in_flight.remove(&k)).map(|v| v.2).collect()
+        let keys: Vec<_> = self
+            .in_flight
+            .iter()
+            .filter(|(_, v)| v.1 == addr)
+            .map(|(k, _)| *k)
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.in_flight.remove(&k))
+            .map(|v| v.2)
+            .collect()
     }
 
     /// Runs the network for `d` of simulated time.
@@ -129,7 +144,10 @@ impl Sim {
                     break;
                 }
                 let (from, to, data) = entry.remove();
-                let (Some(&src), Some(&dst)) = (self.by_addr.get(&from), self.by_addr.get(&to)) else { continue };
+                let (Some(&src), Some(&dst)) = (self.by_addr.get(&from), self.by_addr.get(&to))
+                else {
+                    continue;
+                };
                 if self.dead.contains(&src) || self.dead.contains(&dst) {
                     continue;
                 }
@@ -149,7 +167,11 @@ impl Sim {
     /// Bootstraps every node but the first through the first (over IPv4, and IPv6 too if
     /// `dual_stack`), a few at a time, and lets the network settle.
     pub fn join_all(&mut self, dual_stack: bool) {
-        let routers: &[SocketAddr] = if dual_stack { &self.addrs[0] } else { &self.addrs[0][..1] };
+        let routers: &[SocketAddr] = if dual_stack {
+            &self.addrs[0]
+        } else {
+            &self.addrs[0][..1]
+        };
         let routers = routers.to_vec();
         for i in 1..self.nodes.len() {
             let now = self.now;
@@ -175,7 +197,9 @@ impl Sim {
         self.events[i]
             .iter()
             .filter_map(|e| match e {
-                Event::Peers { lookup: l, peers, .. } if *l == lookup => Some(peers.clone()),
+                Event::Peers {
+                    lookup: l, peers, ..
+                } if *l == lookup => Some(peers.clone()),
                 _ => None,
             })
             .flatten()
