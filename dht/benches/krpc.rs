@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, RngCore, SeedableRng};
 
 use burrow_dht::krpc::{self, Body, Message, ResponseOut};
-use burrow_dht::{Config, InfoHash, Node, NodeId};
+use burrow_dht::{Config, Node, NodeId};
 
 const SOURCES: usize = 4096;
 
@@ -23,7 +23,14 @@ fn source(i: usize) -> SocketAddr {
 /// it pings them back, they answer.
 fn populated_node(now: Instant) -> Node {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut node = Node::new(Config { ipv6: false, ..Config::default() }, now, [7; 32]);
+    let mut node = Node::new(
+        Config {
+            ipv6: false,
+            ..Config::default()
+        },
+        now,
+        [7; 32],
+    );
     for i in 0..5000 {
         let from = SocketAddr::from(([45, (i >> 16) as u8, (i >> 8) as u8, i as u8], 6881));
         let id = NodeId::random(&mut rng);
@@ -31,7 +38,12 @@ fn populated_node(now: Instant) -> Node {
         krpc::write_ping(&mut q, b"pi", &id, false);
         node.handle_datagram(now, from, &q);
         while let Some(t) = node.poll_transmit() {
-            if let Ok(Message { tid, body: Body::Query { .. }, .. }) = Message::decode(&t.data) {
+            if let Ok(Message {
+                tid,
+                body: Body::Query { .. },
+                ..
+            }) = Message::decode(&t.data)
+            {
                 let mut r = Vec::new();
                 krpc::write_response(&mut r, tid, &id, &ResponseOut::default());
                 node.handle_datagram(now, t.to, &r);
@@ -64,7 +76,10 @@ fn queries(kind: &str, info_hash: &[u8; 20], n: usize) -> Vec<Vec<u8>> {
 fn bench(c: &mut Criterion) {
     let now = Instant::now();
     let mut node = populated_node(now);
-    eprintln!("routing table: {} contacts", node.routing_table(false).len());
+    eprintln!(
+        "routing table: {} contacts",
+        node.routing_table(false).len()
+    );
 
     // A swarm of 100 peers under one info-hash, announced with valid tokens.
     let swarm = [0x5e; 20];
@@ -75,12 +90,25 @@ fn bench(c: &mut Criterion) {
         node.handle_datagram(now, from, &q);
         let mut token = Vec::new();
         while let Some(t) = node.poll_transmit() {
-            if let Ok(Message { body: Body::Response(a), .. }) = Message::decode(&t.data) {
+            if let Ok(Message {
+                body: Body::Response(a),
+                ..
+            }) = Message::decode(&t.data)
+            {
                 token = a.token.unwrap().to_vec();
             }
         }
         let mut a = Vec::new();
-        krpc::write_announce_peer(&mut a, b"a", &NodeId([i as u8; 20]), &swarm, 0, true, &token, false);
+        krpc::write_announce_peer(
+            &mut a,
+            b"a",
+            &NodeId([i as u8; 20]),
+            &swarm,
+            0,
+            true,
+            &token,
+            false,
+        );
         node.handle_datagram(now, from, &a);
         while node.poll_transmit().is_some() {}
     }
@@ -91,8 +119,14 @@ fn bench(c: &mut Criterion) {
     rng.fill(&mut absent);
     let cases = [
         ("find_node", queries("find_node", &absent, 1024)),
-        ("get_peers (nodes only)", queries("get_peers", &absent, 1024)),
-        ("get_peers (50 values + nodes)", queries("get_peers", &swarm, 1024)),
+        (
+            "get_peers (nodes only)",
+            queries("get_peers", &absent, 1024),
+        ),
+        (
+            "get_peers (50 values + nodes)",
+            queries("get_peers", &swarm, 1024),
+        ),
     ];
 
     let mut group = c.benchmark_group("query decode+handle+encode");

@@ -14,8 +14,27 @@ pub struct NodeId(pub [u8; 20]);
 pub struct InfoHash(pub [u8; 20]);
 
 /// The XOR distance between two keys; compares like the 160-bit big-endian integer it is.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Distance(pub [u8; 20]);
+
+impl Ord for Distance {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Two integer compares instead of a byte-wise memcmp: this runs for every contact
+        // considered when answering find_node/get_peers.
+        let (a, b) = (&self.0, &other.0);
+        let hi = |x: &[u8; 20]| u128::from_be_bytes(x[..16].try_into().unwrap_or_default());
+        let lo = |x: &[u8; 20]| u32::from_be_bytes(x[16..].try_into().unwrap_or_default());
+        hi(a).cmp(&hi(b)).then_with(|| lo(a).cmp(&lo(b)))
+    }
+}
+
+impl PartialOrd for Distance {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Distance {
     /// The distance between two keys.
@@ -134,6 +153,18 @@ mod tests {
         assert_eq!(Distance::between(&a, &c).leading_zeros(), 0);
         assert_eq!(Distance::between(&a, &b).leading_zeros(), 159);
         assert_eq!(Distance::between(&a, &a).leading_zeros(), 160);
+        // Agrees with byte-wise comparison everywhere, including the last four bytes.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for _ in 0..1000 {
+            let mut x = NodeId::random(&mut rng).0;
+            let mut y = NodeId::random(&mut rng).0;
+            let shared = rand::Rng::random_range(&mut rng, 0..20);
+            y[..shared].copy_from_slice(&x[..shared]);
+            if shared == 19 {
+                x[19] = y[19];
+            }
+            assert_eq!(Distance(x).cmp(&Distance(y)), x.cmp(&y));
+        }
     }
 
     #[test]

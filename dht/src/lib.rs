@@ -13,6 +13,8 @@
 //!
 //! The `tokio` feature adds [`driver`], a task that runs a node on its own socket.
 
+#![warn(missing_docs)]
+
 pub mod bencode;
 pub mod bep42;
 pub mod compact;

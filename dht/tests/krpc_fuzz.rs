@@ -29,10 +29,18 @@ fn seeds() -> Vec<Vec<u8>> {
     push(&|v| krpc::write_get_peers(v, b"aa", &id, &t, None, false));
     push(&|v| krpc::write_announce_peer(v, b"aa", &id, &t, 6881, true, b"tok", false));
     push(&|v| krpc::write_sample_infohashes(v, b"aa", &id, &t, false));
-    let nodes = [NodeInfo { id, addr: "10.0.0.1:1".parse().unwrap() }];
+    let nodes = [NodeInfo {
+        id,
+        addr: "10.0.0.1:1".parse().unwrap(),
+    }];
     let peers: [SocketAddr; 1] = ["1.2.3.4:5".parse().unwrap()];
     push(&|v| {
-        let r = ResponseOut { nodes: Some(&nodes), values: Some(&peers), token: Some(b"x"), ..Default::default() };
+        let r = ResponseOut {
+            nodes: Some(&nodes),
+            values: Some(&peers),
+            token: Some(b"x"),
+            ..Default::default()
+        };
         krpc::write_response(v, b"aa", &id, &r)
     });
     out
@@ -49,7 +57,10 @@ fn mutate(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
                     *b ^= 1 << rng.random_range(0..8);
                 }
             }
-            1 => v.insert(rng.random_range(0..=v.len()), b"0123456789:deil"[rng.random_range(0..15)]),
+            1 => v.insert(
+                rng.random_range(0..=v.len()),
+                b"0123456789:deil"[rng.random_range(0..15)],
+            ),
             2 if !v.is_empty() => {
                 v.remove(rng.random_range(0..v.len()));
             }
@@ -80,13 +91,26 @@ fn mutate(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn random_and_mutated_datagrams() {
-    let seed: u64 = std::env::var("BURROW_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    let secs: u64 = std::env::var("BURROW_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let seed: u64 = std::env::var("BURROW_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let secs: u64 = std::env::var("BURROW_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     eprintln!("BURROW_FUZZ_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     let seeds = seeds();
     let now = Instant::now();
-    let mut node = Node::new(Config { rate_limit: None, ..Config::default() }, now, [3; 32]);
+    let mut node = Node::new(
+        Config {
+            rate_limit: None,
+            ..Config::default()
+        },
+        now,
+        [3; 32],
+    );
     let from4: SocketAddr = "192.0.2.7:6881".parse().unwrap();
     let from6: SocketAddr = "[2001:db8::7]:6881".parse().unwrap();
     let (mut runs, mut decoded, mut answered) = (0u64, 0u64, 0u64);
@@ -107,7 +131,10 @@ fn random_and_mutated_datagrams() {
                 answered += 1;
                 assert!(t.data.len() <= 1024, "{} byte answer", t.data.len());
                 if let Err(e) = Message::decode(&t.data) {
-                    panic!("invalid KRPC sent ({e}) for input {:?}", String::from_utf8_lossy(&data));
+                    panic!(
+                        "invalid KRPC sent ({e}) for input {:?}",
+                        String::from_utf8_lossy(&data)
+                    );
                 }
             }
             while node.poll_event().is_some() {}
@@ -115,5 +142,8 @@ fn random_and_mutated_datagrams() {
     }
     eprintln!("{runs} inputs, {decoded} decoded, {answered} answers");
     // The mutations must keep some inputs valid, or the test exercises only the error paths.
-    assert!(decoded * 100 > runs && answered > 0, "{decoded}/{runs} decoded, {answered} answered");
+    assert!(
+        decoded * 100 > runs && answered > 0,
+        "{decoded}/{runs} decoded, {answered} answered"
+    );
 }

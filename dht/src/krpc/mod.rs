@@ -169,8 +169,10 @@ impl<'a> Message<'a> {
         let mut tid = None;
         let mut y = None;
         let mut q = None;
-        let mut a = None;
-        let mut r = None;
+        // "a" and "r" fill one struct in place: a message has one or the other, and Args is
+        // large enough that copying it around shows up in profiles.
+        let mut args = Args::default();
+        let (mut has_a, mut has_r) = (false, false);
         let mut e = None;
         let mut ip = None;
         let mut read_only = false;
@@ -180,8 +182,14 @@ impl<'a> Message<'a> {
                 b"t" => tid = Some(d.bytes()?),
                 b"y" => y = Some(d.bytes()?),
                 b"q" => q = Some(d.bytes()?),
-                b"a" => a = Some(read_args(&mut d)?),
-                b"r" => r = Some(read_args(&mut d)?),
+                b"a" if !has_r => {
+                    read_args(&mut d, &mut args)?;
+                    has_a = true;
+                }
+                b"r" if !has_a => {
+                    read_args(&mut d, &mut args)?;
+                    has_r = true;
+                }
                 b"e" => e = Some(read_error(&mut d)?),
                 b"ip" => ip = decode_peer(d.bytes()?),
                 b"ro" => read_only = d.int()? == 1,
@@ -197,12 +205,16 @@ impl<'a> Message<'a> {
         let body = match y.ok_or(DecodeError::Missing("y"))? {
             b"q" => {
                 let method = Method::from_name(q.ok_or(DecodeError::Missing("q"))?);
-                let args = a.ok_or(DecodeError::Missing("a"))?;
+                if !has_a {
+                    return Err(DecodeError::Missing("a"));
+                }
                 args.id.ok_or(DecodeError::Missing("id"))?;
                 Body::Query { method, args }
             }
             b"r" => {
-                let args = r.ok_or(DecodeError::Missing("r"))?;
+                if !has_r {
+                    return Err(DecodeError::Missing("r"));
+                }
                 args.id.ok_or(DecodeError::Missing("id"))?;
                 Body::Response(args)
             }
@@ -226,8 +238,7 @@ fn id20(d: &mut Decoder<'_>, key: &'static str) -> Result<[u8; 20], DecodeError>
     <[u8; 20]>::try_from(d.bytes()?).map_err(|_| DecodeError::Invalid(key))
 }
 
-fn read_args<'a>(d: &mut Decoder<'a>) -> Result<Args<'a>, DecodeError> {
-    let mut args = Args::default();
+fn read_args<'a>(d: &mut Decoder<'a>, args: &mut Args<'a>) -> Result<(), DecodeError> {
     d.enter_dict()?;
     while let Some(key) = d.next_key()? {
         match key {
@@ -258,7 +269,7 @@ fn read_args<'a>(d: &mut Decoder<'a>) -> Result<Args<'a>, DecodeError> {
             _ => d.skip(2)?,
         }
     }
-    Ok(args)
+    Ok(())
 }
 
 fn read_error<'a>(d: &mut Decoder<'a>) -> Result<(i64, &'a [u8]), DecodeError> {

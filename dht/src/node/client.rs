@@ -91,7 +91,7 @@ impl Node {
             }
             let key = target.unwrap_or(fs.id.0);
             let mut tr = Traversal::new(key);
-            fs.table.closest(&key, 2 * K, now, &mut seeds);
+            fs.table.closest(&key, 2 * K, &mut seeds);
             for n in &seeds {
                 tr.add(
                     Some(n.id),

@@ -58,7 +58,7 @@ impl Node {
             Method::Ping => self.respond(from, tid, ResponseOut::default()),
             Method::FindNode | Method::Unknown if args.target.is_some() => {
                 let target = args.target.unwrap_or_default();
-                self.respond_with_nodes(now, from, tid, &target, args.want, ResponseOut::default());
+                self.respond_with_nodes(from, tid, &target, args.want, ResponseOut::default());
             }
             Method::FindNode => self.error(from, tid, error_code::PROTOCOL, "missing target"),
             Method::GetPeers => match args.info_hash {
@@ -73,7 +73,7 @@ impl Node {
             // Forward compatibility: unknown queries naming a key get the closest nodes.
             Method::Unknown => match args.info_hash {
                 Some(ih) => {
-                    self.respond_with_nodes(now, from, tid, &ih, args.want, ResponseOut::default())
+                    self.respond_with_nodes(from, tid, &ih, args.want, ResponseOut::default())
                 }
                 None => self.error(from, tid, error_code::METHOD_UNKNOWN, "method unknown"),
             },
@@ -110,7 +110,6 @@ impl Node {
     /// the family the query came over). Returns which lists apply.
     fn gather_nodes(
         &mut self,
-        now: Instant,
         from: &SocketAddr,
         target: &[u8; 20],
         want: Option<Want>,
@@ -124,7 +123,7 @@ impl Node {
             if wanted && self.families[f].enabled {
                 self.families[f]
                     .table
-                    .closest(target, K, now, &mut self.scratch_nodes[f]);
+                    .closest(target, K, &mut self.scratch_nodes[f]);
                 used[f] = true;
             }
         }
@@ -133,14 +132,13 @@ impl Node {
 
     fn respond_with_nodes(
         &mut self,
-        now: Instant,
         to: SocketAddr,
         tid: &[u8],
         target: &[u8; 20],
         want: Option<Want>,
         r: ResponseOut<'_>,
     ) {
-        let used = self.gather_nodes(now, &to, target, want);
+        let used = self.gather_nodes(&to, target, want);
         let r = ResponseOut {
             requester: Some(to),
             nodes: used[0].then_some(&self.scratch_nodes[0][..]),
@@ -172,7 +170,7 @@ impl Node {
             values: (!peers.is_empty()).then_some(&peers[..]),
             ..ResponseOut::default()
         };
-        self.respond_with_nodes(now, from, tid, &ih, want, r);
+        self.respond_with_nodes(from, tid, &ih, want, r);
         self.scratch_peers = peers;
     }
 
@@ -233,7 +231,7 @@ impl Node {
             samples: Some(&samples),
             ..ResponseOut::default()
         };
-        self.respond_with_nodes(now, from, tid, target, want, r);
+        self.respond_with_nodes(from, tid, target, want, r);
         self.samples = samples;
     }
 }

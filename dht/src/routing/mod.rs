@@ -24,6 +24,9 @@ use crate::id::{leading_zeros, Distance, NodeId};
 /// Most buckets a table can have: one per bit of the keyspace.
 pub const MAX_BUCKETS: usize = 160;
 
+/// Most contacts [`RoutingTable::closest`] returns in one call.
+pub const MAX_CLOSEST: usize = 32;
+
 /// What happened to a contact offered to the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Insertion {
@@ -284,36 +287,43 @@ impl RoutingTable {
         }
     }
 
-    /// Writes into `out` (cleared first) up to `k` non-bad contacts closest to `target`, nearest
-    /// first. Visits buckets in order of distance to `target`, so a full matching bucket ends the
-    /// search after one bucket.
-    pub fn closest(&self, target: &[u8; 20], k: usize, now: Instant, out: &mut Vec<NodeInfo>) {
+    /// Writes into `out` (cleared first) up to `k` (at most [`MAX_CLOSEST`]) non-bad contacts
+    /// closest to `target`, nearest first. Visits buckets in order of distance to `target`, so a
+    /// full matching bucket ends the search after one bucket.
+    pub fn closest(&self, target: &[u8; 20], k: usize, out: &mut Vec<NodeInfo>) {
         out.clear();
+        let k = k.min(MAX_CLOSEST);
         if k == 0 {
             return;
         }
+        let mut top = TopK {
+            k,
+            dist: [Distance([0; 20]); MAX_CLOSEST],
+            out,
+        };
         let last = self.buckets.len() - 1;
         let b = self.index(target);
-        let offer = |bucket: &Bucket, out: &mut Vec<NodeInfo>| {
+        let offer = |bucket: &Bucket, top: &mut TopK<'_>| {
             for e in &bucket.nodes {
-                if e.status(now) != NodeStatus::Bad {
-                    insert_sorted(out, k, target, e.info());
+                // Bad means failed too often (see `Entry::status`); no clock needed for that.
+                if e.failures < BAD_AFTER_FAILURES {
+                    top.offer(Distance::between(target, &e.id.0), e);
                 }
             }
         };
         // Bucket `b` shares more prefix with `target` than any other; buckets after it share
         // exactly `b` bits; buckets before it share fewer, decreasing with the index.
-        offer(&self.buckets[b], out);
-        if out.len() < k {
+        offer(&self.buckets[b], &mut top);
+        if top.out.len() < k {
             for bucket in &self.buckets[b + 1..=last] {
-                offer(bucket, out);
+                offer(bucket, &mut top);
             }
         }
         for bucket in self.buckets[..b].iter().rev() {
-            if out.len() >= k {
+            if top.out.len() >= k {
                 break;
             }
-            offer(bucket, out);
+            offer(bucket, &mut top);
         }
     }
 
@@ -420,15 +430,30 @@ impl RoutingTable {
     }
 }
 
-/// Inserts `n` into `out`, kept sorted by distance to `target` and at most `k` long.
-fn insert_sorted(out: &mut Vec<NodeInfo>, k: usize, target: &[u8; 20], n: NodeInfo) {
-    let d = Distance::between(target, &n.id.0);
-    if out.len() >= k && Distance::between(target, &out[k - 1].id.0) <= d {
-        return;
+/// The `k` nearest contacts seen so far, sorted, with their distances computed once.
+struct TopK<'a> {
+    k: usize,
+    dist: [Distance; MAX_CLOSEST],
+    out: &'a mut Vec<NodeInfo>,
+}
+
+impl TopK<'_> {
+    #[inline]
+    fn offer(&mut self, d: Distance, e: &Entry) {
+        let len = self.out.len();
+        if len == self.k && d >= self.dist[len - 1] {
+            return;
+        }
+        let mut pos = len.min(self.k - 1);
+        // Shift farther entries right; when full, the last one falls off.
+        while pos > 0 && self.dist[pos - 1] > d {
+            self.dist[pos] = self.dist[pos - 1];
+            pos -= 1;
+        }
+        if len == self.k {
+            self.out.pop();
+        }
+        self.dist[pos] = d;
+        self.out.insert(pos, e.info());
     }
-    let pos = out.partition_point(|o| Distance::between(target, &o.id.0) < d);
-    if out.len() >= k {
-        out.pop();
-    }
-    out.insert(pos, n);
 }

@@ -65,7 +65,7 @@ fn closest_matches_brute_force() {
             random_in_bucket(&own.0, r.random_range(0..25), &mut r)
         };
         for k in [1, 8, 20] {
-            t.closest(&target, k, now, &mut out);
+            t.closest(&target, k, &mut out);
             let mut brute = all.clone();
             brute.sort_by_key(|n| Distance::between(&target, &n.id.0));
             brute.truncate(k);

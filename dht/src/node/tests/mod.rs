@@ -342,3 +342,65 @@ fn external_address_gives_bep42_id() {
     assert!(crate::bep42::id_matches_ip(&node.id(true), public6.ip()));
     assert_eq!(node.id(false), id);
 }
+
+#[test]
+fn sample_infohashes_and_add_node() {
+    let mut sim = Sim::new(30, v4_config);
+    sim.join_all(false);
+    let hashes: Vec<InfoHash> = (0..3u8).map(|i| InfoHash([0x70 + i; 20])).collect();
+    for (k, ih) in hashes.iter().enumerate() {
+        let now = sim.now;
+        let a = sim.nodes[k + 1].announce(now, *ih, Some(9000));
+        let deadline = sim.now + Duration::from_secs(30);
+        assert!(sim.run_until(deadline, |s| s.done_event(k + 1, a).is_some()));
+    }
+    // Ask a node that stores all three (in a 30-node DHT, the nodes closest to each key).
+    let holder = (0..30)
+        .max_by_key(|&i| sim.nodes[i].peers.info_hashes())
+        .unwrap();
+    let stored = sim.nodes[holder].peers.info_hashes();
+    assert!(stored >= 2, "best holder stores {stored}");
+    let asker = (holder + 1) % 30;
+    let now = sim.now;
+    let to = sim.addrs[holder][0];
+    let q = sim.nodes[asker].sample_infohashes(now, to, NodeId([0; 20]));
+    sim.run_for(Duration::from_secs(1));
+    let result = sim.events[asker].iter().find_map(|e| match e {
+        Event::Samples {
+            lookup,
+            from,
+            result,
+        } if *lookup == q => Some((*from, result.clone())),
+        _ => None,
+    });
+    let (from, result) = result.expect("no answer");
+    assert_eq!(from, to);
+    let result = result.unwrap();
+    assert_eq!(result.num, stored as i64);
+    assert_eq!(result.samples.len(), stored);
+    assert!(result.samples.iter().all(|h| hashes.contains(h)));
+    assert_eq!(result.nodes.len(), 8);
+
+    // A silent address yields a failed result once the query times out.
+    let now = sim.now;
+    let q = sim.nodes[asker].sample_infohashes(now, "10.9.9.9:1".parse().unwrap(), NodeId([0; 20]));
+    sim.run_for(crate::txn::QUERY_TIMEOUT + Duration::from_secs(1));
+    assert!(sim.events[asker]
+        .iter()
+        .any(|e| matches!(e, Event::Samples { lookup, result: None, .. } if *lookup == q)));
+
+    // add_node: a node unknown to another joins its table once it answers a ping.
+    let fresh = sim.add(Node::new(v4_config(0), sim.now, sim::seed(900)));
+    let fresh_addr = sim.addrs[fresh][0];
+    assert!(sim.nodes[2].routing_table(false).get(&fresh_addr).is_none());
+    let now = sim.now;
+    sim.nodes[2].add_node(now, fresh_addr);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.nodes[2]
+            .routing_table(false)
+            .get(&fresh_addr)
+            .map(|e| e.id),
+        Some(sim.nodes[fresh].id(false))
+    );
+}

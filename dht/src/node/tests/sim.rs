@@ -93,26 +93,6 @@ impl Sim {
         }
     }
 
-    /// Delivers a datagram from outside the simulated nodes (a test playing a peer).
-    pub fn inject(&mut self, to: usize, from: SocketAddr, data: &[u8]) {
-        self.nodes[to].handle_datagram(self.now, from, data);
-        self.collect(to);
-    }
-
-    /// Drains what node `i` wants to send to addresses outside the simulation.
-    pub fn take_sent_to(&mut self, addr: SocketAddr) -> Vec<Vec<u8>> {
-        let keys: Vec<_> = self
-            .in_flight
-            .iter()
-            .filter(|(_, v)| v.1 == addr)
-            .map(|(k, _)| *k)
-            .collect();
-        keys.into_iter()
-            .filter_map(|k| self.in_flight.remove(&k))
-            .map(|v| v.2)
-            .collect()
-    }
-
     /// Runs the network for `d` of simulated time.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
