@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::{Want, CLIENT_VERSION};
 use crate::bencode::Encoder;
-use crate::compact::{peer_bytes, NodeInfo};
+use crate::compact::{peer_bytes, NodeInfo, NODE_V4_LEN, NODE_V6_LEN};
 use crate::id::NodeId;
 
 /// The contents of a response (`y: r`); absent fields are omitted.
@@ -157,12 +157,21 @@ pub fn write_sample_infohashes(
 }
 
 fn nodes(e: &mut Encoder<'_>, key: &[u8], list: &[NodeInfo]) {
-    let per = if key == b"nodes6" { 38 } else { 26 };
+    // Sized from the entries themselves, so a list mixing families still encodes validly.
+    let len: usize = list
+        .iter()
+        .map(|n| {
+            if n.addr.is_ipv4() {
+                NODE_V4_LEN
+            } else {
+                NODE_V6_LEN
+            }
+        })
+        .sum();
     e.bytes(key);
-    e.bytes_header(list.len() * per);
+    e.bytes_header(len);
     for n in list {
         let (b, len) = peer_bytes(&n.addr);
-        debug_assert_eq!(len + 20, per);
         e.raw(&n.id.0);
         e.raw(&b[..len]);
     }
@@ -176,7 +185,8 @@ fn requester_ip(e: &mut Encoder<'_>, requester: Option<SocketAddr>) {
     }
 }
 
-/// Writes a response. `nodes` must hold IPv4 nodes only and `nodes6` IPv6 nodes only.
+/// Writes a response. `nodes` should hold IPv4 nodes only and `nodes6` IPv6 nodes only
+/// (BEP 32); other receivers cannot split a mixed list.
 pub fn write_response(out: &mut Vec<u8>, tid: &[u8], id: &NodeId, r: &ResponseOut<'_>) {
     let mut e = Encoder::new(out);
     e.dict();
