@@ -95,3 +95,45 @@ async fn announce_and_find_over_loopback() {
         .unwrap();
     assert_eq!(closest.closest.len(), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_over_loopback() {
+    let config = || {
+        let node = Config {
+            one_node_per_ip: false,
+            rate_limit: None,
+            ..Config::default()
+        };
+        DriverConfig::new(
+            node,
+            vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()],
+        )
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..15 {
+        nodes.push(Dht::spawn(config()).await.unwrap());
+    }
+    let routers = nodes[0].local_addrs().to_vec();
+    assert!(routers[0].is_ipv4() && routers[1].is_ipv6());
+    for d in &nodes[1..] {
+        let (_, done) = d.bootstrap(routers.clone()).await.unwrap().finish().await;
+        assert_eq!(done.unwrap().status, LookupStatus::Completed);
+    }
+    let stats = nodes[5].stats().await.unwrap();
+    assert!(stats.nodes_v4 >= 8 && stats.nodes_v6 >= 8, "{stats:?}");
+
+    // Announcing with the implied port publishes each family's own socket address.
+    let ih = InfoHash([0x66; 20]);
+    let (_, done) = nodes[4].announce(ih, None).await.unwrap().finish().await;
+    assert!(done.unwrap().announced >= 10);
+    let (mut peers, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        nodes[11].get_peers(ih).await.unwrap().finish(),
+    )
+    .await
+    .unwrap();
+    peers.sort();
+    let mut want = nodes[4].local_addrs().to_vec();
+    want.sort();
+    assert_eq!(peers, want);
+}
