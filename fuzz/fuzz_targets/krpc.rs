@@ -1,6 +1,7 @@
 //! KRPC decoding and query handling on arbitrary datagrams: nothing may panic, and whatever the
 //! node sends back must itself be valid KRPC within the BEP 32 size limit.
-//! Run with `cargo +nightly fuzz run krpc` from the repository root.
+//! Run from the repository root with the hand-written seeds as a second corpus:
+//! `cargo +nightly fuzz run krpc fuzz/corpus/krpc fuzz/seeds/krpc`.
 
 #![no_main]
 
