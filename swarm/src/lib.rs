@@ -2,6 +2,7 @@
 //! peer wire, trackers, storage and piece picking, and the connectivity that keeps a swarm
 //! connected when its members sit behind NATs.
 
+pub mod bencode;
 pub mod connectivity;
 pub mod metainfo;
 pub mod nat;

@@ -85,7 +85,7 @@ impl Info {
         if raw.len() > MAX_METAINFO_SIZE {
             return Err(MetainfoError::TooLarge(raw.len()));
         }
-        let parsed: RawInfo<'_> = librqbit_bencode::from_bytes(raw)?;
+        let parsed: RawInfo<'_> = crate::bencode::decode(raw)?;
         let info_hash = InfoHash(Sha1::digest(raw).into());
         Self::validate(parsed, Bytes::copy_from_slice(raw), info_hash)
     }

@@ -62,8 +62,8 @@ impl MetainfoError {
     }
 }
 
-impl From<librqbit_bencode::DeserializeErrorWithContext<'_>> for MetainfoError {
-    fn from(e: librqbit_bencode::DeserializeErrorWithContext<'_>) -> Self {
+impl From<crate::bencode::BencodeError> for MetainfoError {
+    fn from(e: crate::bencode::BencodeError) -> Self {
         MetainfoError::Bencode(e.to_string())
     }
 }

@@ -38,7 +38,7 @@ impl Metainfo {
         if bytes.len() > MAX_METAINFO_SIZE {
             return Err(MetainfoError::TooLarge(bytes.len()));
         }
-        let raw: RawTorrent<'_> = librqbit_bencode::from_bytes(bytes)?;
+        let raw: RawTorrent<'_> = crate::bencode::decode(bytes)?;
         let info = Info::from_bytes(raw.info.raw_bytes.0)?;
         let mut trackers = tiers_from(raw.announce_list.as_ref());
         if trackers.is_empty() {

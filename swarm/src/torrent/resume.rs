@@ -85,7 +85,7 @@ impl ResumeData {
     /// Parses resume data; `None` for anything damaged (it is then ignored and data rechecked).
     pub fn decode(b: &[u8]) -> Option<ResumeData> {
         use std::os::unix::ffi::OsStrExt;
-        let raw: Raw<'_> = librqbit_bencode::from_bytes(b).ok()?;
+        let raw: Raw<'_> = crate::bencode::decode(b).ok()?;
         if raw.version != 1 {
             return None;
         }

@@ -55,7 +55,7 @@ struct Raw<'a> {
 
 /// Parses a tracker's bencoded answer.
 pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let raw: Raw<'_> = librqbit_bencode::from_bytes(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    let raw: Raw<'_> = crate::bencode::decode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
     if let Some(f) = raw.failure {
         return Err(TrackerError::Failure(String::from_utf8_lossy(f.0).into_owned()));
     }

@@ -90,7 +90,7 @@ impl ExtHandshake {
     /// Parses a peer's handshake. Unknown keys and unknown extensions are ignored; fields of
     /// the wrong shape are dropped rather than failing the connection.
     pub fn decode(payload: &[u8]) -> Result<ExtHandshake, WireError> {
-        let raw: Raw<'_> = librqbit_bencode::from_bytes(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
+        let raw: Raw<'_> = crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
         let id = |name: &[u8]| {
             raw.m.iter().find(|(k, _)| k.0.as_ref() == name).and_then(|(_, &v)| u8::try_from(v).ok()).filter(|&v| v != 0)
         };

@@ -45,7 +45,7 @@ impl MetadataMsg {
     pub fn decode(payload: &bytes::Bytes) -> Result<MetadataMsg, WireError> {
         let bad = |m: &str| WireError::BadExtended(format!("ut_metadata: {m}"));
         let (raw, rest): (Raw, &[u8]) =
-            librqbit_bencode::from_bytes_with_rest(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
+            crate::bencode::decode_prefix(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
         let piece = u32::try_from(raw.piece).map_err(|_| bad("piece out of range"))?;
         match raw.msg_type {
             0 => Ok(MetadataMsg::Request { piece }),

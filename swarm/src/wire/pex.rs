@@ -97,7 +97,7 @@ pub(crate) fn push_compact(out: &mut Vec<u8>, a: &SocketAddr) {
 impl PexMessage {
     /// Parses a ut_pex payload. Lists beyond [`MAX_PEX_PEERS`] are truncated.
     pub fn decode(payload: &[u8]) -> Result<PexMessage, WireError> {
-        let raw: Raw<'_> = librqbit_bencode::from_bytes(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
+        let raw: Raw<'_> = crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
         let mut msg = PexMessage::default();
         for (list, flags, v6) in [(raw.added, raw.added_f, false), (raw.added6, raw.added6_f, true)] {
             let Some(list) = list else { continue };
