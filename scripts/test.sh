@@ -32,7 +32,17 @@ fi
 # Tests that need root print "SKIPPED (needs root)" and record themselves here.
 export BURROW_SKIP_LOG="${BURROW_SKIP_LOG:-$(mktemp)}"
 : > "$BURROW_SKIP_LOG"
-cargo test --workspace --locked "$@"
+LOG="$(mktemp)"
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^passed;?$/) s += $(i-1)} END {print s + 0}' "$LOG")
+failed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^failed;?$/) s += $(i-1)} END {print s + 0}' "$LOG")
+skipped=$(grep -c . "$BURROW_SKIP_LOG" || true)
+rm -f "$LOG"
+echo "summary: $passed passed, $failed failed, $skipped skipped"
+[ "$status" -eq 0 ] || exit "$status"
 if [ -s "$BURROW_SKIP_LOG" ]; then
   echo "Some tests were skipped:" >&2
   cat "$BURROW_SKIP_LOG" >&2
