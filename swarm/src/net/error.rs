@@ -71,6 +71,14 @@ pub enum NetError {
         /// The configured limit.
         limit: usize,
     },
+    /// Too many µTP connection attempts to one address are pending.
+    #[error("{limit} µTP connection attempts to {addr} are already pending")]
+    TooManyPendingConnects {
+        /// The remote.
+        addr: SocketAddr,
+        /// The limit.
+        limit: usize,
+    },
     /// The µTP inbox of this mux was already handed to a µTP socket.
     #[error("the µTP inbox of this UDP mux is already in use")]
     UtpInboxTaken,

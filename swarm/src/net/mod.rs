@@ -9,6 +9,7 @@
 mod bind;
 pub mod dialer;
 mod error;
+mod sockets;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
@@ -16,6 +17,7 @@ pub mod utp;
 
 pub use dialer::{DialPolicy, Dialer, DIAL_MEMORY_CAPACITY};
 pub use error::NetError;
+pub use sockets::{NetConfig, SessionSockets};
 pub use stream::{PeerStream, Transport};
 pub use tcp::{TcpDialer, TcpListeners};
 pub use udp::{Datagram, UdpConfig, UdpCounters, UdpMux, UdpSender};

@@ -118,10 +118,14 @@ impl UdpMux {
     /// A family the host does not support is skipped with a warning; at least one must bind.
     pub async fn bind(config: UdpConfig) -> Result<Self, NetError> {
         let (v4, v6) = bind_pair(&config)?;
-        Ok(Self::start(&config, v4, v6))
+        Ok(Self::from_sockets(&config, v4, v6))
     }
 
-    fn start(config: &UdpConfig, v4: Option<UdpSocket>, v6: Option<UdpSocket>) -> Self {
+    pub(crate) fn from_sockets(
+        config: &UdpConfig,
+        v4: Option<UdpSocket>,
+        v6: Option<UdpSocket>,
+    ) -> Self {
         let counters = Arc::new(CounterCells::default());
         let trackers = TrackerTable::new(config.max_tracker_transactions);
         let (dht_tx, dht_rx) = mpsc::channel(config.dht_queue.max(1));

@@ -8,11 +8,12 @@
 
 mod transport;
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,6 +44,11 @@ pub const UTP_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Link MTU assumed before path-MTU probing; Ethernet's.
 pub const UTP_LINK_MTU: usize = 1500;
+
+/// Connection attempts to one remote address that may be pending at once. The engine has
+/// room for exactly this many and fails further attempts with an opaque error, so they are
+/// refused here with [`NetError::TooManyPendingConnects`] instead.
+pub const UTP_MAX_PENDING_CONNECTS_PER_ADDR: usize = 4;
 
 /// Tunables of a [`UtpSocket`].
 #[derive(Debug, Clone)]
@@ -93,6 +99,7 @@ pub struct UtpSocket {
     engine: Arc<Engine>,
     sender: super::UdpSender,
     connect_timeout: Duration,
+    pending: Arc<Mutex<HashMap<SocketAddr, usize>>>,
     _stop: Arc<DropGuard>,
 }
 
@@ -117,6 +124,7 @@ impl UtpSocket {
             engine,
             sender,
             connect_timeout: config.connect_timeout,
+            pending: Arc::default(),
             _stop: Arc::new(stop.drop_guard()),
         })
     }
@@ -124,6 +132,7 @@ impl UtpSocket {
     /// Opens a µTP connection to `addr`.
     pub async fn connect(&self, addr: SocketAddr) -> Result<UtpStream, NetError> {
         let addr = super::udp::canonical(addr);
+        let _slot = PendingSlot::take(&self.pending, addr)?;
         let stream = tokio::time::timeout(self.connect_timeout, self.engine.connect(addr))
             .await
             .map_err(|_| NetError::ConnectTimeout {
@@ -158,6 +167,40 @@ impl UtpSocket {
     /// The local addresses µTP listens on (those of the shared UDP socket).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.sender.local_addrs()
+    }
+}
+
+/// One of the [`UTP_MAX_PENDING_CONNECTS_PER_ADDR`] connect slots of an address, released
+/// on drop (also when the connect future is cancelled).
+struct PendingSlot<'a> {
+    table: &'a Mutex<HashMap<SocketAddr, usize>>,
+    addr: SocketAddr,
+}
+
+impl<'a> PendingSlot<'a> {
+    fn take(table: &'a Mutex<HashMap<SocketAddr, usize>>, addr: SocketAddr) -> Result<Self, NetError> {
+        let mut pending = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = pending.entry(addr).or_insert(0);
+        if *count >= UTP_MAX_PENDING_CONNECTS_PER_ADDR {
+            return Err(NetError::TooManyPendingConnects {
+                addr,
+                limit: UTP_MAX_PENDING_CONNECTS_PER_ADDR,
+            });
+        }
+        *count += 1;
+        Ok(Self { table, addr })
+    }
+}
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = pending.get_mut(&self.addr) {
+            *count -= 1;
+            if *count == 0 {
+                pending.remove(&self.addr);
+            }
+        }
     }
 }
 
