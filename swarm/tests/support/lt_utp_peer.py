@@ -1,0 +1,92 @@
+"""A libtorrent (python3-libtorrent) seed that speaks only µTP, for burrow's socket-layer tests.
+
+Usage: lt_utp_peer.py WORKDIR PORT
+Creates a small torrent in WORKDIR, seeds it on 127.0.0.1:PORT and [::1]:PORT with TCP
+disabled and encryption off, prints one JSON line {"info_hash": hex, "port": n} once seeding,
+then reads commands from stdin:
+  connect HOST PORT   -> handle.connect_peer((HOST, PORT)); prints "ok"
+  peers               -> prints JSON list of {"ip", "port", "utp"} for connected peers
+  quit
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+import libtorrent as lt
+
+# peer_info::utp_socket (bit 17 of peer_info::flags in libtorrent 2.0); the Python binding
+# does not export the constant.
+UTP_SOCKET = 1 << 17
+
+
+def main():
+    workdir, port = sys.argv[1], int(sys.argv[2])
+    data = os.path.join(workdir, "payload.bin")
+    with open(data, "wb") as f:
+        f.write(os.urandom(1 << 20))
+
+    fs = lt.file_storage()
+    lt.add_files(fs, data)
+    # v1 only: for a hybrid torrent libtorrent 2.0 may open outgoing connections with the
+    # truncated v2 info-hash, and these tests speak v1.
+    ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only)
+    lt.set_piece_hashes(ct, workdir)
+    info = lt.torrent_info(ct.generate())
+
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{port},[::1]:{port}",
+        "enable_outgoing_utp": True,
+        "enable_incoming_utp": True,
+        "enable_outgoing_tcp": False,
+        "enable_incoming_tcp": False,
+        "out_enc_policy": lt.enc_policy.disabled,
+        "in_enc_policy": lt.enc_policy.enabled,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.all_categories,
+    }
+    ses = lt.session(settings)
+    handle = ses.add_torrent({"ti": info, "save_path": workdir})
+    deadline = time.time() + 30
+    while handle.status().state != lt.torrent_status.seeding:
+        if time.time() > deadline:
+            print(json.dumps({"error": "torrent never became a seed"}), flush=True)
+            return 1
+        time.sleep(0.05)
+
+    if os.environ.get("LT_ALERTS"):
+        threading.Thread(target=log_alerts, args=(ses,), daemon=True).start()
+    print(json.dumps({"info_hash": str(info.info_hash()), "port": ses.listen_port()}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "connect":
+            handle.connect_peer((words[1], int(words[2])))
+            print("ok", flush=True)
+        elif words[0] == "peers":
+            peers = [
+                {"ip": p.ip[0], "port": p.ip[1], "utp": bool(p.flags & UTP_SOCKET)}
+                for p in handle.get_peer_info()
+            ]
+            print(json.dumps(peers), flush=True)
+        elif words[0] == "quit":
+            break
+    return 0
+
+
+def log_alerts(ses):
+    """With LT_ALERTS set, libtorrent's alerts go to stderr for debugging."""
+    while True:
+        ses.wait_for_alert(1000)
+        for a in ses.pop_alerts():
+            print(f"lt: {a.what()}: {a.message()}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
