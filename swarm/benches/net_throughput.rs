@@ -1,25 +1,50 @@
 //! Throughput of burrow's transports, burrow to burrow.
 //!
-//! `cargo bench -p burrow-swarm --bench net_throughput` — loopback: TCP vs µTP (one and four
-//! streams, IPv4 and IPv6), MB/s and CPU seconds per GiB. `BURROW_BENCH_MIB` sets the bytes per
-//! run (default 256 MiB).
+//! `cargo bench -p burrow-swarm --bench net_throughput` — loopback: TCP vs burrow's µTP (one
+//! and four streams, IPv4 and IPv6), MB/s and CPU seconds per GiB, with librqbit-utp 0.7 on
+//! its own UDP socket for comparison. `BURROW_BENCH_MIB` sets the bytes per run (default
+//! 256 MiB).
 //!
 //! `cargo bench -p burrow-swarm --bench net_throughput -- contention` (root; needs `ip` and
-//! `tc`) — does µTP yield to TCP? Builds two network namespaces joined by a veth pair whose
-//! sender side is shaped to `BURROW_BENCH_RATE` (default 50mbit) by a token bucket holding up
-//! to 200 ms of queue, then measures TCP (CUBIC) alone, µTP alone, and both at once over that
-//! bottleneck. The namespaces are removed afterwards.
+//! `tc`) — does µTP yield to TCP? Builds three network namespaces, sender → router → receiver,
+//! whose router is shaped to `BURROW_BENCH_RATE` (default 50mbit) by a token bucket holding up
+//! to 200 ms of queue, then runs TCP (CUBIC) alone, each µTP alone, and TCP together with each
+//! µTP over that bottleneck. The namespaces are removed afterwards.
+//! `BURROW_BENCH_ONLY=together` skips the single-flow runs.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burrow_swarm::net::{NetConfig, PeerStream, SessionSockets, Transport, UdpConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use burrow_swarm::net::{NetConfig, SessionSockets, UdpConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::runtime::Runtime;
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+type BoxStream = Box<dyn Stream>;
+
+/// What carries a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Tcp,
+    Utp,
+    /// librqbit-utp 0.7 (CUBIC) on its own UDP socket.
+    Rqbit,
+}
+
+impl std::fmt::Display for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flow::Tcp => "TCP",
+            Flow::Utp => "µTP",
+            Flow::Rqbit => "librqbit-µTP",
+        })
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -47,7 +72,52 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-async fn send_bytes(mut stream: PeerStream, len: u64) {
+/// Both ends of one kind of flow: a receiving endpoint and a sending one.
+#[allow(clippy::large_enum_variant)] // two of them per run
+enum Endpoints {
+    Burrow {
+        server: SessionSockets,
+        client: SessionSockets,
+    },
+    Rqbit {
+        server: Arc<librqbit_utp::UtpSocketUdp>,
+        client: Arc<librqbit_utp::UtpSocketUdp>,
+    },
+}
+
+impl Endpoints {
+    fn server_addr(&self, ip: Ipv4Addr) -> SocketAddr {
+        match self {
+            Endpoints::Burrow { server, .. } => SocketAddr::from((ip, server.port())),
+            Endpoints::Rqbit { server, .. } => SocketAddr::from((ip, server.bind_addr().port())),
+        }
+    }
+
+    /// Opens one connection of kind `flow`: (sending end, receiving end).
+    async fn pair(&self, flow: Flow, to: SocketAddr) -> (BoxStream, BoxStream) {
+        match (self, flow) {
+            (Endpoints::Burrow { server, client }, Flow::Tcp) => {
+                let (out, inc) = tokio::join!(client.dialer.tcp().connect(to), server.tcp.accept());
+                let out = out.unwrap();
+                // The host default may be BBR; how µTP fares against CUBIC is the question.
+                socket2::SockRef::from(&out).set_tcp_congestion(b"cubic").unwrap();
+                (Box::new(out), Box::new(inc.unwrap().0))
+            }
+            (Endpoints::Burrow { server, client }, Flow::Utp) => {
+                let (out, inc) = tokio::join!(client.utp.connect(to), server.utp.accept());
+                (Box::new(out.unwrap()), Box::new(inc.unwrap().0))
+            }
+            (Endpoints::Rqbit { server, client }, Flow::Rqbit) => {
+                // librqbit answers a SYN only once accept runs, so both run at once.
+                let (out, inc) = tokio::join!(client.connect(to), server.accept());
+                (Box::new(out.unwrap()), Box::new(inc.unwrap()))
+            }
+            _ => unreachable!("endpoints match the flow"),
+        }
+    }
+}
+
+async fn send_bytes(mut stream: BoxStream, len: u64) {
     let buf = vec![0x5au8; 256 * 1024];
     let mut left = len;
     while left > 0 {
@@ -60,7 +130,7 @@ async fn send_bytes(mut stream: PeerStream, len: u64) {
     let _ = stream.read_to_end(&mut Vec::new()).await;
 }
 
-async fn count_bytes(mut stream: PeerStream, counter: Arc<AtomicU64>) -> u64 {
+async fn count_bytes(mut stream: BoxStream, counter: Arc<AtomicU64>) -> u64 {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
@@ -74,29 +144,29 @@ async fn count_bytes(mut stream: PeerStream, counter: Arc<AtomicU64>) -> u64 {
     }
 }
 
-async fn accept(server: &SessionSockets, transport: Transport) -> PeerStream {
-    match transport {
-        Transport::Tcp => server.tcp.accept().await.unwrap().0.into(),
-        Transport::Utp => server.utp.accept().await.unwrap().0.into(),
-    }
-}
-
-async fn dial(client: &SessionSockets, transport: Transport, to: SocketAddr) -> PeerStream {
-    match transport {
-        Transport::Tcp => client.dialer.tcp().connect(to).await.unwrap().into(),
-        Transport::Utp => client.utp.connect(to).await.unwrap().into(),
+/// Loopback endpoints for `flow` on `ip` (IPv4 or IPv6 loopback).
+async fn loopback_endpoints(flow: Flow, v6: bool) -> (Endpoints, SocketAddr) {
+    match flow {
+        Flow::Rqbit => {
+            let bind: SocketAddr = if v6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap();
+            let server = librqbit_utp::UtpSocketUdp::new_udp(bind).await.unwrap();
+            let client = librqbit_utp::UtpSocketUdp::new_udp(bind).await.unwrap();
+            let to = server.bind_addr();
+            (Endpoints::Rqbit { server, client }, to)
+        }
+        _ => {
+            let config = || NetConfig::loopback(0);
+            let server = SessionSockets::bind(config()).await.unwrap();
+            let client = SessionSockets::bind(config()).await.unwrap();
+            let to = server.udp.local_addrs()[usize::from(v6)];
+            (Endpoints::Burrow { server, client }, to)
+        }
     }
 }
 
 /// Moves `total` bytes over `streams` parallel connections; returns (MB/s, CPU s per GiB).
-async fn run(transport: Transport, v6: bool, streams: u64, total: u64) -> (f64, f64) {
-    let server = SessionSockets::bind(bench_config()).await.unwrap();
-    let client = SessionSockets::bind(bench_config()).await.unwrap();
-    let to = if v6 {
-        SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), server.port())
-    } else {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), server.port())
-    };
+async fn run(flow: Flow, v6: bool, streams: u64, total: u64) -> (f64, f64) {
+    let (endpoints, to) = loopback_endpoints(flow, v6).await;
     let per_stream = total / streams;
     let counter = Arc::new(AtomicU64::new(0));
     let cpu0 = cpu_time();
@@ -104,8 +174,7 @@ async fn run(transport: Transport, v6: bool, streams: u64, total: u64) -> (f64, 
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
     for _ in 0..streams {
-        // µTP answers a SYN only once the application accepts, so both run at once.
-        let (out, inc) = tokio::join!(dial(&client, transport, to), accept(&server, transport));
+        let (out, inc) = endpoints.pair(flow, to).await;
         senders.push(tokio::spawn(send_bytes(out, per_stream)));
         receivers.push(tokio::spawn(count_bytes(inc, counter.clone())));
     }
@@ -121,101 +190,38 @@ async fn run(transport: Transport, v6: bool, streams: u64, total: u64) -> (f64, 
     (bytes / elapsed / 1e6, cpu / (bytes / (1u64 << 30) as f64))
 }
 
-/// Loopback configuration; `BURROW_BENCH_UTP_WINDOW_KIB` overrides the µTP buffers.
-fn bench_config() -> NetConfig {
-    let mut config = NetConfig::loopback(0);
-    if let Some(kib) = std::env::var("BURROW_BENCH_UTP_WINDOW_KIB").ok().and_then(|v| v.parse::<usize>().ok()) {
-        config.utp.rx_buffer_bytes = kib << 10;
-        config.utp.tx_buffer_max_bytes = kib << 10;
-    }
-    config
-}
-
 fn loopback(rt: &Runtime) {
     let mib: u64 = std::env::var("BURROW_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
     let total = mib << 20;
     println!("loopback, {mib} MiB per run, 2 worker threads, sender and receiver in one process");
-    println!("{:<28} {:>10} {:>14}", "transport", "MB/s", "CPU s/GiB");
+    println!("{:<34} {:>10} {:>12}", "transport", "MB/s", "CPU s/GiB");
     let cases = [
-        ("TCP   1 stream  IPv4", Transport::Tcp, false, 1),
-        ("µTP   1 stream  IPv4", Transport::Utp, false, 1),
-        ("µTP   1 stream  IPv6", Transport::Utp, true, 1),
-        ("TCP   4 streams IPv4", Transport::Tcp, false, 4),
-        ("µTP   4 streams IPv4", Transport::Utp, false, 4),
+        (Flow::Tcp, false, 1),
+        (Flow::Utp, false, 1),
+        (Flow::Utp, true, 1),
+        (Flow::Rqbit, false, 1),
+        (Flow::Tcp, false, 4),
+        (Flow::Utp, false, 4),
+        (Flow::Rqbit, false, 4),
     ];
-    for (name, transport, v6, streams) in cases {
-        let (mbps, cpu) = rt.block_on(run(transport, v6, streams, total));
-        println!("{name:<28} {mbps:>10.1} {cpu:>14.2}");
+    for (flow, v6, streams) in cases {
+        let (mbps, cpu) = rt.block_on(run(flow, v6, streams, total));
+        let name = format!("{flow} {streams} stream{} {}", if streams > 1 { "s" } else { "" }, if v6 { "IPv6" } else { "IPv4" });
+        println!("{name:<34} {mbps:>10.1} {cpu:>12.2}");
     }
-    // The same engine on a UDP socket of its own, to show what sharing the socket costs.
-    for streams in [1, 4] {
-        let (mbps, cpu) = rt.block_on(run_engine_alone(streams, total));
-        println!("{:<28} {mbps:>10.1} {cpu:>14.2}", format!("µTP   {streams} stream{} (own socket)", if streams > 1 { "s" } else { "" }));
-    }
-}
-
-/// librqbit-utp on its own UDP sockets, bypassing the shared socket and demultiplexer.
-async fn run_engine_alone(streams: u64, total: u64) -> (f64, f64) {
-    use librqbit_utp::UtpSocketUdp;
-    let server = UtpSocketUdp::new_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let client = UtpSocketUdp::new_udp("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let to = server.bind_addr();
-    let per_stream = total / streams;
-    let counter = Arc::new(AtomicU64::new(0));
-    let cpu0 = cpu_time();
-    let started = Instant::now();
-    let mut receivers = Vec::new();
-    let mut senders = Vec::new();
-    for _ in 0..streams {
-        let (out, inc) = tokio::join!(client.connect(to), server.accept());
-        let (mut out, mut inc) = (out.unwrap(), inc.unwrap());
-        senders.push(tokio::spawn(async move {
-            let buf = vec![0x5au8; 256 * 1024];
-            let mut left = per_stream;
-            while left > 0 {
-                let n = left.min(buf.len() as u64) as usize;
-                out.write_all(&buf[..n]).await.unwrap();
-                left -= n as u64;
-            }
-            out.shutdown().await.unwrap();
-            let _ = out.read_to_end(&mut Vec::new()).await;
-        }));
-        let counter = counter.clone();
-        receivers.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut total = 0u64;
-            loop {
-                match inc.read(&mut buf).await {
-                    Ok(0) | Err(_) => return total,
-                    Ok(n) => {
-                        total += n as u64;
-                        counter.fetch_add(n as u64, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
-    for r in receivers {
-        assert_eq!(r.await.unwrap(), per_stream);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = (cpu_time() - cpu0).as_secs_f64();
-    for s in senders {
-        s.await.unwrap();
-    }
-    let bytes = (per_stream * streams) as f64;
-    (bytes / elapsed / 1e6, cpu / (bytes / (1u64 << 30) as f64))
 }
 
 // ---- contention over a shaped link between two network namespaces ----
 
 struct Lab {
     a: String,
+    r: String,
     b: String,
 }
 
-const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
-const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
+/// The sender's and the receiver's addresses; the router between them is .254 on each side.
+const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 1);
+const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 213, 2, 1);
 
 fn sh(args: &[&str]) {
     let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
@@ -223,35 +229,49 @@ fn sh(args: &[&str]) {
 }
 
 impl Lab {
+    /// Sender A and receiver B in their own namespaces, joined through router R. The
+    /// bottleneck queue sits on R, as it would in a modem: a queue on the sender's own
+    /// interface would be throttled by Linux's TCP small-queues logic and tell us nothing
+    /// about the congestion controllers.
     fn new(rate: &str) -> Self {
         let id = std::process::id();
         let lab = Lab {
             a: format!("bnet{id}a"),
+            r: format!("bnet{id}r"),
             b: format!("bnet{id}b"),
         };
-        let (va, vb) = (format!("bv{id}a"), format!("bv{id}b"));
-        sh(&["ip", "netns", "add", &lab.a]);
-        sh(&["ip", "netns", "add", &lab.b]);
-        sh(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        sh(&["ip", "link", "set", &va, "netns", &lab.a]);
-        sh(&["ip", "link", "set", &vb, "netns", &lab.b]);
-        for (ns, dev, addr) in [(&lab.a, &va, ADDR_A), (&lab.b, &vb, ADDR_B)] {
-            let cidr = format!("{addr}/24");
-            sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", dev]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        for ns in [&lab.a, &lab.r, &lab.b] {
+            sh(&["ip", "netns", "add", ns]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        // The bottleneck: A's egress (the data direction) is rate-limited by a token bucket
-        // that queues up to 200 ms of traffic, the standing queue LEDBAT is meant to avoid.
+        sh(&["ip", "netns", "exec", &lab.r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let links = [(&lab.a, ADDR_A, "1"), (&lab.b, ADDR_B, "2")];
+        for (ns, addr, net) in links {
+            let (end, rtr) = (format!("bv{id}{net}e"), format!("bv{id}{net}r"));
+            sh(&["ip", "link", "add", &end, "type", "veth", "peer", "name", &rtr]);
+            sh(&["ip", "link", "set", &end, "netns", ns]);
+            sh(&["ip", "link", "set", &rtr, "netns", &lab.r]);
+            let end_cidr = format!("{addr}/24");
+            let rtr_cidr = format!("10.213.{net}.254/24");
+            let gateway = format!("10.213.{net}.254");
+            sh(&["ip", "-n", ns, "addr", "add", &end_cidr, "dev", &end]);
+            sh(&["ip", "-n", ns, "link", "set", &end, "up"]);
+            sh(&["ip", "-n", ns, "route", "add", "default", "via", &gateway]);
+            sh(&["ip", "-n", &lab.r, "addr", "add", &rtr_cidr, "dev", &rtr]);
+            sh(&["ip", "-n", &lab.r, "link", "set", &rtr, "up"]);
+        }
+        // The bottleneck: R's egress towards B (the data direction), a token bucket that
+        // queues up to 200 ms of traffic, the standing queue LEDBAT is meant to avoid.
         // (tbf rather than netem: kernels without sch_netem are common in containers.)
-        sh(&["tc", "-n", &lab.a, "qdisc", "add", "dev", &va, "root", "tbf", "rate", rate, "burst", "32kb", "latency", "200ms"]);
+        let towards_b = format!("bv{id}2r");
+        sh(&["tc", "-n", &lab.r, "qdisc", "add", "dev", &towards_b, "root", "tbf", "rate", rate, "burst", "32kb", "latency", "200ms"]);
         lab
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
+        for ns in [&self.a, &self.r, &self.b] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -280,46 +300,83 @@ fn lab_config(ip: Ipv4Addr) -> NetConfig {
     }
 }
 
-/// Streams from A to B over each transport in `flows` for `secs`; returns MB/s per flow over
-/// the last `secs - warmup` seconds.
-fn contend(rt: &Runtime, lab: &Lab, flows: &[Transport], secs: u64, warmup: u64) -> Vec<f64> {
-    let sender = in_netns(&lab.a, || rt.block_on(SessionSockets::bind(lab_config(ADDR_A)))).unwrap();
-    let receiver = in_netns(&lab.b, || rt.block_on(SessionSockets::bind(lab_config(ADDR_B)))).unwrap();
-    let to = SocketAddr::from((ADDR_B, receiver.port()));
+/// Endpoints in the lab: the sender in A, the receiver in B. Every socket, including those a
+/// TCP dial creates later, must be made on a thread inside the right namespace.
+fn lab_endpoints(rt: &Runtime, lab: &Lab, flow: Flow) -> Endpoints {
+    if flow == Flow::Rqbit {
+        let client = in_netns(&lab.a, || rt.block_on(librqbit_utp::UtpSocketUdp::new_udp(SocketAddr::from((ADDR_A, 0))))).unwrap();
+        let server = in_netns(&lab.b, || rt.block_on(librqbit_utp::UtpSocketUdp::new_udp(SocketAddr::from((ADDR_B, 0))))).unwrap();
+        return Endpoints::Rqbit { server, client };
+    }
+    let client = in_netns(&lab.a, || rt.block_on(SessionSockets::bind(lab_config(ADDR_A)))).unwrap();
+    let server = in_netns(&lab.b, || rt.block_on(SessionSockets::bind(lab_config(ADDR_B)))).unwrap();
+    Endpoints::Burrow { server, client }
+}
+
+trait Stats {
+    fn stats_line(&self) -> Option<String>;
+}
+impl Stats for BoxStream {
+    fn stats_line(&self) -> Option<String> {
+        None
+    }
+}
+impl Stats for burrow_swarm::net::UtpStream {
+    fn stats_line(&self) -> Option<String> {
+        let s = self.stats();
+        Some(format!(
+            "cwnd {} KiB, in flight {} KiB, srtt {:?}, queuing {:?}, slow start {}, losses {}, resent {}",
+            s.cwnd >> 10,
+            s.bytes_in_flight >> 10,
+            s.srtt.unwrap_or_default(),
+            s.queuing_delay.unwrap_or_default(),
+            s.slow_start,
+            s.losses,
+            s.retransmissions
+        ))
+    }
+}
+
+/// Writes until `stop`; with `verbose`, prints the stream's congestion state every second.
+async fn write_until<S: AsyncWrite + Unpin + Stats>(mut out: S, stop: Arc<AtomicBool>, verbose: bool) {
+    let buf = vec![0x5au8; 64 * 1024];
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if out.write_all(&buf).await.is_err() {
+            break;
+        }
+        if verbose && last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            if let Some(line) = out.stats_line() {
+                println!("           µTP {line}");
+            }
+        }
+    }
+}
+
+/// Streams from A to B over each flow for `secs`; returns MB/s per flow after `warmup`.
+fn contend(rt: &Runtime, lab: &Lab, flows: &[Flow], secs: u64, warmup: u64) -> Vec<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut counters = Vec::new();
-    for &t in flows {
-        // Dial inside A: a TCP dial creates its socket on the polling thread. µTP answers a SYN
-        // only once the application accepts, so the accept runs meanwhile.
-        let accepting = {
-            let utp = receiver.utp.clone();
-            rt.spawn(async move { utp.accept().await.unwrap().0 })
-        };
-        let out = in_netns(&lab.a, || rt.block_on(dial(&sender, t, to)));
-        if let PeerStream::Tcp(tcp) = &out {
-            // The host default may be BBR; BEP 29's question is how µTP fares against CUBIC.
-            socket2::SockRef::from(tcp).set_tcp_congestion(b"cubic").unwrap();
-        }
-        let inc: PeerStream = match t {
-            Transport::Tcp => {
-                accepting.abort();
-                rt.block_on(accept(&receiver, t))
-            }
-            Transport::Utp => rt.block_on(accepting).unwrap().into(),
-        };
+    let mut endpoints = Vec::new();
+    for &flow in flows {
+        let ends = lab_endpoints(rt, lab, flow);
+        let to = ends.server_addr(ADDR_B);
+        // A TCP dial creates its socket on the polling thread, so dial from inside A.
         let counter = Arc::new(AtomicU64::new(0));
         counters.push(counter.clone());
-        rt.spawn(count_bytes(inc, counter));
         let stop = stop.clone();
-        rt.spawn(async move {
-            let mut out = out;
-            let buf = vec![0x5au8; 64 * 1024];
-            while !stop.load(Ordering::Relaxed) {
-                if out.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-        });
+        if let (Flow::Utp, Endpoints::Burrow { server, client }) = (flow, &ends) {
+            // Kept concrete to print the congestion state once a second.
+            let (out, inc) = rt.block_on(async { tokio::join!(client.utp.connect(to), server.utp.accept()) });
+            rt.spawn(count_bytes(Box::new(inc.unwrap().0), counter));
+            rt.spawn(write_until(out.unwrap(), stop, true));
+        } else {
+            let (out, inc) = in_netns(&lab.a, || rt.block_on(ends.pair(flow, to)));
+            rt.spawn(count_bytes(inc, counter));
+            rt.spawn(write_until(out, stop, false));
+        }
+        endpoints.push(ends);
     }
     std::thread::sleep(Duration::from_secs(warmup));
     let start: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
@@ -330,7 +387,7 @@ fn contend(rt: &Runtime, lab: &Lab, flows: &[Transport], secs: u64, warmup: u64)
         let rates: Vec<String> = flows
             .iter()
             .zip(now.iter().zip(&last))
-            .map(|(t, (n, l))| format!("{t} {:.2} MB/s", (n - l) as f64 / 1e6))
+            .map(|(f, (n, l))| format!("{f} {:.2} MB/s", (n - l) as f64 / 1e6))
             .collect();
         println!("    t={:>2}s  {}", second + 1, rates.join("   "));
         last = now;
@@ -338,7 +395,7 @@ fn contend(rt: &Runtime, lab: &Lab, flows: &[Transport], secs: u64, warmup: u64)
     stop.store(true, Ordering::Relaxed);
     let span = (secs - warmup) as f64;
     let result = last.iter().zip(&start).map(|(l, s)| (l - s) as f64 / span / 1e6).collect();
-    drop((sender, receiver));
+    drop(endpoints);
     std::thread::sleep(Duration::from_millis(500));
     result
 }
@@ -346,16 +403,28 @@ fn contend(rt: &Runtime, lab: &Lab, flows: &[Transport], secs: u64, warmup: u64)
 fn contention(rt: &Runtime) {
     let rate = std::env::var("BURROW_BENCH_RATE").unwrap_or_else(|_| "50mbit".into());
     let lab = Lab::new(&rate);
-    println!("bottleneck {rate} (tbf, up to 200 ms of queue); TCP is CUBIC");
-    let tcp = contend(rt, &lab, &[Transport::Tcp], 12, 2);
-    println!("TCP alone: {:.2} MB/s", tcp[0]);
-    let utp = contend(rt, &lab, &[Transport::Utp], 12, 2);
-    println!("µTP alone: {:.2} MB/s", utp[0]);
-    let both = contend(rt, &lab, &[Transport::Tcp, Transport::Utp], 32, 2);
-    println!(
-        "together:  TCP {:.2} MB/s, µTP {:.2} MB/s (µTP share {:.0}%)",
-        both[0],
-        both[1],
-        100.0 * both[1] / (both[0] + both[1])
-    );
+    println!("bottleneck {rate} at a router (tbf, up to 200 ms of queue); TCP is CUBIC");
+    let mut summary = Vec::new();
+    // BURROW_BENCH_ONLY=together skips the single-flow runs.
+    let only_together = std::env::var("BURROW_BENCH_ONLY").is_ok_and(|v| v == "together");
+    for flow in [Flow::Tcp, Flow::Utp, Flow::Rqbit] {
+        if only_together {
+            break;
+        }
+        let alone = contend(rt, &lab, &[flow], 12, 2);
+        summary.push(format!("{flow} alone: {:.2} MB/s", alone[0]));
+    }
+    for flow in [Flow::Utp, Flow::Rqbit] {
+        let both = contend(rt, &lab, &[Flow::Tcp, flow], 32, 2);
+        summary.push(format!(
+            "TCP with {flow}: TCP {:.2} MB/s, {flow} {:.2} MB/s ({flow} share {:.0}%)",
+            both[0],
+            both[1],
+            100.0 * both[1] / (both[0] + both[1])
+        ));
+    }
+    println!();
+    for line in summary {
+        println!("{line}");
+    }
 }

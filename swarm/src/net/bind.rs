@@ -25,7 +25,9 @@ fn domain(addr: &SocketAddr) -> Domain {
     }
 }
 
-/// A non-blocking UDP socket bound to `addr`.
+/// A non-blocking UDP socket bound to `addr`. The don't-fragment policy is left at the
+/// kernel's default (path-MTU discovery with local fragmentation once a smaller path MTU is
+/// learnt), since µTP does not probe the path MTU itself.
 pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(domain(&addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -35,35 +37,8 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     // Best effort: a smaller buffer only costs throughput under bursts.
     let _ = socket.set_recv_buffer_size(UDP_SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_SOCKET_BUFFER_BYTES);
-    set_dont_fragment(&socket, &addr);
     socket.bind(&addr.into())?;
     Ok(socket.into())
-}
-
-/// Sets the don't-fragment bit so µTP's path-MTU probes fail visibly (EMSGSIZE or loss)
-/// instead of being fragmented. Best effort: only probing suffers without it.
-fn set_dont_fragment(socket: &Socket, addr: &SocketAddr) {
-    use std::os::fd::AsRawFd;
-    let fd = socket.as_raw_fd();
-    let (level, name, value) = if addr.is_ipv4() {
-        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO)
-    } else {
-        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_DO)
-    };
-    // SAFETY: fd is a valid socket owned by `socket`; the option value is a c_int that lives
-    // for the duration of the call and its size is passed alongside.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(%addr, error = %io::Error::last_os_error(), "could not set don't-fragment");
-    }
 }
 
 /// A TCP socket with SO_REUSEADDR and SO_REUSEPORT (and V6ONLY for IPv6), not yet bound.

@@ -59,9 +59,6 @@ pub enum NetError {
         /// One error per transport tried.
         errors: Vec<NetError>,
     },
-    /// The µTP engine reported an error.
-    #[error("µTP: {0}")]
-    Utp(#[from] librqbit_utp::Error),
     /// Accepting a connection failed.
     #[error("accepting: {0}")]
     Accept(#[source] io::Error),
@@ -69,14 +66,6 @@ pub enum NetError {
     #[error("too many pending UDP-tracker transactions (limit {limit})")]
     TrackerTableFull {
         /// The configured limit.
-        limit: usize,
-    },
-    /// Too many µTP connection attempts to one address are pending.
-    #[error("{limit} µTP connection attempts to {addr} are already pending")]
-    TooManyPendingConnects {
-        /// The remote.
-        addr: SocketAddr,
-        /// The limit.
         limit: usize,
     },
     /// The µTP inbox of this mux was already handed to a µTP socket.

@@ -21,4 +21,4 @@ pub use sockets::{NetConfig, SessionSockets};
 pub use stream::{PeerStream, Transport};
 pub use tcp::{TcpDialer, TcpListeners};
 pub use udp::{Datagram, UdpConfig, UdpCounters, UdpMux, UdpSender};
-pub use utp::{UtpConfig, UtpSocket, UtpStream};
+pub use utp::{UtpConfig, UtpCounters, UtpSocket, UtpStream};

@@ -1,54 +1,62 @@
 //! µTP (BEP 29) over the session's shared UDP socket.
 //!
-//! The protocol engine is librqbit-utp (selective ACK, MTU probing, CUBIC congestion
-//! control; see `UTP.md` beside this module for why and what was measured). It is generic over
-//! its datagram transport; [`SharedTransport`] feeds it the µTP queue of the [`UdpMux`] and
-//! sends through the mux's [`UdpSender`], so µTP shares the port, and every NAT mapping, with
-//! the DHT and the trackers.
+//! The protocol is ours and sans-IO: [`packet`] (header and selective-ACK extension), [`seq`]
+//! (wrapping sequence numbers), [`congestion`] (LEDBAT per RFC 6817 and the BEP 29 timeout
+//! rules) and `conn` (one connection's state machine). A single driver task per socket feeds
+//! them the mux's µTP queue, runs their timers and sends through the shared [`UdpSender`]
+//! (see `driver`); [`UtpStream`] is the tokio face of one connection. `UTP.md` beside this
+//! module records why µTP is implemented here and what was measured.
 
-mod transport;
+pub mod congestion;
+mod conn;
+mod driver;
+pub mod packet;
+pub mod seq;
+mod stream;
 
-use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
-use self::transport::SharedTransport;
-use super::udp::UdpMux;
+use self::conn::{ConnConfig, ConnError};
+pub use self::conn::ConnStats as UtpStats;
+use self::driver::{Counters, Driver, DriverConfig, Event};
+use self::stream::ConnShared;
+pub use self::stream::UtpStream;
+use super::udp::{canonical, UdpMux, UdpSender};
 use super::{NetError, Transport};
 
-/// Default limit on live µTP connections of one socket. Each holds a task and up to
-/// [`UTP_RX_BUFFER_BYTES`] + [`UTP_TX_BUFFER_MAX_BYTES`] of buffers, so the worst case is
-/// 256 × 2 MiB = 512 MiB, reached only if every peer stops reading while we keep writing.
+/// Default limit on live µTP connections of one socket; each may hold up to
+/// [`UTP_SEND_BUFFER_BYTES`] + [`UTP_RECV_BUFFER_BYTES`], so at most 256 × 2 MiB.
 pub const DEFAULT_MAX_UTP_CONNECTIONS: usize = 256;
 
-/// Default receive buffer (and advertised window) per connection.
-pub const UTP_RX_BUFFER_BYTES: usize = 1 << 20;
+/// Default receive buffer per connection, which is also the window advertised to the sender.
+pub const UTP_RECV_BUFFER_BYTES: usize = 1 << 20;
 
-/// Default ceiling of the send buffer per connection (it starts small and grows with the
-/// congestion window).
-pub const UTP_TX_BUFFER_MAX_BYTES: usize = 1 << 20;
+/// Default send buffer per connection: bytes written and not yet acknowledged.
+pub const UTP_SEND_BUFFER_BYTES: usize = 1 << 20;
 
-/// Default time to wait for a µTP handshake (SYN → STATE).
+/// Incoming connections answered but not yet taken by [`UtpSocket::accept`]; SYNs beyond
+/// this are refused with ST_RESET.
+pub const UTP_ACCEPT_BACKLOG: usize = 64;
+
+/// Default time allowed for the handshake.
 pub const UTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Default time without any packet from the remote before a connection is closed.
-pub const UTP_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default silence after which a connection is declared dead. Idle connections exchange a
+/// keepalive every 29 s, so this only trips when the remote is gone.
+pub const UTP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Link MTU assumed before path-MTU probing; Ethernet's.
-pub const UTP_LINK_MTU: usize = 1500;
+/// IP packet size µTP fills, bytes. Path MTU is not probed, so this stays below Ethernet's
+/// 1500 with room for PPPoE and common tunnels, as libtorrent's starting size does.
+pub const UTP_LINK_MTU: usize = 1400;
 
-/// Connection attempts to one remote address that may be pending at once. The engine has
-/// room for exactly this many and fails further attempts with an opaque error, so they are
-/// refused here with [`NetError::TooManyPendingConnects`] instead.
-pub const UTP_MAX_PENDING_CONNECTS_PER_ADDR: usize = 4;
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const UDP_HEADER: usize = 8;
 
 /// Tunables of a [`UtpSocket`].
 #[derive(Debug, Clone)]
@@ -56,14 +64,14 @@ pub struct UtpConfig {
     /// Limit on live connections (incoming and outgoing together).
     pub max_connections: usize,
     /// Receive buffer per connection, bytes.
-    pub rx_buffer_bytes: usize,
-    /// Send buffer ceiling per connection, bytes.
-    pub tx_buffer_max_bytes: usize,
+    pub recv_buffer_bytes: usize,
+    /// Send buffer per connection, bytes.
+    pub send_buffer_bytes: usize,
     /// Handshake timeout for [`UtpSocket::connect`].
     pub connect_timeout: Duration,
     /// Silence after which a connection is dropped.
-    pub inactivity_timeout: Duration,
-    /// Link MTU assumed before probing.
+    pub idle_timeout: Duration,
+    /// IP packet size to fill.
     pub link_mtu: usize,
 }
 
@@ -71,36 +79,58 @@ impl Default for UtpConfig {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_UTP_CONNECTIONS,
-            rx_buffer_bytes: UTP_RX_BUFFER_BYTES,
-            tx_buffer_max_bytes: UTP_TX_BUFFER_MAX_BYTES,
+            recv_buffer_bytes: UTP_RECV_BUFFER_BYTES,
+            send_buffer_bytes: UTP_SEND_BUFFER_BYTES,
             connect_timeout: UTP_CONNECT_TIMEOUT,
-            inactivity_timeout: UTP_INACTIVITY_TIMEOUT,
+            idle_timeout: UTP_IDLE_TIMEOUT,
             link_mtu: UTP_LINK_MTU,
         }
     }
 }
 
-/// The environment type librqbit-utp's own UDP socket uses (clock and randomness). It is not
-/// exported by name, so it is read off the exported `UtpSocketUdp` alias.
-trait EnvOf {
-    type Env;
+impl UtpConfig {
+    fn conn(&self, ip_header: usize) -> ConnConfig {
+        ConnConfig {
+            mss: self.link_mtu.saturating_sub(ip_header + UDP_HEADER + packet::HEADER_LEN).max(150),
+            send_capacity: self.send_buffer_bytes.max(1),
+            recv_capacity: self.recv_buffer_bytes.max(1),
+            idle_timeout: self.idle_timeout,
+        }
+    }
 }
-impl<T, E> EnvOf for librqbit_utp::UtpSocket<T, E> {
-    type Env = E;
+
+/// A snapshot of a µTP socket's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UtpCounters {
+    /// Outgoing connection attempts.
+    pub connects: u64,
+    /// Incoming connections accepted.
+    pub accepts: u64,
+    /// Incoming SYNs refused (connection limit or full backlog).
+    pub refused_syns: u64,
+    /// Datagrams that were not valid µTP packets.
+    pub invalid: u64,
+    /// ST_RESETs sent for packets of unknown connections.
+    pub resets_sent: u64,
+    /// µTP packets received.
+    pub packets_in: u64,
+    /// µTP packets sent.
+    pub packets_out: u64,
 }
-type DefaultEnv = <librqbit_utp::UtpSocketUdp as EnvOf>::Env;
 
-type Engine = librqbit_utp::UtpSocket<SharedTransport, DefaultEnv>;
-
-/// A µTP endpoint on the shared UDP socket. Cloning is cheap; when the last clone is dropped
-/// the engine and all its connections stop.
+/// A µTP endpoint on the shared UDP socket. Cloning is cheap. The driver task runs while any
+/// handle or stream exists, then lets open connections finish closing.
 #[derive(Clone)]
 pub struct UtpSocket {
-    engine: Arc<Engine>,
-    sender: super::UdpSender,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    events: mpsc::UnboundedSender<Event>,
+    accepted: Mutex<mpsc::Receiver<Arc<ConnShared>>>,
+    sender: UdpSender,
     connect_timeout: Duration,
-    pending: Arc<Mutex<HashMap<SocketAddr, usize>>>,
-    _stop: Arc<DropGuard>,
+    counters: Arc<Counters>,
 }
 
 impl UtpSocket {
@@ -108,98 +138,97 @@ impl UtpSocket {
     pub fn new(mux: &mut UdpMux, config: UtpConfig) -> Result<Self, NetError> {
         let inbox = mux.take_utp_inbox().ok_or(NetError::UtpInboxTaken)?;
         let sender = mux.sender();
-        let stop = CancellationToken::new();
-        let opts = librqbit_utp::SocketOpts {
-            link_mtu: NonZeroUsize::new(config.link_mtu),
-            vsock_rx_bufsize_bytes: NonZeroUsize::new(config.rx_buffer_bytes),
-            vsock_tx_bufsize_bytes_max: NonZeroUsize::new(config.tx_buffer_max_bytes),
-            max_live_vsocks: NonZeroUsize::new(config.max_connections),
-            remote_inactivity_timeout: Some(config.inactivity_timeout),
-            cancellation_token: stop.clone(),
-            ..Default::default()
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (accept_tx, accept_rx) = mpsc::channel(UTP_ACCEPT_BACKLOG);
+        let counters = Arc::new(Counters::default());
+        let driver_config = DriverConfig {
+            conn_v4: config.conn(IPV4_HEADER),
+            conn_v6: config.conn(IPV6_HEADER),
+            max_connections: config.max_connections,
         };
-        let transport = SharedTransport::new(sender.clone(), inbox);
-        let engine = Engine::new_with_opts(transport, DefaultEnv::default(), opts)?;
+        let driver = Driver::new(sender.clone(), inbox, events_rx, accept_tx, driver_config, Arc::clone(&counters));
+        tokio::spawn(driver.run());
         Ok(Self {
-            engine,
-            sender,
-            connect_timeout: config.connect_timeout,
-            pending: Arc::default(),
-            _stop: Arc::new(stop.drop_guard()),
+            inner: Arc::new(Inner {
+                events: events_tx,
+                accepted: Mutex::new(accept_rx),
+                sender,
+                connect_timeout: config.connect_timeout,
+                counters,
+            }),
         })
     }
 
     /// Opens a µTP connection to `addr`.
     pub async fn connect(&self, addr: SocketAddr) -> Result<UtpStream, NetError> {
-        let addr = super::udp::canonical(addr);
-        let _slot = PendingSlot::take(&self.pending, addr)?;
-        let stream = tokio::time::timeout(self.connect_timeout, self.engine.connect(addr))
+        let addr = canonical(addr);
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .events
+            .send(Event::Connect { addr, reply })
+            .map_err(|_| NetError::Closed)?;
+        let result = tokio::time::timeout(self.inner.connect_timeout, answer)
             .await
             .map_err(|_| NetError::ConnectTimeout {
                 addr,
                 transport: Transport::Utp,
             })?
-            .map_err(|e| NetError::Connect {
+            .map_err(|_| NetError::Closed)?;
+        match result {
+            Ok(shared) => Ok(self.stream(shared)),
+            Err(ConnError::TimedOut) => Err(NetError::ConnectTimeout {
                 addr,
                 transport: Transport::Utp,
-                source: io::Error::other(e),
-            })?;
-        Ok(self.wrap(stream))
+            }),
+            Err(e) => Err(NetError::Connect {
+                addr,
+                transport: Transport::Utp,
+                source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e),
+            }),
+        }
     }
 
-    /// Waits for the next incoming µTP connection.
+    /// Waits for the next incoming µTP connection. Connections are answered as they arrive
+    /// (up to [`UTP_ACCEPT_BACKLOG`] waiting), whether or not a task is in `accept`.
     pub async fn accept(&self) -> Result<(UtpStream, SocketAddr), NetError> {
-        let stream = self.engine.accept().await?;
-        let stream = self.wrap(stream);
-        let peer = stream.peer;
-        Ok((stream, peer))
+        let shared = self
+            .inner
+            .accepted
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(NetError::Closed)?;
+        let peer = shared.peer;
+        Ok((self.stream(shared), peer))
     }
 
-    fn wrap(&self, inner: librqbit_utp::UtpStream) -> UtpStream {
-        let peer = inner.remote_addr();
+    fn stream(&self, shared: Arc<ConnShared>) -> UtpStream {
         let local = self
+            .inner
             .sender
-            .local_addr_for(peer)
-            .unwrap_or_else(|| self.engine.bind_addr());
-        UtpStream { inner, peer, local }
+            .local_addr_for(shared.peer)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        UtpStream::new(shared, self.inner.events.clone(), local)
     }
 
     /// The local addresses µTP listens on (those of the shared UDP socket).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sender.local_addrs()
+        self.inner.sender.local_addrs()
     }
-}
 
-/// One of the [`UTP_MAX_PENDING_CONNECTS_PER_ADDR`] connect slots of an address, released
-/// on drop (also when the connect future is cancelled).
-struct PendingSlot<'a> {
-    table: &'a Mutex<HashMap<SocketAddr, usize>>,
-    addr: SocketAddr,
-}
-
-impl<'a> PendingSlot<'a> {
-    fn take(table: &'a Mutex<HashMap<SocketAddr, usize>>, addr: SocketAddr) -> Result<Self, NetError> {
-        let mut pending = table.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = pending.entry(addr).or_insert(0);
-        if *count >= UTP_MAX_PENDING_CONNECTS_PER_ADDR {
-            return Err(NetError::TooManyPendingConnects {
-                addr,
-                limit: UTP_MAX_PENDING_CONNECTS_PER_ADDR,
-            });
-        }
-        *count += 1;
-        Ok(Self { table, addr })
-    }
-}
-
-impl Drop for PendingSlot<'_> {
-    fn drop(&mut self) {
-        let mut pending = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = pending.get_mut(&self.addr) {
-            *count -= 1;
-            if *count == 0 {
-                pending.remove(&self.addr);
-            }
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> UtpCounters {
+        let c = &self.inner.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        UtpCounters {
+            connects: get(&c.connects),
+            accepts: get(&c.accepts),
+            refused_syns: get(&c.refused_syns),
+            invalid: get(&c.invalid),
+            resets_sent: get(&c.resets_sent),
+            packets_in: get(&c.packets_in),
+            packets_out: get(&c.packets_out),
         }
     }
 }
@@ -209,61 +238,5 @@ impl std::fmt::Debug for UtpSocket {
         f.debug_struct("UtpSocket")
             .field("local_addrs", &self.local_addrs())
             .finish_non_exhaustive()
-    }
-}
-
-/// One µTP connection: an ordered, reliable byte stream.
-pub struct UtpStream {
-    inner: librqbit_utp::UtpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-}
-
-impl UtpStream {
-    /// The remote end.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// Our end: the shared UDP socket's address of the peer's family.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-}
-
-impl std::fmt::Debug for UtpStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UtpStream")
-            .field("peer", &self.peer)
-            .field("local", &self.local)
-            .finish()
-    }
-}
-
-impl AsyncRead for UtpStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for UtpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
