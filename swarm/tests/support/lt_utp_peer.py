@@ -1,12 +1,16 @@
-"""A libtorrent (python3-libtorrent) seed that speaks only µTP, for burrow's socket-layer tests.
+"""libtorrent (python3-libtorrent) peers that speak only µTP, for burrow's socket-layer tests.
 
-Usage: lt_utp_peer.py WORKDIR PORT
-Creates a small torrent in WORKDIR, seeds it on 127.0.0.1:PORT and [::1]:PORT with TCP
-disabled and encryption off, prints one JSON line {"info_hash": hex, "port": n} once seeding,
-then reads commands from stdin:
-  connect HOST PORT   -> handle.connect_peer((HOST, PORT)); prints "ok"
-  peers               -> prints JSON list of {"ip", "port", "utp"} for connected peers
+Usage: lt_utp_peer.py WORKDIR PORT SIZE
+Writes SIZE random bytes to WORKDIR/payload.bin, makes a v1 torrent of it (64 KiB pieces),
+seeds it on 127.0.0.1:PORT and [::1]:PORT with TCP disabled and encryption off, prints one JSON
+line {"info_hash": hex, "port": n, "piece_length": n} once seeding, then reads commands:
+  connect HOST PORT  -> the seed dials HOST:PORT; prints "ok"
+  peers              -> JSON list of the seed's peers: {"ip", "port", "utp"}
+  leech HOST PORT    -> starts a second session without the data, adds the torrent and
+                        dials HOST:PORT for it; prints "ok"
+  leech_status       -> JSON {"progress": 0..1, "seeding": bool, "rate": bytes/s}
   quit
+Set LT_ALERTS=1 to log libtorrent's alerts to stderr.
 """
 import json
 import os
@@ -21,22 +25,9 @@ import libtorrent as lt
 UTP_SOCKET = 1 << 17
 
 
-def main():
-    workdir, port = sys.argv[1], int(sys.argv[2])
-    data = os.path.join(workdir, "payload.bin")
-    with open(data, "wb") as f:
-        f.write(os.urandom(1 << 20))
-
-    fs = lt.file_storage()
-    lt.add_files(fs, data)
-    # v1 only: for a hybrid torrent libtorrent 2.0 may open outgoing connections with the
-    # truncated v2 info-hash, and these tests speak v1.
-    ct = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only)
-    lt.set_piece_hashes(ct, workdir)
-    info = lt.torrent_info(ct.generate())
-
-    settings = {
-        "listen_interfaces": f"127.0.0.1:{port},[::1]:{port}",
+def settings(listen):
+    return {
+        "listen_interfaces": listen,
         "enable_outgoing_utp": True,
         "enable_incoming_utp": True,
         "enable_outgoing_tcp": False,
@@ -50,18 +41,43 @@ def main():
         "allow_multiple_connections_per_ip": True,
         "alert_mask": lt.alert.category_t.all_categories,
     }
-    ses = lt.session(settings)
-    handle = ses.add_torrent({"ti": info, "save_path": workdir})
+
+
+def log_alerts(ses, name):
+    while True:
+        ses.wait_for_alert(1000)
+        for a in ses.pop_alerts():
+            print(f"lt {name}: {a.what()}: {a.message()}", file=sys.stderr, flush=True)
+
+
+def main():
+    workdir, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    data = os.path.join(workdir, "payload.bin")
+    with open(data, "wb") as f:
+        f.write(os.urandom(size))
+
+    fs = lt.file_storage()
+    lt.add_files(fs, data)
+    # v1 only: for a hybrid torrent libtorrent 2.0 may open outgoing connections with the
+    # truncated v2 info-hash, and these tests speak v1.
+    ct = lt.create_torrent(fs, 65536, flags=lt.create_torrent.v1_only)
+    lt.set_piece_hashes(ct, workdir)
+    info = lt.torrent_info(ct.generate())
+
+    seed = lt.session(settings(f"127.0.0.1:{port},[::1]:{port}"))
+    handle = seed.add_torrent({"ti": info, "save_path": workdir})
     deadline = time.time() + 30
     while handle.status().state != lt.torrent_status.seeding:
         if time.time() > deadline:
             print(json.dumps({"error": "torrent never became a seed"}), flush=True)
             return 1
         time.sleep(0.05)
-
     if os.environ.get("LT_ALERTS"):
-        threading.Thread(target=log_alerts, args=(ses,), daemon=True).start()
-    print(json.dumps({"info_hash": str(info.info_hash()), "port": ses.listen_port()}), flush=True)
+        threading.Thread(target=log_alerts, args=(seed, "seed"), daemon=True).start()
+
+    print(json.dumps({"info_hash": str(info.info_hash()), "port": seed.listen_port(),
+                      "piece_length": info.piece_length()}), flush=True)
+    leech = leech_handle = None
     for line in sys.stdin:
         words = line.split()
         if not words:
@@ -75,17 +91,23 @@ def main():
                 for p in handle.get_peer_info()
             ]
             print(json.dumps(peers), flush=True)
+        elif words[0] == "leech":
+            leech = lt.session(settings("127.0.0.1:0"))
+            if os.environ.get("LT_ALERTS"):
+                threading.Thread(target=log_alerts, args=(leech, "leech"), daemon=True).start()
+            leech_dir = os.path.join(workdir, "leech")
+            os.makedirs(leech_dir, exist_ok=True)
+            leech_handle = leech.add_torrent({"ti": info, "save_path": leech_dir})
+            leech_handle.connect_peer((words[1], int(words[2])))
+            print("ok", flush=True)
+        elif words[0] == "leech_status":
+            st = leech_handle.status()
+            print(json.dumps({"progress": st.progress,
+                              "seeding": st.state == lt.torrent_status.seeding,
+                              "rate": st.download_payload_rate}), flush=True)
         elif words[0] == "quit":
             break
     return 0
-
-
-def log_alerts(ses):
-    """With LT_ALERTS set, libtorrent's alerts go to stderr for debugging."""
-    while True:
-        ses.wait_for_alert(1000)
-        for a in ses.pop_alerts():
-            print(f"lt: {a.what()}: {a.message()}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,7 @@ impl Driver {
         bump(&self.counters.packets_in);
         let from = canonical(d.from);
         let h = packet.header;
+        tracing::trace!(%from, kind = ?h.kind, conn_id = h.conn_id, seq = h.seq_nr.0, ack = h.ack_nr.0, wnd = h.wnd_size, sack = ?packet.sack, len = d.data.len() - packet.payload_offset, "µTP in");
         if let Some(key) = self.find(from, &h) {
             self.conns[&key].shared.lock().conn.handle(now, &packet, &d.data);
             self.touch(key);
@@ -376,6 +377,12 @@ impl Driver {
 
     async fn send_outbox(&mut self) {
         for (to, buf) in self.outbox.drain(..) {
+            if tracing::enabled!(tracing::Level::TRACE) {
+                if let Ok(p) = Packet::decode(&buf) {
+                    let h = p.header;
+                    tracing::trace!(%to, kind = ?h.kind, conn_id = h.conn_id, seq = h.seq_nr.0, ack = h.ack_nr.0, wnd = h.wnd_size, sack = ?p.sack, len = buf.len() - p.payload_offset, "µTP out");
+                }
+            }
             let result = match self.sender.try_send_to(&buf, to) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sender.send_to(&buf, to).await.map_err(io::Error::other),
                 r => r,

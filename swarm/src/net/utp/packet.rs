@@ -9,7 +9,7 @@ pub const HEADER_LEN: usize = 20;
 /// Extension number of selective ACK (BEP 29).
 const EXT_SACK: u8 = 1;
 
-/// Longest selective-ACK bitmask we send or read, in bytes (1024 packets past `ack_nr + 1`).
+/// Longest selective-ACK bitmask we send, in bytes (1024 packets past `ack_nr + 1`).
 pub const MAX_SACK_BYTES: usize = 128;
 
 /// Extensions a packet may chain before we call it malformed; real packets carry one or two.
@@ -88,9 +88,6 @@ pub enum PacketError {
     /// An extension runs past the end of the datagram, or too many are chained.
     #[error("malformed µTP extension")]
     Extension,
-    /// A selective ACK whose length is zero, not a multiple of 4, or too long.
-    #[error("malformed selective ACK")]
-    Sack,
 }
 
 impl<'a> Packet<'a> {
@@ -127,10 +124,9 @@ impl<'a> Packet<'a> {
             let (this_ext, len) = (next_ext, usize::from(data[offset + 1]));
             next_ext = data[offset];
             let body = data.get(offset + 2..offset + 2 + len).ok_or(PacketError::Extension)?;
-            if this_ext == EXT_SACK {
-                if len == 0 || len % 4 != 0 || len > MAX_SACK_BYTES {
-                    return Err(PacketError::Sack);
-                }
+            // BEP 29 asks for multiples of 4 bytes, but libtorrent sends as many bytes as its
+            // reorder buffer spans; any length is read.
+            if this_ext == EXT_SACK && len > 0 {
                 sack = Some(body);
             }
             // Unknown extensions are skipped, as BEP 29 asks.
@@ -202,6 +198,24 @@ mod tests {
     }
 
     #[test]
+    fn sacks_of_any_length_are_read() {
+        // libtorrent sends (span + 7) / 8 bytes, not a multiple of 4.
+        let mut buf = Vec::new();
+        encode(&header(PacketType::State), None, &[], &mut buf);
+        buf[1] = EXT_SACK;
+        buf.extend_from_slice(&[0, 5, 1, 2, 3, 4, 5]);
+        assert_eq!(Packet::decode(&buf).unwrap().sack, Some(&[1, 2, 3, 4, 5][..]));
+        let mut long = buf[..HEADER_LEN].to_vec();
+        long.extend_from_slice(&[0, 255]);
+        long.extend_from_slice(&[0xff; 255]);
+        assert_eq!(Packet::decode(&long).unwrap().sack.map(<[u8]>::len), Some(255));
+        // An empty SACK says nothing.
+        let mut empty = buf[..HEADER_LEN].to_vec();
+        empty.extend_from_slice(&[0, 0]);
+        assert_eq!(Packet::decode(&empty).unwrap().sack, None);
+    }
+
+    #[test]
     fn unknown_extensions_are_skipped() {
         let mut buf = Vec::new();
         encode(&header(PacketType::Data), None, &[], &mut buf);
@@ -229,11 +243,6 @@ mod tests {
         bad[1] = EXT_SACK;
         bad.extend_from_slice(&[0, 8, 1, 2, 3]);
         assert_eq!(Packet::decode(&bad), Err(PacketError::Extension));
-        // A SACK of 3 bytes.
-        let mut bad = buf.clone();
-        bad[1] = EXT_SACK;
-        bad.extend_from_slice(&[0, 3, 1, 2, 3]);
-        assert_eq!(Packet::decode(&bad), Err(PacketError::Sack));
         // An extension chain that never ends.
         let mut bad = buf;
         bad[1] = 9;
