@@ -44,6 +44,12 @@ const MAX_TIMEOUTS: u32 = 7;
 /// Duplicate ACKs that mark the oldest packet lost (BEP 29: 3).
 const DUP_ACK_THRESHOLD: u32 = 3;
 
+/// Smallest reordering window of the time-based loss rule (RACK's is a quarter round trip).
+const MIN_REORDER_WINDOW: Duration = Duration::from_millis(1);
+
+/// Smallest wait before a tail-loss probe (RFC 8985 §7: 2·srtt, and timers are coarse).
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(10);
+
 /// Per-connection parameters.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
@@ -76,6 +82,8 @@ pub struct ConnStats {
     pub retransmissions: u64,
     /// Loss events (window halvings and timeouts).
     pub losses: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
 }
 
 /// Why a connection ended abnormally.
@@ -118,6 +126,12 @@ pub(crate) struct Connection {
     dup_acks: u32,
     timeouts: u32,
     rto_deadline: Option<Instant>,
+    /// When to send a tail-loss probe, if packets are out and nothing was acknowledged.
+    probe_deadline: Option<Instant>,
+    /// Whether a probe may be scheduled (one per stretch without acknowledgements).
+    probe_armed: bool,
+    /// A probe is due to be sent.
+    need_probe: bool,
     last_send: Instant,
     last_recv: Instant,
     last_wnd: usize,
@@ -127,6 +141,7 @@ pub(crate) struct Connection {
     linger_until: Option<Instant>,
     error: Option<ConnError>,
     losses: u64,
+    rto_count: u64,
 }
 
 impl Connection {
@@ -147,6 +162,9 @@ impl Connection {
             dup_acks: 0,
             timeouts: 0,
             rto_deadline: None,
+            probe_deadline: None,
+            probe_armed: true,
+            need_probe: false,
             last_send: now,
             last_recv: now,
             last_wnd: cfg.recv_capacity,
@@ -156,6 +174,7 @@ impl Connection {
             linger_until: None,
             error: None,
             losses: 0,
+            rto_count: 0,
             cfg,
         }
     }
@@ -256,11 +275,18 @@ impl Connection {
         let srtt = self.rtt.srtt().unwrap_or(Duration::ZERO);
         let acked = self.send.on_ack(h.ack_nr, now, &mut self.rtt);
         let mut bytes = acked.bytes;
-        let mut loss = false;
+        let mut delivered_sent = acked.latest_sent;
         if let Some(mask) = sack {
-            let s = self.send.on_sack(h.ack_nr, mask, now, srtt, &mut self.rtt);
+            let s = self.send.on_sack(h.ack_nr, mask, now, &mut self.rtt);
             bytes += s.bytes;
-            loss |= s.loss;
+            delivered_sent = delivered_sent.max(s.latest_sent);
+        }
+        let reorder_window = (self.rtt.srtt().unwrap_or(MIN_REORDER_WINDOW) / 4).max(MIN_REORDER_WINDOW);
+        let mut loss = self.send.detect_losses(now, delivered_sent, reorder_window, srtt);
+        if bytes > 0 {
+            // Progress: the tail-loss probe may fire again for whatever is still out.
+            self.probe_deadline = None;
+            self.probe_armed = true;
         }
         if acked.packets > 0 {
             self.timeouts = 0;
@@ -306,7 +332,7 @@ impl Connection {
             State::Connected => {
                 let keepalive = self.last_send + KEEPALIVE_INTERVAL;
                 let idle = self.last_recv + self.cfg.idle_timeout;
-                Some(self.rto_deadline.map_or(keepalive.min(idle), |r| r.min(keepalive).min(idle)))
+                [self.rto_deadline, self.probe_deadline].into_iter().flatten().fold(Some(keepalive.min(idle)), |a, t| a.map(|a| a.min(t)))
             }
         }
     }
@@ -335,6 +361,10 @@ impl Connection {
                 }
                 if self.rto_deadline.is_some_and(|t| now >= t) {
                     self.on_rto(now);
+                } else if self.probe_deadline.is_some_and(|t| now >= t) {
+                    self.probe_deadline = None;
+                    self.probe_armed = false;
+                    self.need_probe = self.send.has_unacked();
                 }
                 if now >= self.last_send + KEEPALIVE_INTERVAL {
                     self.need_ack = true;
@@ -355,8 +385,11 @@ impl Connection {
             return;
         }
         self.losses += 1;
+        self.rto_count += 1;
         self.cc.on_timeout();
         self.send.mark_all_lost();
+        self.probe_deadline = None;
+        self.probe_armed = true;
         let backoff = (self.rtt.rto() * (1 << (self.timeouts - 1).min(16))).min(MAX_RTO);
         self.rto_deadline = Some(now + backoff);
     }
@@ -377,6 +410,16 @@ impl Connection {
             }
             State::Closed => false,
             State::Connected => {
+                if self.need_probe {
+                    self.need_probe = false;
+                    if let Some(i) = self.send.probe_candidate() {
+                        self.send.mark_probe_sent(i, now);
+                        let p = self.send.packet(i);
+                        let (kind, seq, payload) = (if p.fin { PacketType::Fin } else { PacketType::Data }, p.seq, p.payload.clone());
+                        self.emit(now, kind, seq, &payload, out);
+                        return true;
+                    }
+                }
                 let window = self.cc.window().min(self.peer_wnd);
                 if let Some(i) = self.send.next_to_send(window, self.cfg.mss) {
                     self.send.mark_sent(i, now);
@@ -388,6 +431,13 @@ impl Connection {
                     self.need_ack = self.recv.has_gap();
                     if self.rto_deadline.is_none() {
                         self.rto_deadline = Some(now + self.rtt.rto());
+                    }
+                    // A tail-loss probe a couple of round trips after the last packet sent,
+                    // once per stretch without acknowledgements (RFC 8985 §7).
+                    if self.probe_armed {
+                        if let Some(srtt) = self.rtt.srtt() {
+                            self.probe_deadline = Some(now + (2 * srtt).max(MIN_PROBE_TIMEOUT));
+                        }
                     }
                     return true;
                 }
@@ -495,7 +545,7 @@ impl Connection {
 
     /// Whether something (an ACK or window update) waits to be sent.
     pub(crate) fn wants_transmit(&self) -> bool {
-        self.need_ack || self.need_syn
+        self.need_ack || self.need_syn || self.need_probe
     }
 
     /// Whether a write would make progress (room, or an error to report).
@@ -530,6 +580,7 @@ impl Connection {
             slow_start: self.cc.in_slow_start(),
             retransmissions: self.send.retransmissions(),
             losses: self.losses,
+            timeouts: self.rto_count,
         }
     }
 }

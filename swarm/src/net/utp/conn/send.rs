@@ -1,5 +1,11 @@
 //! The send half of a µTP connection: bytes waiting to be packetised, packets in flight,
-//! acknowledgement (cumulative and selective) and loss marking (BEP 29 "packet loss").
+//! acknowledgement (cumulative and selective) and loss marking.
+//!
+//! A packet is deemed lost by either of two rules: BEP 29's, three packets after it selectively
+//! acknowledged; or RACK's (RFC 8985 §6.2), a packet sent later than it by more than a
+//! reordering window was delivered. The second catches losses in small windows, where three
+//! later packets never exist, and together with the tail-loss probe it keeps a lossy
+//! connection out of half-second retransmission timeouts.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -34,8 +40,8 @@ pub(crate) struct Acked {
     pub bytes: usize,
     /// Packets removed from the front of the flight.
     pub packets: usize,
-    /// Whether a selective ACK revealed a loss.
-    pub loss: bool,
+    /// Latest transmission time among the packets this acknowledgement delivered.
+    pub latest_sent: Option<Instant>,
 }
 
 /// Send state.
@@ -223,6 +229,7 @@ impl SendQueue {
                         rtt.sample(now.duration_since(sent));
                     }
                 }
+                acked.latest_sent = acked.latest_sent.max(p.last_sent);
             }
             if p.fin {
                 self.fin_acked = true;
@@ -231,22 +238,12 @@ impl SendQueue {
         acked
     }
 
-    /// Applies a selective ACK relative to `ack_nr` and marks packets with
-    /// [`SACK_LOSS_THRESHOLD`] or more SACKed successors as lost. A retransmitted packet is
-    /// marked again only after a round trip (`srtt`), so repeated SACKs do not resend it in a
-    /// burst.
-    pub(crate) fn on_sack(
-        &mut self,
-        ack_nr: Seq,
-        mask: &[u8],
-        now: Instant,
-        srtt: Duration,
-        rtt: &mut RttEstimator,
-    ) -> Acked {
+    /// Applies a selective ACK relative to `ack_nr` (bit `i` stands for `ack_nr + 2 + i`).
+    pub(crate) fn on_sack(&mut self, ack_nr: Seq, mask: &[u8], now: Instant, rtt: &mut RttEstimator) -> Acked {
         let mut acked = Acked::default();
         let base = self.oldest().distance_to(ack_nr.plus(2));
-        for (bit, byte_bit) in (0..mask.len() * 8).map(|i| (i, mask[i / 8] & (1 << (i % 8)))) {
-            if byte_bit == 0 {
+        for (bit, set) in (0..mask.len() * 8).map(|i| (i, mask[i / 8] & (1 << (i % 8)) != 0)) {
+            if !set {
                 continue;
             }
             let index = base + bit as i32;
@@ -270,23 +267,51 @@ impl SendQueue {
                     rtt.sample(now.duration_since(sent));
                 }
             }
+            acked.latest_sent = acked.latest_sent.max(p.last_sent);
         }
+        acked
+    }
+
+    /// Marks packets lost by the two rules in the module documentation; `delivered_sent` is
+    /// the latest transmission time of anything just delivered. A packet resent less than a
+    /// round trip (`srtt`) ago is left alone, so repeated ACKs do not resend it in a burst.
+    /// Returns whether anything was newly marked.
+    pub(crate) fn detect_losses(&mut self, now: Instant, delivered_sent: Option<Instant>, reorder_window: Duration, srtt: Duration) -> bool {
+        let mut loss = false;
         let mut sacked_after = 0;
         for p in self.inflight.iter_mut().rev() {
             if p.sacked {
                 sacked_after += 1;
                 continue;
             }
-            let resent_recently = p.transmissions > 1
-                && p.last_sent.is_some_and(|t| now.duration_since(t) < srtt);
-            if sacked_after >= SACK_LOSS_THRESHOLD && !p.lost && p.transmissions > 0 && !resent_recently {
+            let Some(sent) = p.last_sent else { continue };
+            if p.lost || (p.transmissions > 1 && now.duration_since(sent) < srtt) {
+                continue;
+            }
+            let by_count = sacked_after >= SACK_LOSS_THRESHOLD;
+            let by_time = delivered_sent.is_some_and(|d| d > sent + reorder_window);
+            if by_count || by_time {
                 p.lost = true;
                 self.lost_count += 1;
                 self.bytes_in_flight -= p.payload.len();
-                acked.loss = true;
+                loss = true;
             }
         }
-        acked
+        loss
+    }
+
+    /// The newest unacknowledged packet, to resend as a tail-loss probe.
+    pub(crate) fn probe_candidate(&self) -> Option<usize> {
+        self.inflight.iter().rposition(|p| !p.sacked && !p.lost && p.transmissions > 0)
+    }
+
+    /// Records that the packet at `index` went out again as a probe: it was still counted in
+    /// flight, so only its timestamps change.
+    pub(crate) fn mark_probe_sent(&mut self, index: usize, now: Instant) {
+        let p = &mut self.inflight[index];
+        p.transmissions += 1;
+        p.last_sent = Some(now);
+        self.retransmissions += 1;
     }
 
     /// Marks the oldest unacknowledged packet lost (three duplicate ACKs); false if none.
@@ -360,17 +385,20 @@ mod tests {
         let mut rtt = RttEstimator::default();
         // ack_nr 100; SACK 102 (bit 0), 103, 105 → 101 has three SACKed after it; 104 has one.
         let later = now + Duration::from_millis(5);
+        let window = Duration::from_millis(1);
         q.on_ack(Seq(100), later, &mut rtt);
-        let acked = q.on_sack(Seq(100), &[0b1011, 0, 0, 0], later, Duration::from_millis(5), &mut rtt);
-        assert!(acked.loss);
+        let acked = q.on_sack(Seq(100), &[0b1011, 0, 0, 0], later, &mut rtt);
         assert_eq!(acked.bytes, 30);
+        // All six went out together, so the time rule says nothing; the count rule finds 101.
+        assert!(q.detect_losses(later, acked.latest_sent, window, Duration::from_millis(5)));
         assert_eq!(q.bytes_in_flight(), 10); // 104 only
         let i = q.next_to_send(usize::MAX, 10).unwrap();
         assert_eq!(q.packet(i).seq, Seq(101));
         q.mark_sent(i, later);
         // The same SACK again within a round trip does not mark the resent packet again.
-        let again = q.on_sack(Seq(100), &[0b1011, 0, 0, 0], later, Duration::from_millis(5), &mut rtt);
-        assert!(!again.loss && again.bytes == 0);
+        let again = q.on_sack(Seq(100), &[0b1011, 0, 0, 0], later, &mut rtt);
+        assert_eq!(again.bytes, 0);
+        assert!(!q.detect_losses(later, again.latest_sent, window, Duration::from_millis(5)));
         // Cumulative ACK of everything through 105.
         let acked = q.on_ack(Seq(105), later, &mut rtt);
         assert_eq!(acked.packets, 5);
@@ -396,6 +424,41 @@ mod tests {
         assert!(q.mark_oldest_lost());
         assert_eq!(q.bytes_in_flight(), 0);
         assert!(!q.mark_oldest_lost(), "already lost");
+    }
+
+    #[test]
+    fn a_later_packet_delivered_marks_earlier_ones_lost_by_time() {
+        let mut q = SendQueue::new(Seq(0), 1000);
+        q.write(&[1u8; 20]);
+        let t0 = Instant::now();
+        let i = q.next_to_send(usize::MAX, 10).unwrap();
+        q.mark_sent(i, t0);
+        let t1 = t0 + Duration::from_millis(20);
+        let i = q.next_to_send(usize::MAX, 10).unwrap();
+        q.mark_sent(i, t1);
+        let mut rtt = RttEstimator::default();
+        // Only the second (sent 20 ms later) is SACKed: one SACK is far from three, but the
+        // first was sent more than the reordering window before it.
+        let acked = q.on_sack(Seq(65535), &[0b1, 0, 0, 0], t1, &mut rtt);
+        assert_eq!(acked.latest_sent, Some(t1));
+        assert!(!q.detect_losses(t1, acked.latest_sent, Duration::from_millis(30), Duration::ZERO));
+        assert!(q.detect_losses(t1, acked.latest_sent, Duration::from_millis(5), Duration::ZERO));
+        assert_eq!(q.bytes_in_flight(), 0);
+        let i = q.next_to_send(10, 10).unwrap();
+        assert_eq!(q.packet(i).seq, Seq(0));
+    }
+
+    #[test]
+    fn a_probe_resends_the_newest_packet_without_double_counting() {
+        let mut q = SendQueue::new(Seq(0), 1000);
+        q.write(&[1u8; 30]);
+        let now = Instant::now();
+        send_all(&mut q, now, 10);
+        let i = q.probe_candidate().unwrap();
+        assert_eq!(q.packet(i).seq, Seq(2));
+        q.mark_probe_sent(i, now);
+        assert_eq!(q.bytes_in_flight(), 30);
+        assert_eq!(q.retransmissions(), 1);
     }
 
     #[test]
