@@ -47,7 +47,10 @@ impl std::fmt::Display for Flow {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,7 +103,9 @@ impl Endpoints {
                 let (out, inc) = tokio::join!(client.dialer.tcp().connect(to), server.tcp.accept());
                 let out = out.unwrap();
                 // The host default may be BBR; how µTP fares against CUBIC is the question.
-                socket2::SockRef::from(&out).set_tcp_congestion(b"cubic").unwrap();
+                socket2::SockRef::from(&out)
+                    .set_tcp_congestion(b"cubic")
+                    .unwrap();
                 (Box::new(out), Box::new(inc.unwrap().0))
             }
             (Endpoints::Burrow { server, client }, Flow::Utp) => {
@@ -191,7 +196,10 @@ async fn run(flow: Flow, v6: bool, streams: u64, total: u64) -> (f64, f64) {
 }
 
 fn loopback(rt: &Runtime) {
-    let mib: u64 = std::env::var("BURROW_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let mib: u64 = std::env::var("BURROW_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
     let total = mib << 20;
     println!("loopback, {mib} MiB per run, 2 worker threads, sender and receiver in one process");
     println!("{:<34} {:>10} {:>12}", "transport", "MB/s", "CPU s/GiB");
@@ -206,7 +214,11 @@ fn loopback(rt: &Runtime) {
     ];
     for (flow, v6, streams) in cases {
         let (mbps, cpu) = rt.block_on(run(flow, v6, streams, total));
-        let name = format!("{flow} {streams} stream{} {}", if streams > 1 { "s" } else { "" }, if v6 { "IPv6" } else { "IPv4" });
+        let name = format!(
+            "{flow} {streams} stream{} {}",
+            if streams > 1 { "s" } else { "" },
+            if v6 { "IPv6" } else { "IPv4" }
+        );
         println!("{name:<34} {mbps:>10.1} {cpu:>12.2}");
     }
 }
@@ -244,11 +256,21 @@ impl Lab {
             sh(&["ip", "netns", "add", ns]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        sh(&["ip", "netns", "exec", &lab.r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
         let links = [(&lab.a, ADDR_A, "1"), (&lab.b, ADDR_B, "2")];
         for (ns, addr, net) in links {
             let (end, rtr) = (format!("bv{id}{net}e"), format!("bv{id}{net}r"));
-            sh(&["ip", "link", "add", &end, "type", "veth", "peer", "name", &rtr]);
+            sh(&[
+                "ip", "link", "add", &end, "type", "veth", "peer", "name", &rtr,
+            ]);
             sh(&["ip", "link", "set", &end, "netns", ns]);
             sh(&["ip", "link", "set", &rtr, "netns", &lab.r]);
             let end_cidr = format!("{addr}/24");
@@ -264,7 +286,10 @@ impl Lab {
         // queues up to 200 ms of traffic, the standing queue LEDBAT is meant to avoid.
         // (tbf rather than netem: kernels without sch_netem are common in containers.)
         let towards_b = format!("bv{id}2r");
-        sh(&["tc", "-n", &lab.r, "qdisc", "add", "dev", &towards_b, "root", "tbf", "rate", rate, "burst", "32kb", "latency", "200ms"]);
+        sh(&[
+            "tc", "-n", &lab.r, "qdisc", "add", "dev", &towards_b, "root", "tbf", "rate", rate,
+            "burst", "32kb", "latency", "200ms",
+        ]);
         lab
     }
 }
@@ -283,9 +308,15 @@ fn in_netns<T>(ns: &str, f: impl FnOnce() -> T) -> T {
     let own = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
     let target = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
     // SAFETY: setns on file descriptors we hold open; only this thread changes namespace.
-    assert_eq!(unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    assert_eq!(
+        unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) },
+        0
+    );
     let out = f();
-    assert_eq!(unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    assert_eq!(
+        unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) },
+        0
+    );
     out
 }
 
@@ -304,12 +335,28 @@ fn lab_config(ip: Ipv4Addr) -> NetConfig {
 /// TCP dial creates later, must be made on a thread inside the right namespace.
 fn lab_endpoints(rt: &Runtime, lab: &Lab, flow: Flow) -> Endpoints {
     if flow == Flow::Rqbit {
-        let client = in_netns(&lab.a, || rt.block_on(librqbit_utp::UtpSocketUdp::new_udp(SocketAddr::from((ADDR_A, 0))))).unwrap();
-        let server = in_netns(&lab.b, || rt.block_on(librqbit_utp::UtpSocketUdp::new_udp(SocketAddr::from((ADDR_B, 0))))).unwrap();
+        let client = in_netns(&lab.a, || {
+            rt.block_on(librqbit_utp::UtpSocketUdp::new_udp(SocketAddr::from((
+                ADDR_A, 0,
+            ))))
+        })
+        .unwrap();
+        let server = in_netns(&lab.b, || {
+            rt.block_on(librqbit_utp::UtpSocketUdp::new_udp(SocketAddr::from((
+                ADDR_B, 0,
+            ))))
+        })
+        .unwrap();
         return Endpoints::Rqbit { server, client };
     }
-    let client = in_netns(&lab.a, || rt.block_on(SessionSockets::bind(lab_config(ADDR_A)))).unwrap();
-    let server = in_netns(&lab.b, || rt.block_on(SessionSockets::bind(lab_config(ADDR_B)))).unwrap();
+    let client = in_netns(&lab.a, || {
+        rt.block_on(SessionSockets::bind(lab_config(ADDR_A)))
+    })
+    .unwrap();
+    let server = in_netns(&lab.b, || {
+        rt.block_on(SessionSockets::bind(lab_config(ADDR_B)))
+    })
+    .unwrap();
     Endpoints::Burrow { server, client }
 }
 
@@ -338,7 +385,11 @@ impl Stats for burrow_swarm::net::UtpStream {
 }
 
 /// Writes until `stop`; with `verbose`, prints the stream's congestion state every second.
-async fn write_until<S: AsyncWrite + Unpin + Stats>(mut out: S, stop: Arc<AtomicBool>, verbose: bool) {
+async fn write_until<S: AsyncWrite + Unpin + Stats>(
+    mut out: S,
+    stop: Arc<AtomicBool>,
+    verbose: bool,
+) {
     let buf = vec![0x5au8; 64 * 1024];
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -368,7 +419,8 @@ fn contend(rt: &Runtime, lab: &Lab, flows: &[Flow], secs: u64, warmup: u64) -> V
         let stop = stop.clone();
         if let (Flow::Utp, Endpoints::Burrow { server, client }) = (flow, &ends) {
             // Kept concrete to print the congestion state once a second.
-            let (out, inc) = rt.block_on(async { tokio::join!(client.utp.connect(to), server.utp.accept()) });
+            let (out, inc) =
+                rt.block_on(async { tokio::join!(client.utp.connect(to), server.utp.accept()) });
             rt.spawn(count_bytes(Box::new(inc.unwrap().0), counter));
             rt.spawn(write_until(out.unwrap(), stop, true));
         } else {
@@ -394,7 +446,11 @@ fn contend(rt: &Runtime, lab: &Lab, flows: &[Flow], secs: u64, warmup: u64) -> V
     }
     stop.store(true, Ordering::Relaxed);
     let span = (secs - warmup) as f64;
-    let result = last.iter().zip(&start).map(|(l, s)| (l - s) as f64 / span / 1e6).collect();
+    let result = last
+        .iter()
+        .zip(&start)
+        .map(|(l, s)| (l - s) as f64 / span / 1e6)
+        .collect();
     drop(endpoints);
     std::thread::sleep(Duration::from_millis(500));
     result

@@ -42,7 +42,12 @@ impl LtPeer {
         std::fs::create_dir_all(&dir).unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/lt_utp_peer.py");
         let mut child = Command::new("/usr/bin/python3")
-            .args([script, dir.to_str().unwrap(), &port.to_string(), &size.to_string()])
+            .args([
+                script,
+                dir.to_str().unwrap(),
+                &port.to_string(),
+                &size.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -107,7 +112,10 @@ fn json_str(line: &str, key: &str) -> Option<String> {
 
 fn json_num(line: &str, key: &str) -> Option<f64> {
     let start = line.find(&format!("\"{key}\": "))? + key.len() + 4;
-    let num: String = line[start..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == 'e' || *c == '-').collect();
+    let num: String = line[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == 'e' || *c == '-')
+        .collect();
     num.parse().ok()
 }
 
@@ -133,7 +141,10 @@ fn handshake(info_hash: &[u8; 20], n: u8) -> Vec<u8> {
 
 async fn read_handshake(stream: &mut UtpStream, info_hash: &[u8; 20]) {
     let mut reply = [0u8; 68];
-    timeout(WAIT, stream.read_exact(&mut reply)).await.unwrap().unwrap();
+    timeout(WAIT, stream.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&reply[..20], PSTR, "{reply:?}");
     assert_eq!(&reply[28..48], info_hash, "{reply:?}");
 }
@@ -149,14 +160,20 @@ fn message(id: u8, payload: &[u8]) -> Vec<u8> {
 async fn read_message(stream: &mut UtpStream) -> Option<(u8, Vec<u8>)> {
     loop {
         let mut len = [0u8; 4];
-        timeout(WAIT, stream.read_exact(&mut len)).await.unwrap().ok()?;
+        timeout(WAIT, stream.read_exact(&mut len))
+            .await
+            .unwrap()
+            .ok()?;
         let len = u32::from_be_bytes(len) as usize;
         assert!(len <= BLOCK + 9, "message of {len} bytes");
         if len == 0 {
             continue;
         }
         let mut body = vec![0u8; len];
-        timeout(WAIT, stream.read_exact(&mut body)).await.unwrap().ok()?;
+        timeout(WAIT, stream.read_exact(&mut body))
+            .await
+            .unwrap()
+            .ok()?;
         let id = body.remove(0);
         return Some((id, body));
     }
@@ -170,10 +187,21 @@ fn u32_at(b: &[u8], i: usize) -> usize {
 /// keeping 64 block requests outstanding.
 async fn download(stream: &mut UtpStream, size: usize, piece_length: usize) -> Vec<u8> {
     stream.write_all(&message(2, &[])).await.unwrap(); // interested
-    while read_message(stream).await.expect("seed closed before unchoking").0 != 1 {}
+    while read_message(stream)
+        .await
+        .expect("seed closed before unchoking")
+        .0
+        != 1
+    {}
     let blocks: Vec<(usize, usize, usize)> = (0..size)
         .step_by(BLOCK)
-        .map(|off| (off / piece_length, off % piece_length, BLOCK.min(size - off)))
+        .map(|off| {
+            (
+                off / piece_length,
+                off % piece_length,
+                BLOCK.min(size - off),
+            )
+        })
         .collect();
     let mut next = 0;
     let mut got = vec![0u8; size];
@@ -188,7 +216,9 @@ async fn download(stream: &mut UtpStream, size: usize, piece_length: usize) -> V
             stream.write_all(&message(6, &req)).await.unwrap();
             next += 1;
         }
-        let (id, body) = read_message(stream).await.expect("seed closed mid-download");
+        let (id, body) = read_message(stream)
+            .await
+            .expect("seed closed mid-download");
         if id == 7 {
             let off = u32_at(&body, 0) * piece_length + u32_at(&body, 4);
             let block = &body[8..];
@@ -228,13 +258,21 @@ async fn serve(stream: &mut UtpStream, data: &[u8], piece_length: usize) {
 /// handshake and bitfield, and closes cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn utp_handshakes_with_libtorrent_both_ways() {
-    let Some(mut lt) = LtPeer::start(1 << 20).await else { return };
+    let Some(mut lt) = LtPeer::start(1 << 20).await else {
+        return;
+    };
     let ours = SessionSockets::bind(NetConfig::loopback(0)).await.unwrap();
     let pieces = (1 << 20) / lt.piece_length;
 
     for (n, addr) in (0..).zip(lt.addrs()) {
-        let mut stream = timeout(WAIT, ours.utp.connect(addr)).await.unwrap().unwrap();
-        stream.write_all(&handshake(&lt.info_hash, n)).await.unwrap();
+        let mut stream = timeout(WAIT, ours.utp.connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        stream
+            .write_all(&handshake(&lt.info_hash, n))
+            .await
+            .unwrap();
         read_handshake(&mut stream, &lt.info_hash).await;
         let (id, bitfield) = read_message(&mut stream).await.unwrap();
         assert_eq!((id, bitfield.len()), (5, pieces.div_ceil(8)));
@@ -251,13 +289,25 @@ async fn utp_handshakes_with_libtorrent_both_ways() {
     .await
     .expect("libtorrent did not see our connections close");
 
-    for (n, (host, addr)) in (2..).zip(["127.0.0.1", "::1"].into_iter().zip(ours.udp.local_addrs())) {
-        assert_eq!(lt.command(&format!("connect {host} {}", addr.port())).trim(), "ok");
+    for (n, (host, addr)) in (2..).zip(["127.0.0.1", "::1"].into_iter().zip(ours.udp.local_addrs()))
+    {
+        assert_eq!(
+            lt.command(&format!("connect {host} {}", addr.port()))
+                .trim(),
+            "ok"
+        );
         let (mut stream, from) = timeout(WAIT, ours.utp.accept()).await.unwrap().unwrap();
-        assert_eq!(from.port(), lt.port, "libtorrent dials from its listen port");
+        assert_eq!(
+            from.port(),
+            lt.port,
+            "libtorrent dials from its listen port"
+        );
         assert_eq!(from.is_ipv4(), addr.is_ipv4());
         read_handshake(&mut stream, &lt.info_hash).await;
-        stream.write_all(&handshake(&lt.info_hash, n)).await.unwrap();
+        stream
+            .write_all(&handshake(&lt.info_hash, n))
+            .await
+            .unwrap();
         let (id, _) = read_message(&mut stream).await.unwrap();
         assert_eq!(id, 5, "bitfield");
         let peers = lt.command("peers");
@@ -280,28 +330,52 @@ async fn utp_moves_a_torrent_each_way_with_libtorrent() {
         .with_writer(std::io::stderr)
         .try_init();
     const SIZE: usize = 16 << 20;
-    let Some(mut lt) = LtPeer::start(SIZE).await else { return };
+    let Some(mut lt) = LtPeer::start(SIZE).await else {
+        return;
+    };
     let ours = SessionSockets::bind(NetConfig::loopback(0)).await.unwrap();
     let data = lt.payload();
 
     let started = Instant::now();
-    let mut stream = timeout(WAIT, ours.utp.connect(lt.addrs()[0])).await.unwrap().unwrap();
-    stream.write_all(&handshake(&lt.info_hash, 0)).await.unwrap();
-    read_handshake(&mut stream, &lt.info_hash).await;
-    let got = timeout(Duration::from_secs(120), download(&mut stream, SIZE, lt.piece_length))
+    let mut stream = timeout(WAIT, ours.utp.connect(lt.addrs()[0]))
         .await
-        .expect("download from libtorrent stalled");
-    assert!(got == data, "downloaded bytes differ from libtorrent's file");
-    eprintln!("from libtorrent: {:.1} MB/s", SIZE as f64 / started.elapsed().as_secs_f64() / 1e6);
+        .unwrap()
+        .unwrap();
+    stream
+        .write_all(&handshake(&lt.info_hash, 0))
+        .await
+        .unwrap();
+    read_handshake(&mut stream, &lt.info_hash).await;
+    let got = timeout(
+        Duration::from_secs(120),
+        download(&mut stream, SIZE, lt.piece_length),
+    )
+    .await
+    .expect("download from libtorrent stalled");
+    assert!(
+        got == data,
+        "downloaded bytes differ from libtorrent's file"
+    );
+    eprintln!(
+        "from libtorrent: {:.1} MB/s",
+        SIZE as f64 / started.elapsed().as_secs_f64() / 1e6
+    );
     drop(stream);
-    assert_eq!(ours.utp.counters().invalid, 0, "every packet from libtorrent parsed");
+    assert_eq!(
+        ours.utp.counters().invalid,
+        0,
+        "every packet from libtorrent parsed"
+    );
 
     let started = Instant::now();
     let port = ours.port();
     assert_eq!(lt.command(&format!("leech 127.0.0.1 {port}")).trim(), "ok");
     let (mut stream, _) = timeout(WAIT, ours.utp.accept()).await.unwrap().unwrap();
     read_handshake(&mut stream, &lt.info_hash).await;
-    stream.write_all(&handshake(&lt.info_hash, 1)).await.unwrap();
+    stream
+        .write_all(&handshake(&lt.info_hash, 1))
+        .await
+        .unwrap();
     let piece_length = lt.piece_length;
     let server = tokio::spawn(async move { serve(&mut stream, &data, piece_length).await });
     timeout(Duration::from_secs(120), async {
@@ -315,7 +389,14 @@ async fn utp_moves_a_torrent_each_way_with_libtorrent() {
     })
     .await
     .expect("libtorrent's download from us stalled");
-    eprintln!("to libtorrent: {:.1} MB/s", SIZE as f64 / started.elapsed().as_secs_f64() / 1e6);
+    eprintln!(
+        "to libtorrent: {:.1} MB/s",
+        SIZE as f64 / started.elapsed().as_secs_f64() / 1e6
+    );
     server.abort();
-    assert_eq!(ours.utp.counters().invalid, 0, "every packet from libtorrent parsed");
+    assert_eq!(
+        ours.utp.counters().invalid,
+        0,
+        "every packet from libtorrent parsed"
+    );
 }

@@ -17,10 +17,13 @@ fn v4(port: u16) -> SocketAddr {
 }
 
 fn v6(port: u16) -> SocketAddr {
-    "[::1]:0".parse::<SocketAddr>().map(|mut a| {
-        a.set_port(port);
-        a
-    }).unwrap()
+    "[::1]:0"
+        .parse::<SocketAddr>()
+        .map(|mut a| {
+            a.set_port(port);
+            a
+        })
+        .unwrap()
 }
 
 async fn wait_until(mut cond: impl FnMut() -> bool) {
@@ -69,11 +72,18 @@ async fn dht_and_utp_share_the_port() {
         assert_eq!(stream.local_addr().port(), client.port());
         stream.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
-        timeout(WAIT, stream.read_exact(&mut buf)).await.unwrap().unwrap();
+        timeout(WAIT, stream.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&buf, b"hello");
         drop(stream);
         let from = timeout(WAIT, accept).await.unwrap().unwrap();
-        assert_eq!(from.port(), client.port(), "µTP leaves from the session port");
+        assert_eq!(
+            from.port(),
+            client.port(),
+            "µTP leaves from the session port"
+        );
         assert_eq!(from.is_ipv4(), server_addr.is_ipv4());
     }
 
@@ -125,13 +135,25 @@ async fn tracker_replies_route_by_transaction_id() {
     assert!(from_b.is_ipv6());
 
     // A third party that knows the id is not the tracker; an unknown id matches nothing.
-    spoofer.send_to(&tracker_reply(0, id_a), from_a).await.unwrap();
-    tracker_a.send_to(&tracker_reply(0, id_a ^ 0xffff), from_a).await.unwrap();
+    spoofer
+        .send_to(&tracker_reply(0, id_a), from_a)
+        .await
+        .unwrap();
+    tracker_a
+        .send_to(&tracker_reply(0, id_a ^ 0xffff), from_a)
+        .await
+        .unwrap();
     wait_until(|| mux.counters().dropped_tracker_unmatched == 2).await;
 
     // Real replies, in the opposite order of the requests.
-    tracker_b.send_to(&tracker_reply(0, id_b), from_b).await.unwrap();
-    tracker_a.send_to(&tracker_reply(3, id_a), from_a).await.unwrap();
+    tracker_b
+        .send_to(&tracker_reply(0, id_b), from_b)
+        .await
+        .unwrap();
+    tracker_a
+        .send_to(&tracker_reply(3, id_a), from_a)
+        .await
+        .unwrap();
     let rb = timeout(WAIT, tb.reply()).await.unwrap().unwrap();
     let ra = timeout(WAIT, ta.reply()).await.unwrap().unwrap();
     assert_eq!(rb.from, b_addr);
@@ -159,7 +181,9 @@ async fn full_queue_drops_and_counts() {
     for _ in 0..10 {
         peer.send_to(PING, v4(port)).await.unwrap();
     }
-    peer.send_to(b"GET / HTTP/1.1\r\n\r\n", v4(port)).await.unwrap();
+    peer.send_to(b"GET / HTTP/1.1\r\n\r\n", v4(port))
+        .await
+        .unwrap();
     peer.send_to(&[0x51; 40], v4(port)).await.unwrap(); // µTP version 1 but type 5
     wait_until(|| {
         let c = mux.counters();
@@ -173,7 +197,10 @@ async fn full_queue_drops_and_counts() {
         assert_eq!(&inbox.recv().await.unwrap().data[..], PING);
     }
     assert!(inbox.try_recv().is_err());
-    assert!(mux.take_dht_inbox().is_none(), "the inbox is handed out once");
+    assert!(
+        mux.take_dht_inbox().is_none(),
+        "the inbox is handed out once"
+    );
 }
 
 /// With port 0 the two families still share one port number, and each family's sends leave
@@ -188,7 +215,10 @@ async fn both_families_share_the_port_number() {
     let sender = mux.sender();
     for to in [v4(0), v6(0)] {
         let peer = UdpSocket::bind(to).await.unwrap();
-        let n = sender.send_to(b"x", peer.local_addr().unwrap()).await.unwrap();
+        let n = sender
+            .send_to(b"x", peer.local_addr().unwrap())
+            .await
+            .unwrap();
         assert_eq!(n, 1);
         let mut buf = [0u8; 8];
         let (_, from) = peer.recv_from(&mut buf).await.unwrap();
@@ -226,5 +256,8 @@ async fn ipv4_only_refuses_ipv6_destinations() {
     let mux = UdpMux::bind(config).await.unwrap();
     assert_eq!(mux.local_addrs().len(), 1);
     let err = mux.sender().send_to(b"x", v6(9)).await.unwrap_err();
-    assert!(matches!(err, burrow_swarm::net::NetError::NoSocketForFamily(_)), "{err}");
+    assert!(
+        matches!(err, burrow_swarm::net::NetError::NoSocketForFamily(_)),
+        "{err}"
+    );
 }

@@ -56,13 +56,20 @@ async fn check_pattern(r: &mut (impl AsyncRead + Unpin), seed: u64, len: u64) {
 }
 
 /// Sends `len` bytes through one µTP connection and echoes them back, checking every byte.
-async fn echo(server_addr: SocketAddr, server: &UtpSocket, client: &UtpSocket, len: u64) -> Duration {
+async fn echo(
+    server_addr: SocketAddr,
+    server: &UtpSocket,
+    client: &UtpSocket,
+    len: u64,
+) -> Duration {
     let echo = tokio::spawn({
         let server = server.clone();
         async move {
             let (stream, _) = server.accept().await.unwrap();
             let (mut r, mut w) = tokio::io::split(stream);
-            let copied = tokio::io::copy(&mut (&mut r).take(len), &mut w).await.unwrap();
+            let copied = tokio::io::copy(&mut (&mut r).take(len), &mut w)
+                .await
+                .unwrap();
             w.flush().await.unwrap();
             // Keep the stream open until the client has everything.
             let mut rest = Vec::new();
@@ -167,10 +174,22 @@ async fn utp_connect_to_silence_times_out() {
         ..UtpConfig::default()
     };
     let utp = UtpSocket::new(&mut mux, config.clone()).unwrap();
-    assert!(matches!(UtpSocket::new(&mut mux, config), Err(NetError::UtpInboxTaken)));
+    assert!(matches!(
+        UtpSocket::new(&mut mux, config),
+        Err(NetError::UtpInboxTaken)
+    ));
     let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let err = utp.connect(silent.local_addr().unwrap()).await.unwrap_err();
-    assert!(matches!(err, NetError::ConnectTimeout { transport: Transport::Utp, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            NetError::ConnectTimeout {
+                transport: Transport::Utp,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 /// Greets with "hello" before the dialing side has said anything, then expects "hi".
@@ -231,7 +250,10 @@ async fn dialer_falls_back_to_utp_and_remembers() {
     });
     for round in 0..2 {
         let started = Instant::now();
-        let mut stream = timeout(WAIT, client.dialer.dial(target)).await.unwrap().unwrap();
+        let mut stream = timeout(WAIT, client.dialer.dial(target))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stream.transport(), Transport::Utp);
         assert_eq!(stream.local_addr().unwrap().port(), client.port());
         let mut buf = [0u8; 5];
@@ -241,7 +263,11 @@ async fn dialer_falls_back_to_utp_and_remembers() {
         assert_eq!(client.dialer.remembered(target), Some(Transport::Utp));
         if round == 0 {
             // TCP was refused at once, so µTP did not wait out the head start.
-            assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_millis(250),
+                "{:?}",
+                started.elapsed()
+            );
             assert_eq!(client.dialer.tcp().counters().failed, 1);
         } else {
             // µTP went first and won before TCP's head start ran out, so no new TCP attempt.
@@ -264,7 +290,11 @@ async fn dialer_reports_every_failure() {
         },
     )
     .unwrap();
-    let tcp = TcpDialer::new(0, std::net::Ipv4Addr::LOCALHOST, std::net::Ipv6Addr::LOCALHOST);
+    let tcp = TcpDialer::new(
+        0,
+        std::net::Ipv4Addr::LOCALHOST,
+        std::net::Ipv6Addr::LOCALHOST,
+    );
     let dialer = Dialer::new(tcp, Some(utp), DialPolicy::default());
     // A bound UDP socket that never answers and no TCP listener on its port.
     let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -272,8 +302,20 @@ async fn dialer_reports_every_failure() {
     match err {
         NetError::DialFailed { errors, .. } => {
             assert_eq!(errors.len(), 2, "{errors:?}");
-            assert!(matches!(errors[0], NetError::Connect { transport: Transport::Tcp, .. }));
-            assert!(matches!(errors[1], NetError::ConnectTimeout { transport: Transport::Utp, .. }));
+            assert!(matches!(
+                errors[0],
+                NetError::Connect {
+                    transport: Transport::Tcp,
+                    ..
+                }
+            ));
+            assert!(matches!(
+                errors[1],
+                NetError::ConnectTimeout {
+                    transport: Transport::Utp,
+                    ..
+                }
+            ));
         }
         other => panic!("unexpected error {other}"),
     }

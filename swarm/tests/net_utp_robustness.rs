@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use burrow_swarm::net::utp::packet::{encode, Header, Packet, PacketType};
 use burrow_swarm::net::utp::seq::Seq;
-use burrow_swarm::net::{NetConfig, NetError, SessionSockets, UdpConfig, UdpMux, UtpConfig, UtpSocket};
+use burrow_swarm::net::{
+    NetConfig, NetError, SessionSockets, UdpConfig, UdpMux, UtpConfig, UtpSocket,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
@@ -38,7 +40,10 @@ fn packet(kind: PacketType, conn_id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
 
 async fn recv_packet(socket: &UdpSocket) -> Header {
     let mut buf = [0u8; 2048];
-    let (n, _) = timeout(WAIT, socket.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = timeout(WAIT, socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     Packet::decode(&buf[..n]).unwrap().header
 }
 
@@ -84,13 +89,19 @@ async fn unknown_connections_are_reset() {
     let (mux, utp) = utp_socket(UtpConfig::default()).await;
     let to = mux.local_addrs()[0];
     let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    raw.send_to(&packet(PacketType::Data, 4242, 7, b"stray"), to).await.unwrap();
+    raw.send_to(&packet(PacketType::Data, 4242, 7, b"stray"), to)
+        .await
+        .unwrap();
     let reply = recv_packet(&raw).await;
     assert_eq!(reply.kind, PacketType::Reset);
     assert_eq!(reply.conn_id, 4242);
-    raw.send_to(&packet(PacketType::Reset, 4242, 7, &[]), to).await.unwrap();
+    raw.send_to(&packet(PacketType::Reset, 4242, 7, &[]), to)
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
-    assert!(timeout(Duration::from_millis(200), raw.recv_from(&mut buf)).await.is_err());
+    assert!(timeout(Duration::from_millis(200), raw.recv_from(&mut buf))
+        .await
+        .is_err());
     assert_eq!(utp.counters().resets_sent, 1);
 }
 
@@ -106,11 +117,18 @@ async fn connection_limit_and_backlog_refuse_with_reset() {
     let to = mux.local_addrs()[0];
     let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for id in 0..3u16 {
-        raw.send_to(&packet(PacketType::Syn, id * 10, 1, &[]), to).await.unwrap();
+        raw.send_to(&packet(PacketType::Syn, id * 10, 1, &[]), to)
+            .await
+            .unwrap();
         let reply = recv_packet(&raw).await;
-        assert_eq!((reply.kind, reply.conn_id, reply.ack_nr), (PacketType::State, id * 10, Seq(1)));
+        assert_eq!(
+            (reply.kind, reply.conn_id, reply.ack_nr),
+            (PacketType::State, id * 10, Seq(1))
+        );
     }
-    raw.send_to(&packet(PacketType::Syn, 99, 1, &[]), to).await.unwrap();
+    raw.send_to(&packet(PacketType::Syn, 99, 1, &[]), to)
+        .await
+        .unwrap();
     assert_eq!(recv_packet(&raw).await.kind, PacketType::Reset);
     assert_eq!(utp.counters().refused_syns, 1);
 
@@ -127,17 +145,27 @@ async fn reset_surfaces_as_connection_reset() {
     let (mux, utp) = utp_socket(UtpConfig::default()).await;
     let to = mux.local_addrs()[0];
     let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    raw.send_to(&packet(PacketType::Syn, 500, 1, &[]), to).await.unwrap();
+    raw.send_to(&packet(PacketType::Syn, 500, 1, &[]), to)
+        .await
+        .unwrap();
     let syn_ack = recv_packet(&raw).await;
     let (mut stream, from) = timeout(WAIT, utp.accept()).await.unwrap().unwrap();
     assert_eq!(from, raw.local_addr().unwrap());
     // The acceptor's packets carry 500 (our send id); ours carry 501 (its receive id).
     assert_eq!(syn_ack.conn_id, 500);
-    raw.send_to(&packet(PacketType::Reset, 501, 2, &[]), to).await.unwrap();
+    raw.send_to(&packet(PacketType::Reset, 501, 2, &[]), to)
+        .await
+        .unwrap();
     let mut buf = [0u8; 8];
-    let err = timeout(WAIT, stream.read(&mut buf)).await.unwrap().unwrap_err();
+    let err = timeout(WAIT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
-    assert_eq!(stream.write(b"x").await.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(
+        stream.write(b"x").await.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
 }
 
 /// Dropping a stream ends the other side's read with end-of-stream after all the data.
@@ -152,7 +180,10 @@ async fn drop_closes_gracefully_after_the_data() {
     drop(stream);
     let (mut accepted, _) = timeout(WAIT, server.utp.accept()).await.unwrap().unwrap();
     let mut got = Vec::new();
-    timeout(WAIT, accepted.read_to_end(&mut got)).await.unwrap().unwrap();
+    timeout(WAIT, accepted.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, data);
 }
 
@@ -167,7 +198,9 @@ async fn lossy_proxy(server: SocketAddr, loss_percent: u32) -> SocketAddr {
         let mut rng = 0x9e37_79b9_u32;
         let mut buf = vec![0u8; 65536];
         loop {
-            let Ok((n, from)) = proxy.recv_from(&mut buf).await else { return };
+            let Ok((n, from)) = proxy.recv_from(&mut buf).await else {
+                return;
+            };
             let to = if from == server {
                 match client {
                     Some(c) => c,
@@ -215,7 +248,10 @@ async fn transfer_survives_a_lossy_reordering_path() {
     stream.shutdown().await.unwrap();
     // Recovery by selective ACK, the time rule and tail-loss probes takes a few seconds here;
     // falling back to half-second retransmission timeouts for every loss took over a minute.
-    let got = timeout(Duration::from_secs(60), reader).await.expect("recovery too slow").unwrap();
+    let got = timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("recovery too slow")
+        .unwrap();
     assert!(got == expected, "stream corrupted over the lossy path");
     let stats = stream.stats();
     assert!(stats.retransmissions > 0 && stats.losses > 0, "{stats:?}");

@@ -96,7 +96,10 @@ impl Dialer {
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Lru> {
-        self.inner.memory.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The transport that last worked for `addr`, if remembered.
@@ -269,7 +272,9 @@ impl Lru {
         }
         self.by_age.insert(self.tick, addr);
         while self.entries.len() > self.capacity {
-            let Some((_, oldest)) = self.by_age.pop_first() else { break };
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
             self.entries.remove(&oldest);
         }
     }

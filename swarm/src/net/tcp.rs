@@ -32,7 +32,11 @@ pub struct TcpListeners {
 impl TcpListeners {
     /// Listens on `port` (0 = any, shared by both families) on the given addresses. A family
     /// the host lacks is skipped with a warning; at least one must bind.
-    pub fn bind(port: u16, ipv4: Option<Ipv4Addr>, ipv6: Option<Ipv6Addr>) -> Result<Self, NetError> {
+    pub fn bind(
+        port: u16,
+        ipv4: Option<Ipv4Addr>,
+        ipv6: Option<Ipv6Addr>,
+    ) -> Result<Self, NetError> {
         let v4 = ipv4
             .map(|ip| listen(SocketAddr::new(IpAddr::V4(ip), port)))
             .transpose()?
@@ -191,7 +195,9 @@ impl TcpDialer {
         if self.port != 0 {
             match connect_from(SocketAddr::new(local_ip, self.port), addr).await {
                 Ok(stream) => {
-                    self.counters.from_session_port.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .from_session_port
+                        .fetch_add(1, Ordering::Relaxed);
                     return Ok(stream);
                 }
                 Err(e) if is_collision(&e) => {
@@ -203,7 +209,9 @@ impl TcpDialer {
         let stream = connect_from(SocketAddr::new(local_ip, 0), addr)
             .await
             .map_err(err)?;
-        self.counters.from_ephemeral_port.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .from_ephemeral_port
+            .fetch_add(1, Ordering::Relaxed);
         Ok(stream)
     }
 

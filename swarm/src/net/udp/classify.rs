@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn krpc_is_dht() {
-        assert_eq!(classify(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"), DatagramKind::Dht);
+        assert_eq!(
+            classify(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"),
+            DatagramKind::Dht
+        );
         assert_eq!(classify(b"de"), DatagramKind::Dht);
     }
 
@@ -108,8 +111,16 @@ mod tests {
     #[test]
     fn every_utp_type_is_utp() {
         for kind in 0..=4 {
-            assert_eq!(classify(&utp_header(kind, UTP_HEADER_LEN)), DatagramKind::Utp, "type {kind}");
-            assert_eq!(classify(&utp_header(kind, 1400)), DatagramKind::Utp, "type {kind}");
+            assert_eq!(
+                classify(&utp_header(kind, UTP_HEADER_LEN)),
+                DatagramKind::Utp,
+                "type {kind}"
+            );
+            assert_eq!(
+                classify(&utp_header(kind, 1400)),
+                DatagramKind::Utp,
+                "type {kind}"
+            );
         }
     }
 
@@ -118,8 +129,14 @@ mod tests {
         // Type 5..15 does not exist.
         assert_eq!(classify(&utp_header(5, 40)), DatagramKind::Unknown);
         // Shorter than the header.
-        assert_eq!(classify(&utp_header(0, UTP_HEADER_LEN - 1)), DatagramKind::Unknown);
-        assert_eq!(classify(&utp_header(0, MAX_UTP_DATAGRAM_LEN + 1)), DatagramKind::Unknown);
+        assert_eq!(
+            classify(&utp_header(0, UTP_HEADER_LEN - 1)),
+            DatagramKind::Unknown
+        );
+        assert_eq!(
+            classify(&utp_header(0, MAX_UTP_DATAGRAM_LEN + 1)),
+            DatagramKind::Unknown
+        );
         // Version 2 is not µTP v1.
         let mut p = utp_header(0, 40);
         p[0] = 0x02;

@@ -226,10 +226,13 @@ pub(crate) fn bind_pair(
             None => None,
         };
         let port = match &v4 {
-            Some(s) => s.local_addr().map_err(|source| NetError::Bind {
-                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), config.port),
-                source,
-            })?.port(),
+            Some(s) => s
+                .local_addr()
+                .map_err(|source| NetError::Bind {
+                    addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), config.port),
+                    source,
+                })?
+                .port(),
             None => config.port,
         };
         let v6 = match config.ipv6 {

@@ -188,8 +188,14 @@ mod tests {
         let mut a = table.register(addr("127.0.0.1:6969")).unwrap();
         let mut b = table.register(addr("127.0.0.1:6970")).unwrap();
         assert_ne!(a.id(), b.id());
-        assert_eq!(table.route(b.id().0, reply(b.id().0, "127.0.0.1:6970")), TrackerRoute::Delivered);
-        assert_eq!(table.route(a.id().0, reply(a.id().0, "127.0.0.1:6969")), TrackerRoute::Delivered);
+        assert_eq!(
+            table.route(b.id().0, reply(b.id().0, "127.0.0.1:6970")),
+            TrackerRoute::Delivered
+        );
+        assert_eq!(
+            table.route(a.id().0, reply(a.id().0, "127.0.0.1:6969")),
+            TrackerRoute::Delivered
+        );
         assert_eq!(a.reply().await.unwrap().from, addr("127.0.0.1:6969"));
         assert_eq!(b.reply().await.unwrap().from, addr("127.0.0.1:6970"));
         assert_eq!(table.pending(), 0);
@@ -200,8 +206,14 @@ mod tests {
         let table = TrackerTable::new(8);
         let t = table.register(addr("127.0.0.1:6969")).unwrap();
         let id = t.id().0;
-        assert_eq!(table.route(id, reply(id, "127.0.0.2:6969")), TrackerRoute::Unmatched);
-        assert_eq!(table.route(id ^ 1, reply(id ^ 1, "127.0.0.1:6969")), TrackerRoute::Unmatched);
+        assert_eq!(
+            table.route(id, reply(id, "127.0.0.2:6969")),
+            TrackerRoute::Unmatched
+        );
+        assert_eq!(
+            table.route(id ^ 1, reply(id ^ 1, "127.0.0.1:6969")),
+            TrackerRoute::Unmatched
+        );
         assert_eq!(table.pending(), 1);
     }
 
@@ -210,7 +222,10 @@ mod tests {
         let table = TrackerTable::new(8);
         let t = table.register(addr("127.0.0.1:6969")).unwrap();
         let id = t.id().0;
-        assert_eq!(table.route(id, reply(id, "[::ffff:127.0.0.1]:6969")), TrackerRoute::Delivered);
+        assert_eq!(
+            table.route(id, reply(id, "[::ffff:127.0.0.1]:6969")),
+            TrackerRoute::Delivered
+        );
     }
 
     #[test]
@@ -232,7 +247,13 @@ mod tests {
         let table = TrackerTable::new(8);
         let t = table.register(addr("127.0.0.1:6969")).unwrap();
         let id = t.id().0;
-        assert_eq!(table.route(id, reply(id, "127.0.0.1:6969")), TrackerRoute::Delivered);
-        assert_eq!(table.route(id, reply(id, "127.0.0.1:6969")), TrackerRoute::Unmatched);
+        assert_eq!(
+            table.route(id, reply(id, "127.0.0.1:6969")),
+            TrackerRoute::Delivered
+        );
+        assert_eq!(
+            table.route(id, reply(id, "127.0.0.1:6969")),
+            TrackerRoute::Unmatched
+        );
     }
 }

@@ -211,7 +211,11 @@ impl Ledbat {
         };
         if new > self.cwnd {
             // Growth only while the window is actually used (RFC 6817 ALLOWED_INCREASE).
-            let headroom = if self.slow_start { acked as f64 } else { ALLOWED_INCREASE_PACKETS as f64 * mss };
+            let headroom = if self.slow_start {
+                acked as f64
+            } else {
+                ALLOWED_INCREASE_PACKETS as f64 * mss
+            };
             let limit = (in_flight as f64 + headroom).max(self.cwnd);
             self.cwnd = new.min(limit);
         } else {

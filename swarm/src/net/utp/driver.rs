@@ -175,7 +175,10 @@ impl Driver {
     }
 
     fn live_connections(&self) -> usize {
-        self.conns.values().filter(|e| e.shared.lock().conn.is_live()).count()
+        self.conns
+            .values()
+            .filter(|e| e.shared.lock().conn.is_live())
+            .count()
     }
 
     fn conn_config(&self, addr: &SocketAddr) -> ConnConfig {
@@ -186,7 +189,12 @@ impl Driver {
         }
     }
 
-    fn connect(&mut self, addr: SocketAddr, reply: oneshot::Sender<Result<Arc<ConnShared>, ConnError>>, now: Instant) {
+    fn connect(
+        &mut self,
+        addr: SocketAddr,
+        reply: oneshot::Sender<Result<Arc<ConnShared>, ConnError>>,
+        now: Instant,
+    ) {
         let addr = canonical(addr);
         if self.live_connections() >= self.config.max_connections {
             let _ = reply.send(Err(ConnError::Refused));
@@ -204,7 +212,12 @@ impl Driver {
         self.insert((addr, recv_id), shared, Some(reply));
     }
 
-    fn insert(&mut self, key: Key, shared: Arc<ConnShared>, connect_reply: Option<oneshot::Sender<Result<Arc<ConnShared>, ConnError>>>) {
+    fn insert(
+        &mut self,
+        key: Key,
+        shared: Arc<ConnShared>,
+        connect_reply: Option<oneshot::Sender<Result<Arc<ConnShared>, ConnError>>>,
+    ) {
         self.conns.insert(
             key,
             Entry {
@@ -230,7 +243,11 @@ impl Driver {
         let h = packet.header;
         tracing::trace!(%from, kind = ?h.kind, conn_id = h.conn_id, seq = h.seq_nr.0, ack = h.ack_nr.0, wnd = h.wnd_size, sack = ?packet.sack, len = d.data.len() - packet.payload_offset, "µTP in");
         if let Some(key) = self.find(from, &h) {
-            self.conns[&key].shared.lock().conn.handle(now, &packet, &d.data);
+            self.conns[&key]
+                .shared
+                .lock()
+                .conn
+                .handle(now, &packet, &d.data);
             self.touch(key);
             return;
         }
@@ -317,7 +334,9 @@ impl Driver {
     fn service(&mut self, now: Instant) {
         let touched = std::mem::take(&mut self.touched);
         for key in &touched {
-            let Some(entry) = self.conns.get_mut(key) else { continue };
+            let Some(entry) = self.conns.get_mut(key) else {
+                continue;
+            };
             entry.touched = false;
             let mut st = entry.shared.lock();
             loop {
@@ -384,7 +403,11 @@ impl Driver {
                 }
             }
             let result = match self.sender.try_send_to(&buf, to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sender.send_to(&buf, to).await.map_err(io::Error::other),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self
+                    .sender
+                    .send_to(&buf, to)
+                    .await
+                    .map_err(io::Error::other),
                 r => r,
             };
             match result {

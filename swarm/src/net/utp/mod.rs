@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use self::conn::{ConnConfig, ConnError};
 pub use self::conn::ConnStats as UtpStats;
+use self::conn::{ConnConfig, ConnError};
 use self::driver::{Counters, Driver, DriverConfig, Event};
 use self::stream::ConnShared;
 pub use self::stream::UtpStream;
@@ -91,7 +91,10 @@ impl Default for UtpConfig {
 impl UtpConfig {
     fn conn(&self, ip_header: usize) -> ConnConfig {
         ConnConfig {
-            mss: self.link_mtu.saturating_sub(ip_header + UDP_HEADER + packet::HEADER_LEN).max(150),
+            mss: self
+                .link_mtu
+                .saturating_sub(ip_header + UDP_HEADER + packet::HEADER_LEN)
+                .max(150),
             send_capacity: self.send_buffer_bytes.max(1),
             recv_capacity: self.recv_buffer_bytes.max(1),
             idle_timeout: self.idle_timeout,
@@ -146,7 +149,14 @@ impl UtpSocket {
             conn_v6: config.conn(IPV6_HEADER),
             max_connections: config.max_connections,
         };
-        let driver = Driver::new(sender.clone(), inbox, events_rx, accept_tx, driver_config, Arc::clone(&counters));
+        let driver = Driver::new(
+            sender.clone(),
+            inbox,
+            events_rx,
+            accept_tx,
+            driver_config,
+            Arc::clone(&counters),
+        );
         tokio::spawn(driver.run());
         Ok(Self {
             inner: Arc::new(Inner {

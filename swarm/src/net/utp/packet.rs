@@ -102,7 +102,8 @@ impl<'a> Packet<'a> {
         }
         let kind = PacketType::from_nibble(data[0] >> 4).ok_or(PacketError::Type(data[0] >> 4))?;
         let u16_at = |i: usize| u16::from_be_bytes([data[i], data[i + 1]]);
-        let u32_at = |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
         let header = Header {
             kind,
             conn_id: u16_at(2),
@@ -123,7 +124,9 @@ impl<'a> Packet<'a> {
             }
             let (this_ext, len) = (next_ext, usize::from(data[offset + 1]));
             next_ext = data[offset];
-            let body = data.get(offset + 2..offset + 2 + len).ok_or(PacketError::Extension)?;
+            let body = data
+                .get(offset + 2..offset + 2 + len)
+                .ok_or(PacketError::Extension)?;
             // BEP 29 asks for multiples of 4 bytes, but libtorrent sends as many bytes as its
             // reorder buffer spans; any length is read.
             if this_ext == EXT_SACK && len > 0 {
@@ -188,7 +191,12 @@ mod tests {
         assert_eq!(p.sack, None);
         assert_eq!(&buf[p.payload_offset..], b"payload");
 
-        encode(&header(PacketType::State), Some(&[0b101, 0, 0, 0x80]), &[], &mut buf);
+        encode(
+            &header(PacketType::State),
+            Some(&[0b101, 0, 0, 0x80]),
+            &[],
+            &mut buf,
+        );
         assert_eq!(buf[0], 0x21);
         assert_eq!(buf[1], 1);
         let p = Packet::decode(&buf).unwrap();
@@ -204,11 +212,17 @@ mod tests {
         encode(&header(PacketType::State), None, &[], &mut buf);
         buf[1] = EXT_SACK;
         buf.extend_from_slice(&[0, 5, 1, 2, 3, 4, 5]);
-        assert_eq!(Packet::decode(&buf).unwrap().sack, Some(&[1, 2, 3, 4, 5][..]));
+        assert_eq!(
+            Packet::decode(&buf).unwrap().sack,
+            Some(&[1, 2, 3, 4, 5][..])
+        );
         let mut long = buf[..HEADER_LEN].to_vec();
         long.extend_from_slice(&[0, 255]);
         long.extend_from_slice(&[0xff; 255]);
-        assert_eq!(Packet::decode(&long).unwrap().sack.map(<[u8]>::len), Some(255));
+        assert_eq!(
+            Packet::decode(&long).unwrap().sack.map(<[u8]>::len),
+            Some(255)
+        );
         // An empty SACK says nothing.
         let mut empty = buf[..HEADER_LEN].to_vec();
         empty.extend_from_slice(&[0, 0]);

@@ -101,8 +101,16 @@ pub struct UtpStream {
 }
 
 impl UtpStream {
-    pub(crate) fn new(shared: Arc<ConnShared>, events: mpsc::UnboundedSender<Event>, local: SocketAddr) -> Self {
-        Self { shared, events, local }
+    pub(crate) fn new(
+        shared: Arc<ConnShared>,
+        events: mpsc::UnboundedSender<Event>,
+        local: SocketAddr,
+    ) -> Self {
+        Self {
+            shared,
+            events,
+            local,
+        }
     }
 
     /// The remote end.
@@ -132,7 +140,11 @@ impl std::fmt::Debug for UtpStream {
 }
 
 impl AsyncRead for UtpStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let mut st = this.shared.lock();
         let n = st.conn.read(buf.initialize_unfilled());
@@ -157,14 +169,21 @@ impl AsyncRead for UtpStream {
 }
 
 impl AsyncWrite for UtpStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let mut st = this.shared.lock();
         if let Some(e) = st.conn.error() {
             return Poll::Ready(Err(io_error(e)));
         }
         if st.conn.is_write_closed() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "µTP stream shut down for writing")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "µTP stream shut down for writing",
+            )));
         }
         if data.is_empty() {
             return Poll::Ready(Ok(0));

@@ -12,12 +12,14 @@ mod recv;
 mod send;
 #[cfg(test)]
 mod tests;
+mod timers;
+mod transmit;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use self::recv::{RecvQueue, Received};
+use self::recv::{Received, RecvQueue};
 use self::send::SendQueue;
 use super::congestion::{Ledbat, RttEstimator, INITIAL_RTO, MAX_RTO};
 use super::packet::{encode, Header, Packet, PacketType, MAX_SACK_BYTES};
@@ -145,7 +147,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    fn new(now: Instant, cfg: ConnConfig, recv_id: u16, send_id: u16, state: State, send: SendQueue, recv: RecvQueue) -> Self {
+    fn new(
+        now: Instant,
+        cfg: ConnConfig,
+        recv_id: u16,
+        send_id: u16,
+        state: State,
+        send: SendQueue,
+        recv: RecvQueue,
+    ) -> Self {
         Self {
             state,
             recv_id,
@@ -187,7 +197,15 @@ impl Connection {
         };
         let send = SendQueue::new(isn.next(), cfg.send_capacity);
         let recv = RecvQueue::new(Seq(0), cfg.recv_capacity);
-        let mut c = Self::new(now, cfg, recv_id, recv_id.wrapping_add(1), state, send, recv);
+        let mut c = Self::new(
+            now,
+            cfg,
+            recv_id,
+            recv_id.wrapping_add(1),
+            state,
+            send,
+            recv,
+        );
         c.need_syn = true;
         c
     }
@@ -196,7 +214,15 @@ impl Connection {
     pub(crate) fn accept(now: Instant, cfg: ConnConfig, syn: &Header, isn: Seq) -> Self {
         let send = SendQueue::new(isn, cfg.send_capacity);
         let recv = RecvQueue::new(syn.seq_nr, cfg.recv_capacity);
-        let mut c = Self::new(now, cfg, syn.conn_id.wrapping_add(1), syn.conn_id, State::Connected, send, recv);
+        let mut c = Self::new(
+            now,
+            cfg,
+            syn.conn_id.wrapping_add(1),
+            syn.conn_id,
+            State::Connected,
+            send,
+            recv,
+        );
         c.peer_wnd = syn.wnd_size as usize;
         c.reply_micro = c.micros(now).wrapping_sub(syn.timestamp);
         c.need_ack = true;
@@ -281,8 +307,11 @@ impl Connection {
             bytes += s.bytes;
             delivered_sent = delivered_sent.max(s.latest_sent);
         }
-        let reorder_window = (self.rtt.srtt().unwrap_or(MIN_REORDER_WINDOW) / 4).max(MIN_REORDER_WINDOW);
-        let mut loss = self.send.detect_losses(now, delivered_sent, reorder_window, srtt);
+        let reorder_window =
+            (self.rtt.srtt().unwrap_or(MIN_REORDER_WINDOW) / 4).max(MIN_REORDER_WINDOW);
+        let mut loss = self
+            .send
+            .detect_losses(now, delivered_sent, reorder_window, srtt);
         if bytes > 0 {
             // Progress: the tail-loss probe may fire again for whatever is still out.
             self.probe_deadline = None;
@@ -292,7 +321,11 @@ impl Connection {
             self.timeouts = 0;
             self.dup_acks = 0;
             self.rto_deadline = self.send.has_unacked().then(|| now + self.rtt.rto());
-        } else if h.kind == PacketType::State && no_payload && h.ack_nr == self.last_ack && self.send.has_unacked() {
+        } else if h.kind == PacketType::State
+            && no_payload
+            && h.ack_nr == self.last_ack
+            && self.send.has_unacked()
+        {
             self.dup_acks += 1;
             if self.dup_acks == DUP_ACK_THRESHOLD && self.send.mark_oldest_lost() {
                 loss = true;
@@ -324,161 +357,6 @@ impl Connection {
         self.rto_deadline = None;
     }
 
-    /// When [`Self::handle_timeout`] wants to run next.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            State::SynSent { deadline, .. } => Some(deadline),
-            State::Closed => self.linger_until,
-            State::Connected => {
-                let keepalive = self.last_send + KEEPALIVE_INTERVAL;
-                let idle = self.last_recv + self.cfg.idle_timeout;
-                [self.rto_deadline, self.probe_deadline].into_iter().flatten().fold(Some(keepalive.min(idle)), |a, t| a.map(|a| a.min(t)))
-            }
-        }
-    }
-
-    /// Runs whatever timers are due at `now`.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        match self.state {
-            State::SynSent { attempts, deadline } if now >= deadline => {
-                if attempts >= MAX_SYN_ATTEMPTS {
-                    self.fail(ConnError::TimedOut);
-                } else {
-                    self.need_syn = true;
-                    self.state = State::SynSent {
-                        attempts: attempts + 1,
-                        deadline: now + (INITIAL_RTO * (1 << attempts)).min(MAX_RTO),
-                    };
-                }
-            }
-            State::Closed if self.linger_until.is_some_and(|t| now >= t) => {
-                self.linger_until = None;
-            }
-            State::Connected => {
-                if now >= self.last_recv + self.cfg.idle_timeout {
-                    self.fail(ConnError::TimedOut);
-                    return;
-                }
-                if self.rto_deadline.is_some_and(|t| now >= t) {
-                    self.on_rto(now);
-                } else if self.probe_deadline.is_some_and(|t| now >= t) {
-                    self.probe_deadline = None;
-                    self.probe_armed = false;
-                    self.need_probe = self.send.has_unacked();
-                }
-                if now >= self.last_send + KEEPALIVE_INTERVAL {
-                    self.need_ack = true;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_rto(&mut self, now: Instant) {
-        if !self.send.has_unacked() {
-            self.rto_deadline = None;
-            return;
-        }
-        self.timeouts += 1;
-        if self.timeouts > MAX_TIMEOUTS {
-            self.fail(ConnError::TimedOut);
-            return;
-        }
-        self.losses += 1;
-        self.rto_count += 1;
-        self.cc.on_timeout();
-        self.send.mark_all_lost();
-        self.probe_deadline = None;
-        self.probe_armed = true;
-        let backoff = (self.rtt.rto() * (1 << (self.timeouts - 1).min(16))).min(MAX_RTO);
-        self.rto_deadline = Some(now + backoff);
-    }
-
-    /// Writes the next datagram to send into `out`; false when there is nothing to send.
-    pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
-        match self.state {
-            State::SynSent { .. } if self.need_syn => {
-                self.need_syn = false;
-                self.emit(now, PacketType::Syn, self.syn_seq, &[], out);
-                true
-            }
-            State::SynSent { .. } => false,
-            State::Closed if self.need_ack && self.error.is_none() => {
-                self.need_ack = false;
-                self.emit(now, PacketType::State, self.state_seq(), &[], out);
-                true
-            }
-            State::Closed => false,
-            State::Connected => {
-                if self.need_probe {
-                    self.need_probe = false;
-                    if let Some(i) = self.send.probe_candidate() {
-                        self.send.mark_probe_sent(i, now);
-                        let p = self.send.packet(i);
-                        let (kind, seq, payload) = (if p.fin { PacketType::Fin } else { PacketType::Data }, p.seq, p.payload.clone());
-                        self.emit(now, kind, seq, &payload, out);
-                        return true;
-                    }
-                }
-                let window = self.cc.window().min(self.peer_wnd);
-                if let Some(i) = self.send.next_to_send(window, self.cfg.mss) {
-                    self.send.mark_sent(i, now);
-                    let p = self.send.packet(i);
-                    let (kind, seq, payload) = (if p.fin { PacketType::Fin } else { PacketType::Data }, p.seq, p.payload.clone());
-                    self.emit(now, kind, seq, &payload, out);
-                    // Selective ACKs ride only on ST_STATE, so data packets stay within the
-                    // MTU; while a gap exists, a STATE follows each data packet.
-                    self.need_ack = self.recv.has_gap();
-                    if self.rto_deadline.is_none() {
-                        self.rto_deadline = Some(now + self.rtt.rto());
-                    }
-                    // A tail-loss probe a couple of round trips after the last packet sent,
-                    // once per stretch without acknowledgements (RFC 8985 §7).
-                    if self.probe_armed {
-                        if let Some(srtt) = self.rtt.srtt() {
-                            self.probe_deadline = Some(now + (2 * srtt).max(MIN_PROBE_TIMEOUT));
-                        }
-                    }
-                    return true;
-                }
-                if self.need_ack {
-                    self.emit(now, PacketType::State, self.state_seq(), &[], out);
-                    return true;
-                }
-                false
-            }
-        }
-    }
-
-    /// Sequence number for ST_STATE: the next one to be sent, but never past our FIN —
-    /// libtorrent ignores packets numbered beyond the end of the stream.
-    fn state_seq(&self) -> Seq {
-        self.send.fin_seq().unwrap_or(self.send.next_seq())
-    }
-
-    fn emit(&mut self, now: Instant, kind: PacketType, seq: Seq, payload: &[u8], out: &mut Vec<u8>) {
-        let wnd = self.recv.window();
-        let header = Header {
-            kind,
-            conn_id: if kind == PacketType::Syn { self.recv_id } else { self.send_id },
-            timestamp: self.micros(now),
-            timestamp_diff: self.reply_micro,
-            wnd_size: wnd.min(u32::MAX as usize) as u32,
-            seq_nr: seq,
-            ack_nr: if kind == PacketType::Syn { Seq(0) } else { self.recv.ack_nr() },
-        };
-        let mut mask = [0u8; MAX_SACK_BYTES];
-        let sack = if kind == PacketType::State {
-            self.recv.sack(&mut mask).map(|len| &mask[..len])
-        } else {
-            None
-        };
-        encode(&header, sack, payload, out);
-        self.last_wnd = wnd;
-        self.last_send = now;
-        self.need_ack = false;
-    }
-
     /// Queues application bytes; returns how many fit (0: wait for [`Self::is_writable`]).
     pub(crate) fn write(&mut self, data: &[u8]) -> usize {
         self.send.write(data)
@@ -489,7 +367,10 @@ impl Connection {
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
         let n = self.recv.read(buf);
         // Tell a sender stalled on our full buffer that room opened.
-        if n > 0 && self.last_wnd < 2 * self.cfg.mss && self.recv.window() >= self.cfg.recv_capacity / 2 {
+        if n > 0
+            && self.last_wnd < 2 * self.cfg.mss
+            && self.recv.window() >= self.cfg.recv_capacity / 2
+        {
             self.need_ack = true;
         }
         n

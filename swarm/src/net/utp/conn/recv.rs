@@ -178,7 +178,9 @@ impl RecvQueue {
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;
         while n < buf.len() {
-            let Some(front) = self.readable.front_mut() else { break };
+            let Some(front) = self.readable.front_mut() else {
+                break;
+            };
             let take = front.len().min(buf.len() - n);
             buf[n..n + take].copy_from_slice(&front[..take]);
             front.advance(take);

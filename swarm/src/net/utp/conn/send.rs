@@ -239,7 +239,13 @@ impl SendQueue {
     }
 
     /// Applies a selective ACK relative to `ack_nr` (bit `i` stands for `ack_nr + 2 + i`).
-    pub(crate) fn on_sack(&mut self, ack_nr: Seq, mask: &[u8], now: Instant, rtt: &mut RttEstimator) -> Acked {
+    pub(crate) fn on_sack(
+        &mut self,
+        ack_nr: Seq,
+        mask: &[u8],
+        now: Instant,
+        rtt: &mut RttEstimator,
+    ) -> Acked {
         let mut acked = Acked::default();
         let base = self.oldest().distance_to(ack_nr.plus(2));
         for (bit, set) in (0..mask.len() * 8).map(|i| (i, mask[i / 8] & (1 << (i % 8)) != 0)) {
@@ -250,7 +256,9 @@ impl SendQueue {
             if index < 0 {
                 continue;
             }
-            let Some(p) = self.inflight.get_mut(index as usize) else { break };
+            let Some(p) = self.inflight.get_mut(index as usize) else {
+                break;
+            };
             if p.sacked {
                 continue;
             }
@@ -276,7 +284,13 @@ impl SendQueue {
     /// the latest transmission time of anything just delivered. A packet resent less than a
     /// round trip (`srtt`) ago is left alone, so repeated ACKs do not resend it in a burst.
     /// Returns whether anything was newly marked.
-    pub(crate) fn detect_losses(&mut self, now: Instant, delivered_sent: Option<Instant>, reorder_window: Duration, srtt: Duration) -> bool {
+    pub(crate) fn detect_losses(
+        &mut self,
+        now: Instant,
+        delivered_sent: Option<Instant>,
+        reorder_window: Duration,
+        srtt: Duration,
+    ) -> bool {
         let mut loss = false;
         let mut sacked_after = 0;
         for p in self.inflight.iter_mut().rev() {
@@ -302,7 +316,9 @@ impl SendQueue {
 
     /// The newest unacknowledged packet, to resend as a tail-loss probe.
     pub(crate) fn probe_candidate(&self) -> Option<usize> {
-        self.inflight.iter().rposition(|p| !p.sacked && !p.lost && p.transmissions > 0)
+        self.inflight
+            .iter()
+            .rposition(|p| !p.sacked && !p.lost && p.transmissions > 0)
     }
 
     /// Records that the packet at `index` went out again as a probe: it was still counted in
@@ -441,8 +457,18 @@ mod tests {
         // first was sent more than the reordering window before it.
         let acked = q.on_sack(Seq(65535), &[0b1, 0, 0, 0], t1, &mut rtt);
         assert_eq!(acked.latest_sent, Some(t1));
-        assert!(!q.detect_losses(t1, acked.latest_sent, Duration::from_millis(30), Duration::ZERO));
-        assert!(q.detect_losses(t1, acked.latest_sent, Duration::from_millis(5), Duration::ZERO));
+        assert!(!q.detect_losses(
+            t1,
+            acked.latest_sent,
+            Duration::from_millis(30),
+            Duration::ZERO
+        ));
+        assert!(q.detect_losses(
+            t1,
+            acked.latest_sent,
+            Duration::from_millis(5),
+            Duration::ZERO
+        ));
         assert_eq!(q.bytes_in_flight(), 0);
         let i = q.next_to_send(10, 10).unwrap();
         assert_eq!(q.packet(i).seq, Seq(0));

@@ -91,7 +91,10 @@ impl Sim {
                     Duration::from_micros(self.random() % self.jitter.as_micros() as u64)
                 };
                 self.serial += 1;
-                self.wire.insert((now + self.delay + jitter, self.serial), (to_b, Bytes::copy_from_slice(&out)));
+                self.wire.insert(
+                    (now + self.delay + jitter, self.serial),
+                    (to_b, Bytes::copy_from_slice(&out)),
+                );
             }
         }
     }
@@ -100,7 +103,10 @@ impl Sim {
     fn step(&mut self) -> bool {
         self.flush();
         let next_wire = self.wire.keys().next().map(|k| k.0);
-        let timers = [self.a.poll_timeout(), self.b.as_ref().and_then(Connection::poll_timeout)];
+        let timers = [
+            self.a.poll_timeout(),
+            self.b.as_ref().and_then(Connection::poll_timeout),
+        ];
         let next = timers.into_iter().flatten().chain(next_wire).min();
         let Some(next) = next else { return false };
         self.now = self.now.max(next);
@@ -114,7 +120,12 @@ impl Sim {
                 match self.b.as_mut() {
                     Some(b) => b.handle(self.now, &packet, &data),
                     None if packet.header.kind == PacketType::Syn => {
-                        self.b = Some(Connection::accept(self.now, self.a.cfg.clone(), &packet.header, Seq(65530)));
+                        self.b = Some(Connection::accept(
+                            self.now,
+                            self.a.cfg.clone(),
+                            &packet.header,
+                            Seq(65530),
+                        ));
                     }
                     None => {}
                 }
@@ -170,7 +181,10 @@ fn transfer(sim: &mut Sim, data: &[u8], limit: Duration) -> Vec<u8> {
 #[test]
 fn handshake_data_both_ways_and_close() {
     let mut sim = Sim::new(100, 1 << 20);
-    sim.run_until(|s| s.a.is_established() && s.b.is_some(), Duration::from_secs(1));
+    sim.run_until(
+        |s| s.a.is_established() && s.b.is_some(),
+        Duration::from_secs(1),
+    );
     assert_eq!(sim.a.write(b"hello"), 5);
     sim.run_until(|s| s.b().is_readable(), Duration::from_secs(1));
     let mut buf = [0u8; 16];
@@ -186,7 +200,10 @@ fn handshake_data_both_ways_and_close() {
     sim.run_until(|s| s.b().is_eof(), Duration::from_secs(1));
     assert_eq!(sim.b().read(&mut buf), 0);
     sim.b().shutdown();
-    sim.run_until(|s| s.a.is_eof() && s.a.is_finished() && s.b().is_finished(), Duration::from_secs(10));
+    sim.run_until(
+        |s| s.a.is_eof() && s.a.is_finished() && s.b().is_finished(),
+        Duration::from_secs(10),
+    );
     assert_eq!(sim.a.error(), None);
     assert_eq!(sim.b().error(), None);
 }
@@ -200,8 +217,16 @@ fn bulk_transfer_survives_loss_reordering_and_sequence_wrap() {
     let data = pattern(3_000_000);
     let got = transfer(&mut sim, &data, Duration::from_secs(600));
     assert!(got == data, "stream corrupted");
-    eprintln!("lossy: {:?} packets, {:?} simulated", sim.sent, sim.now - sim.a.epoch);
-    assert!(sim.sent[0] > 3000, "retransmissions expected: {:?}", sim.sent);
+    eprintln!(
+        "lossy: {:?} packets, {:?} simulated",
+        sim.sent,
+        sim.now - sim.a.epoch
+    );
+    assert!(
+        sim.sent[0] > 3000,
+        "retransmissions expected: {:?}",
+        sim.sent
+    );
     assert_eq!(sim.a.error(), None);
 }
 
@@ -215,7 +240,12 @@ fn lossless_transfer_fills_the_pipe() {
     let elapsed = (sim.now - start).as_secs_f64();
     // 20 ms round trip, 1 MiB buffers: the ceiling is ~50 MB/s; slow start gets close.
     let rate = data.len() as f64 / elapsed;
-    eprintln!("lossless: {rate:.0} B/s, {} packets out, {} back, cwnd/srtt {:?}", sim.sent[0], sim.sent[1], sim.a.stats());
+    eprintln!(
+        "lossless: {rate:.0} B/s, {} packets out, {} back, cwnd/srtt {:?}",
+        sim.sent[0],
+        sim.sent[1],
+        sim.a.stats()
+    );
     assert!(rate > 10e6, "{rate:.0} B/s in {elapsed:.2} s");
     // No loss and no queue: almost nothing is sent twice.
     let packets = sim.sent[0];
@@ -245,7 +275,10 @@ fn a_full_receiver_stalls_the_sender_until_it_reads() {
             break;
         }
     }
-    assert!(written < data.len(), "sender must stall, wrote {written} (stalled at {stalled_at})");
+    assert!(
+        written < data.len(),
+        "sender must stall, wrote {written} (stalled at {stalled_at})"
+    );
     assert_eq!(sim.a.error(), None, "a closed window is not a failure");
     // Reading reopens the window and the rest flows.
     let mut got = vec![0u8; 0];
@@ -313,7 +346,10 @@ fn reset_refuses_a_connection_attempt() {
 #[test]
 fn a_vanished_peer_times_out() {
     let mut sim = Sim::new(3, 1 << 16);
-    sim.run_until(|s| s.b.is_some() && s.a.is_established(), Duration::from_secs(1));
+    sim.run_until(
+        |s| s.b.is_some() && s.a.is_established(),
+        Duration::from_secs(1),
+    );
     sim.b = None; // the remote disappears
     sim.a.write(&[1u8; 5000]);
     sim.run_until(|s| s.a.error().is_some(), Duration::from_secs(300));
@@ -334,12 +370,26 @@ fn a_lost_syn_reply_is_repeated() {
 #[test]
 fn idle_connections_send_keepalives() {
     let mut sim = Sim::new(20, 1 << 16);
-    sim.run_until(|s| s.a.is_established() && s.b.is_some(), Duration::from_secs(1));
-    sim.run_until(|s| s.wire.is_empty() && !s.a.need_ack, Duration::from_secs(1));
+    sim.run_until(
+        |s| s.a.is_established() && s.b.is_some(),
+        Duration::from_secs(1),
+    );
+    sim.run_until(
+        |s| s.wire.is_empty() && !s.a.need_ack,
+        Duration::from_secs(1),
+    );
     let before = sim.sent;
     let start = sim.now;
-    sim.run_until(|s| s.now - start > KEEPALIVE_INTERVAL * 3, Duration::from_secs(120));
-    assert!(sim.sent[0] - before[0] >= 2, "{:?} → {:?}", before, sim.sent);
+    sim.run_until(
+        |s| s.now - start > KEEPALIVE_INTERVAL * 3,
+        Duration::from_secs(120),
+    );
+    assert!(
+        sim.sent[0] - before[0] >= 2,
+        "{:?} → {:?}",
+        before,
+        sim.sent
+    );
     assert_eq!(sim.a.error(), None, "keepalives keep both ends alive");
     assert_eq!(sim.b().error(), None);
 }
