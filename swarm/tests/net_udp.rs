@@ -114,7 +114,8 @@ async fn tracker_replies_route_by_transaction_id() {
     let b_addr = tracker_b.local_addr().unwrap();
 
     let mut ta = mux.register_tracker_transaction(a_addr).unwrap();
-    let mut tb = mux.register_tracker_transaction(b_addr).unwrap();
+    // The cloneable handle a tracker task would hold works the same way.
+    let mut tb = mux.tracker_transactions().register(b_addr).unwrap();
     assert_eq!(mux.pending_tracker_transactions(), 2);
 
     // BEP 15 connect requests: protocol id, action 0, transaction id.

@@ -20,5 +20,8 @@ pub use error::NetError;
 pub use sockets::{NetConfig, SessionSockets};
 pub use stream::{PeerStream, Transport};
 pub use tcp::{TcpDialer, TcpListeners};
-pub use udp::{Datagram, UdpConfig, UdpCounters, UdpMux, UdpSender};
+pub use udp::{
+    Datagram, TrackerTransaction, TrackerTransactions, TransactionId, UdpConfig, UdpCounters,
+    UdpMux, UdpSender,
+};
 pub use utp::{UtpConfig, UtpCounters, UtpSocket, UtpStream};

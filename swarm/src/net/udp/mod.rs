@@ -27,7 +27,9 @@ pub use classify::{
 };
 pub use counters::UdpCounters;
 pub use sender::UdpSender;
-pub use tracker::{TrackerTransaction, TransactionId, MAX_PENDING_TRACKER_TRANSACTIONS};
+pub use tracker::{
+    TrackerTransaction, TrackerTransactions, TransactionId, MAX_PENDING_TRACKER_TRANSACTIONS,
+};
 
 use self::counters::CounterCells;
 use self::tracker::{TrackerRoute, TrackerTable};
@@ -185,6 +187,11 @@ impl UdpMux {
         tracker: SocketAddr,
     ) -> Result<TrackerTransaction, NetError> {
         self.trackers.register(tracker)
+    }
+
+    /// A cloneable handle to register UDP-tracker transactions from other tasks.
+    pub fn tracker_transactions(&self) -> TrackerTransactions {
+        TrackerTransactions::new(Arc::clone(&self.trackers))
     }
 
     /// UDP-tracker transactions currently waiting for a reply.

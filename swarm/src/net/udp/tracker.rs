@@ -115,6 +115,39 @@ impl TrackerTable {
     }
 }
 
+/// A cloneable handle for registering UDP-tracker transactions, for tracker tasks that do not
+/// hold the [`super::UdpMux`].
+#[derive(Clone)]
+pub struct TrackerTransactions {
+    table: Arc<TrackerTable>,
+}
+
+impl TrackerTransactions {
+    pub(crate) fn new(table: Arc<TrackerTable>) -> Self {
+        Self { table }
+    }
+
+    /// Registers a transaction with `tracker` under a fresh random id: write the id into the
+    /// request, send it with [`super::UdpSender::send_to`], then await
+    /// [`TrackerTransaction::reply`].
+    pub fn register(&self, tracker: SocketAddr) -> Result<TrackerTransaction, NetError> {
+        self.table.register(tracker)
+    }
+
+    /// Transactions currently waiting for a reply.
+    pub fn pending(&self) -> usize {
+        self.table.pending()
+    }
+}
+
+impl std::fmt::Debug for TrackerTransactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerTransactions")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
 /// A UDP-tracker request waiting for its reply; dropping it frees its transaction id.
 pub struct TrackerTransaction {
     id: TransactionId,
