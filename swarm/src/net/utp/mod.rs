@@ -46,9 +46,10 @@ pub const UTP_ACCEPT_BACKLOG: usize = 64;
 /// Default time allowed for the handshake.
 pub const UTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Default silence after which a connection is declared dead. Idle connections exchange a
-/// keepalive every 29 s, so this only trips when the remote is gone.
-pub const UTP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default silence after which a connection is declared dead. We send a keepalive every
+/// 29 s on an idle connection; other clients may send nothing below the peer wire's own
+/// keep-alive (every 1–2 minutes), so this stays well above that.
+pub const UTP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// IP packet size µTP fills, bytes. Path MTU is not probed, so this stays below Ethernet's
 /// 1500 with room for PPPoE and common tunnels, as libtorrent's starting size does.

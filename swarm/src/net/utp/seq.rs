@@ -2,7 +2,8 @@
 //!
 //! Ordering is by wrapping distance: `a` is before `b` when `b - a`, taken modulo 2¹⁶, is in
 //! 1..2¹⁵. It is sound as long as fewer than 2¹⁵ packets are outstanding at once, which
-//! [`super::conn::MAX_INFLIGHT_PACKETS`] and the reorder limit guarantee.
+//! the connection core guarantees by keeping at most 4096 packets in flight or buffered ahead
+//! of a gap.
 
 use std::fmt;
 

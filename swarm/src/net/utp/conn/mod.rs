@@ -43,6 +43,11 @@ const MAX_SYN_ATTEMPTS: u32 = 4;
 /// back-off from the 500 ms floor).
 const MAX_TIMEOUTS: u32 = 7;
 
+/// How long an accepted connection may stay silent after its SYN. Real initiators send at
+/// once (a BitTorrent handshake, or our keepalive); this keeps a flood of SYNs from holding
+/// connection slots for the whole idle timeout.
+pub(crate) const ACCEPT_SILENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Duplicate ACKs that mark the oldest packet lost (BEP 29: 3).
 const DUP_ACK_THRESHOLD: u32 = 3;
 
@@ -134,6 +139,9 @@ pub(crate) struct Connection {
     probe_armed: bool,
     /// A probe is due to be sent.
     need_probe: bool,
+    /// Whether the remote sent anything besides its SYN; until then an accepted connection
+    /// gets only [`ACCEPT_SILENCE_TIMEOUT`].
+    heard: bool,
     last_send: Instant,
     last_recv: Instant,
     last_wnd: usize,
@@ -175,6 +183,7 @@ impl Connection {
             probe_deadline: None,
             probe_armed: true,
             need_probe: false,
+            heard: false,
             last_send: now,
             last_recv: now,
             last_wnd: cfg.recv_capacity,
@@ -245,6 +254,9 @@ impl Connection {
             return;
         }
         self.last_recv = now;
+        if h.kind != PacketType::Syn {
+            self.heard = true;
+        }
         self.reply_micro = self.micros(now).wrapping_sub(h.timestamp);
         self.peer_wnd = h.wnd_size as usize;
         if self.peer_wnd < self.cfg.mss {
@@ -268,6 +280,10 @@ impl Connection {
             _ => {}
         }
         if let State::SynSent { .. } = self.state {
+            // Only the answer to our SYN opens the connection, not a stray or forged packet.
+            if h.ack_nr != self.syn_seq {
+                return;
+            }
             self.recv.set_ack_nr(h.seq_nr.minus(1));
             self.last_ack = self.syn_seq;
             self.state = State::Connected;

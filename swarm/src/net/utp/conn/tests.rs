@@ -393,3 +393,59 @@ fn idle_connections_send_keepalives() {
     assert_eq!(sim.a.error(), None, "keepalives keep both ends alive");
     assert_eq!(sim.b().error(), None);
 }
+
+#[test]
+fn an_accepted_connection_whose_initiator_stays_silent_is_dropped() {
+    let mut sim = Sim::new(30, 1 << 16);
+    sim.flush();
+    sim.step(); // b accepts
+    let accepted_at = sim.now;
+    sim.loss_percent = 100; // the initiator vanishes
+    sim.run_until(|s| s.b().error().is_some(), Duration::from_secs(60));
+    assert_eq!(sim.b().error(), Some(ConnError::TimedOut));
+    assert_eq!(sim.now - accepted_at, ACCEPT_SILENCE_TIMEOUT);
+}
+
+#[test]
+fn an_initiator_that_spoke_keeps_an_idle_connection_open() {
+    let mut sim = Sim::new(31, 1 << 16);
+    sim.run_until(
+        |s| s.a.is_established() && s.b.is_some(),
+        Duration::from_secs(1),
+    );
+    sim.a.write(b"x");
+    let start = sim.now;
+    sim.run_until(
+        |s| s.now - start > ACCEPT_SILENCE_TIMEOUT * 3,
+        Duration::from_secs(200),
+    );
+    assert_eq!(sim.b().error(), None);
+}
+
+#[test]
+fn only_the_answer_to_our_syn_opens_a_connection() {
+    let now = Instant::now();
+    let mut a = Connection::connect(now, cfg(1 << 16), 77, Seq(500));
+    a.poll_transmit(now, &mut Vec::new());
+    let reply = |a: &mut Connection, ack: u16| {
+        let h = Header {
+            kind: PacketType::State,
+            conn_id: 77,
+            timestamp: 0,
+            timestamp_diff: 0,
+            wnd_size: 1 << 16,
+            seq_nr: Seq(9000),
+            ack_nr: Seq(ack),
+        };
+        let mut buf = Vec::new();
+        encode(&h, None, &[], &mut buf);
+        let data = Bytes::from(buf);
+        a.handle(now, &Packet::decode(&data).unwrap(), &data);
+    };
+    reply(&mut a, 499);
+    reply(&mut a, 1234);
+    assert!(!a.is_established());
+    reply(&mut a, 500);
+    assert!(a.is_established());
+    assert_eq!(a.recv.ack_nr(), Seq(8999));
+}

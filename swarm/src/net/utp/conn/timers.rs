@@ -2,11 +2,19 @@
 //! back-off (BEP 29 "timeouts"), the tail-loss probe, keepalives, the idle limit and the
 //! linger after close.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 
 impl Connection {
+    fn idle_limit(&self) -> Duration {
+        if self.heard {
+            self.cfg.idle_timeout
+        } else {
+            ACCEPT_SILENCE_TIMEOUT.min(self.cfg.idle_timeout)
+        }
+    }
+
     /// When [`Self::handle_timeout`] wants to run next.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
@@ -14,7 +22,7 @@ impl Connection {
             State::Closed => self.linger_until,
             State::Connected => {
                 let keepalive = self.last_send + KEEPALIVE_INTERVAL;
-                let idle = self.last_recv + self.cfg.idle_timeout;
+                let idle = self.last_recv + self.idle_limit();
                 [self.rto_deadline, self.probe_deadline]
                     .into_iter()
                     .flatten()
@@ -42,7 +50,7 @@ impl Connection {
                 self.linger_until = None;
             }
             State::Connected => {
-                if now >= self.last_recv + self.cfg.idle_timeout {
+                if now >= self.last_recv + self.idle_limit() {
                     self.fail(ConnError::TimedOut);
                     return;
                 }
