@@ -1,12 +1,11 @@
 //! The send side of the shared UDP socket: a cheap cloneable handle that picks the socket of
 //! the destination's address family.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use socket2::SockRef;
 use tokio::net::UdpSocket;
 
 use super::canonical;
@@ -91,32 +90,6 @@ impl UdpSender {
         let result = ready!(socket.poll_send_to(cx, data, to));
         self.count(&result);
         Poll::Ready(result)
-    }
-
-    /// Polls sending one datagram gathered from several buffers (header + payload).
-    pub fn poll_send_to_vectored(
-        &self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-        to: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        let (socket, to) = self.socket_for(to)?;
-        let target = to.into();
-        loop {
-            ready!(socket.poll_send_ready(cx))?;
-            // try_io clears tokio's cached readiness on WouldBlock, so the next
-            // poll_send_ready really waits for buffer space.
-            let result = socket.try_io(tokio::io::Interest::WRITABLE, || {
-                SockRef::from(socket).send_to_vectored(bufs, &target)
-            });
-            match result {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => {
-                    self.count(&result);
-                    return Poll::Ready(result);
-                }
-            }
-        }
     }
 
     /// The local address of the socket that would send to `to`.
