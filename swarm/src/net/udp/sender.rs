@@ -1,0 +1,121 @@
+//! The send side of the shared UDP socket: a cheap cloneable handle that picks the socket of
+//! the destination's address family.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::net::UdpSocket;
+
+use super::canonical;
+use super::counters::CounterCells;
+use crate::net::NetError;
+
+/// Sends datagrams from the session's UDP socket(s). Clone freely: it is one `Arc`.
+#[derive(Clone)]
+pub struct UdpSender {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    v4: Option<Arc<UdpSocket>>,
+    v6: Option<Arc<UdpSocket>>,
+    counters: Arc<CounterCells>,
+}
+
+impl UdpSender {
+    pub(super) fn new(
+        v4: Option<Arc<UdpSocket>>,
+        v6: Option<Arc<UdpSocket>>,
+        counters: Arc<CounterCells>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner { v4, v6, counters }),
+        }
+    }
+
+    /// The socket for `to`'s family and `to` in that family's form (v4-mapped IPv6 → IPv4).
+    fn socket_for(&self, to: SocketAddr) -> io::Result<(&UdpSocket, SocketAddr)> {
+        let to = canonical(to);
+        let socket = if to.is_ipv4() {
+            self.inner.v4.as_deref()
+        } else {
+            self.inner.v6.as_deref()
+        };
+        socket.map(|s| (s, to)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("no UDP socket of the address family of {to}"),
+            )
+        })
+    }
+
+    fn count<T>(&self, result: &io::Result<T>) {
+        let c = &self.inner.counters;
+        match result {
+            Ok(_) => CounterCells::bump(&c.tx_datagrams),
+            Err(_) => CounterCells::bump(&c.tx_errors),
+        }
+    }
+
+    /// Sends one datagram to `to`.
+    pub async fn send_to(&self, data: &[u8], to: SocketAddr) -> Result<usize, NetError> {
+        let (socket, to) = self
+            .socket_for(to)
+            .map_err(|_| NetError::NoSocketForFamily(to))?;
+        let result = socket.send_to(data, to).await;
+        self.count(&result);
+        result.map_err(|source| NetError::Send { to, source })
+    }
+
+    /// Sends one datagram if the socket can take it now.
+    pub fn try_send_to(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let (socket, to) = self.socket_for(to)?;
+        let result = socket.try_send_to(data, to);
+        if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.count(&result);
+        }
+        result
+    }
+
+    /// Polls sending one datagram (for poll-based protocol drivers such as µTP).
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let (socket, to) = self.socket_for(to)?;
+        let result = ready!(socket.poll_send_to(cx, data, to));
+        self.count(&result);
+        Poll::Ready(result)
+    }
+
+    /// The local address of the socket that would send to `to`.
+    pub fn local_addr_for(&self, to: SocketAddr) -> Option<SocketAddr> {
+        self.socket_for(to).ok()?.0.local_addr().ok()
+    }
+
+    /// The bound local addresses, IPv4 first.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        [&self.inner.v4, &self.inner.v6]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    /// The port shared by both families.
+    pub fn port(&self) -> u16 {
+        self.local_addrs().first().map_or(0, SocketAddr::port)
+    }
+}
+
+impl std::fmt::Debug for UdpSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSender")
+            .field("local_addrs", &self.local_addrs())
+            .finish()
+    }
+}
