@@ -42,9 +42,29 @@ pub struct SwarmArgs {
     /// Connect to this peer directly (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
-    /// Where resume data is kept.
+    /// Where resume data and the DHT's routing table are kept.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// DHT bootstrap node (repeatable; replaces the default routers).
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+    /// Do not use the DHT.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Transports for outgoing connections.
+    #[arg(long, value_enum, default_value_t = TransportArg::Both)]
+    pub transport: TransportArg,
+}
+
+/// `--transport` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum TransportArg {
+    /// TCP first, µTP if TCP is slow to connect.
+    Both,
+    /// TCP only.
+    Tcp,
+    /// µTP only.
+    Utp,
 }
 
 impl SwarmArgs {
@@ -66,6 +86,26 @@ impl SwarmArgs {
         if let Some(d) = &self.state_dir {
             c.state_dir = d.clone();
         }
+        if self.no_dht {
+            c.dht = None;
+        } else if let Some(dht) = &mut c.dht {
+            if !self.dht_bootstrap.is_empty() {
+                dht.bootstrap = self.dht_bootstrap.clone();
+            } else if self.listen.is_loopback() {
+                // A session bound to loopback cannot reach the public routers.
+                dht.bootstrap.clear();
+            }
+            if self.listen.is_loopback() {
+                // Loopback swarms share one address: let several nodes per IP into the table.
+                dht.node.one_node_per_ip = false;
+                dht.node.rate_limit = None;
+            }
+        }
+        c.transports = match self.transport {
+            TransportArg::Both => burrow_swarm::session::Transports::Both,
+            TransportArg::Tcp => burrow_swarm::session::Transports::Tcp,
+            TransportArg::Utp => burrow_swarm::session::Transports::Utp,
+        };
         c
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bencode;
 pub mod connectivity;
+pub mod dht;
 pub mod metainfo;
 pub mod nat;
 pub mod net;

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use tokio::sync::mpsc;
 
 use crate::connectivity::{PeerSource, Route};
@@ -16,7 +17,10 @@ use crate::metainfo::{Magnet, Metainfo};
 use crate::peer::conn::{read_handshake_prefix, PeerIo};
 use crate::peer::PeerKey;
 use crate::torrent::task::{spawn_torrent, TaskMsg, TorrentHandle, TorrentParams};
-use crate::tracker::UdpTracker;
+use crate::dht::DhtHandle;
+use crate::net::udp::UdpConfig;
+use crate::net::{Dialer, NetConfig, SessionSockets, TcpListeners, Transport, UdpMux, UtpSocket};
+use crate::tracker::{MuxTransport, UdpTracker};
 use crate::types::{InfoHash, PeerId};
 
 /// Session settings.
@@ -34,6 +38,22 @@ pub struct SessionConfig {
     pub max_connecting: usize,
     /// Upload slots per torrent.
     pub upload_slots: usize,
+    /// The DHT; `None` turns it off.
+    pub dht: Option<crate::dht::DhtConfig>,
+    /// Which transports outgoing connections use.
+    pub transports: Transports,
+}
+
+/// Transports for outgoing connections (incoming ones are accepted on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transports {
+    /// TCP first, µTP shortly after if TCP has not connected (the dialer's policy).
+    #[default]
+    Both,
+    /// TCP only.
+    Tcp,
+    /// µTP only.
+    Utp,
 }
 
 impl Default for SessionConfig {
@@ -45,6 +65,8 @@ impl Default for SessionConfig {
             max_peers_per_torrent: 50,
             max_connecting: 10,
             upload_slots: 8,
+            dht: Some(crate::dht::DhtConfig::default()),
+            transports: Transports::Both,
         }
     }
 }
@@ -68,8 +90,11 @@ pub struct SessionCtx {
     pub port: u16,
     /// Settings.
     pub config: SessionConfig,
-    /// UDP tracker client.
+    /// UDP tracker client (on the shared UDP socket).
     pub udp_tracker: UdpTracker,
+    /// The DHT, when enabled.
+    pub dht: Option<DhtHandle>,
+    dialer: Dialer,
     /// Torrent tasks by info-hash, for routing incoming connections. Only senders live here,
     /// no torrent state: each torrent's state stays inside its own task.
     registry: Mutex<HashMap<InfoHash, mpsc::UnboundedSender<TaskMsg>>>,
@@ -87,11 +112,15 @@ impl SessionCtx {
         self.config.state_dir.join("resume").join(format!("{}.resume", ih.to_hex()))
     }
 
-    /// Opens a connection to a peer.
+    /// Opens a connection to a peer, over TCP from our listen port or over µTP from our
+    /// shared UDP socket, as the dialer's policy decides.
     pub async fn dial(&self, addr: SocketAddr) -> std::io::Result<(Box<dyn PeerIo>, Route)> {
-        let s = tokio::net::TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        Ok((Box::new(s), Route::OutgoingTcp))
+        let s = self.dialer.dial(addr).await.map_err(std::io::Error::other)?;
+        let route = match s.transport() {
+            Transport::Tcp => Route::OutgoingTcp,
+            Transport::Utp => Route::OutgoingUtp,
+        };
+        Ok((Box::new(s), route))
     }
 }
 
@@ -119,24 +148,55 @@ pub struct AddTorrent {
 pub struct Session {
     ctx: Arc<SessionCtx>,
     torrents: Vec<TorrentHandle>,
-    accept: tokio::task::JoinHandle<()>,
+    accept: Vec<tokio::task::JoinHandle<()>>,
+    /// Owns the UDP readers; dropping it stops them.
+    _udp: UdpMux,
 }
 
 impl Session {
-    /// Binds the listening socket and starts accepting peers.
+    /// Binds the session's sockets (TCP and UDP on one port, both families), starts the DHT
+    /// on the shared UDP socket and starts accepting peers.
     pub async fn start(config: SessionConfig) -> std::io::Result<Session> {
-        let listener = TcpListener::bind(SocketAddr::new(config.listen_ip, config.listen_port)).await?;
-        let port = listener.local_addr()?.port();
+        let (ipv4, ipv6) = families(config.listen_ip);
+        let mut net = NetConfig { udp: UdpConfig { port: config.listen_port, ipv4, ipv6, ..UdpConfig::default() }, ..NetConfig::default() };
+        match config.transports {
+            Transports::Both => {}
+            Transports::Tcp => net.dial.fallback = false,
+            Transports::Utp => {
+                net.dial.first = Transport::Utp;
+                net.dial.fallback = false;
+            }
+        }
+        let mut sockets = SessionSockets::bind(net).await.map_err(std::io::Error::other)?;
+        let port = sockets.port();
+        let sender = sockets.udp.sender();
+        let udp_tracker = UdpTracker::new(Arc::new(MuxTransport { transactions: sockets.udp.tracker_transactions(), sender: sender.clone() }));
+        let dht = match (config.dht.clone(), sockets.udp.take_dht_inbox()) {
+            (Some(mut c), Some(inbox)) => {
+                if c.state_path.is_none() {
+                    c.state_path = Some(config.state_dir.join("dht.state"));
+                }
+                Some(crate::dht::spawn(c, inbox, sender, None))
+            }
+            _ => None,
+        };
+        let SessionSockets { udp, utp, tcp, dialer } = sockets;
         let ctx = Arc::new(SessionCtx {
             peer_id: PeerId::generate(),
             port,
             config,
-            udp_tracker: UdpTracker::ephemeral(),
+            udp_tracker,
+            dht,
+            dialer,
             registry: Mutex::default(),
             next_key: AtomicU64::new(1),
         });
-        let accept = tokio::spawn(accept_loop(listener, ctx.clone()));
-        Ok(Session { ctx, torrents: Vec::new(), accept })
+        let tcp = Arc::new(tcp);
+        let accept = vec![
+            tokio::spawn(accept_tcp(tcp, ctx.clone())),
+            tokio::spawn(accept_utp(utp, ctx.clone())),
+        ];
+        Ok(Session { ctx, torrents: Vec::new(), accept, _udp: udp })
     }
 
     /// The port peers can reach us on.
@@ -176,12 +236,23 @@ impl Session {
         &self.torrents
     }
 
-    /// Stops every torrent (announcing `stopped`, saving resume data) and the listener.
+    /// Stops every torrent (announcing `stopped`, saving resume data), saves the DHT's
+    /// routing table, and closes the sockets.
     pub async fn shutdown(self) {
         for t in &self.torrents {
             t.shutdown().await;
         }
-        self.accept.abort();
+        if let Some(d) = &self.ctx.dht {
+            d.shutdown().await;
+        }
+        for a in &self.accept {
+            a.abort();
+        }
+    }
+
+    /// The DHT, when enabled.
+    pub fn dht(&self) -> Option<&DhtHandle> {
+        self.ctx.dht.as_ref()
     }
 
     /// Adds peers to a torrent.
@@ -192,18 +263,46 @@ impl Session {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<SessionCtx>) {
+/// Socket families for a listen address: the unspecified address means both families; a
+/// loopback address means both loopbacks (handy for tests); any other address only its own.
+fn families(ip: IpAddr) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    match ip {
+        IpAddr::V4(a) if a.is_unspecified() => (Some(a), Some(Ipv6Addr::UNSPECIFIED)),
+        IpAddr::V6(a) if a.is_unspecified() => (Some(Ipv4Addr::UNSPECIFIED), Some(a)),
+        IpAddr::V4(a) if a.is_loopback() => (Some(a), Some(Ipv6Addr::LOCALHOST)),
+        IpAddr::V6(a) if a.is_loopback() => (Some(Ipv4Addr::LOCALHOST), Some(a)),
+        IpAddr::V4(a) => (Some(a), None),
+        IpAddr::V6(a) => (None, Some(a)),
+    }
+}
+
+async fn accept_tcp(tcp: Arc<TcpListeners>, ctx: Arc<SessionCtx>) {
     loop {
-        let Ok((stream, addr)) = listener.accept().await else { continue };
+        let Ok((stream, addr)) = tcp.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let mut stream: Box<dyn PeerIo> = Box::new(stream);
-            let Ok((reserved, ih)) = read_handshake_prefix(&mut stream).await else { return };
-            let tx = ctx.registry.lock().expect("registry lock").get(&ih).cloned();
-            if let Some(tx) = tx {
-                let _ = tx.send(TaskMsg::Incoming { stream, addr, reserved, route: Route::IncomingTcp });
+        tokio::spawn(route_incoming(Box::new(stream), addr, Route::IncomingTcp, ctx.clone()));
+    }
+}
+
+async fn accept_utp(utp: UtpSocket, ctx: Arc<SessionCtx>) {
+    loop {
+        match utp.accept().await {
+            Ok((stream, addr)) => {
+                tokio::spawn(route_incoming(Box::new(stream), addr, Route::IncomingUtp, ctx.clone()));
             }
-        });
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Reads the start of an incoming handshake and hands the connection to its torrent.
+async fn route_incoming(mut stream: Box<dyn PeerIo>, addr: SocketAddr, route: Route, ctx: Arc<SessionCtx>) {
+    let Ok((reserved, ih)) = read_handshake_prefix(&mut stream).await else { return };
+    let tx = ctx.registry.lock().expect("registry lock").get(&ih).cloned();
+    if let Some(tx) = tx {
+        let _ = tx.send(TaskMsg::Incoming { stream, addr, reserved, route });
     }
 }

@@ -16,10 +16,12 @@ import libtorrent as lt
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["seed", "download"], required=True)
+    ap.add_argument("--mode", choices=["seed", "download", "node"], required=True)
     ap.add_argument("--torrent")
     ap.add_argument("--magnet")
-    ap.add_argument("--save", required=True)
+    ap.add_argument("--save", default=".")
+    ap.add_argument("--dht-node", action="append", default=[],
+                    help="enable the DHT, bootstrapped from this HOST:PORT only (repeatable)")
     ap.add_argument("--listen", default="127.0.0.1:0")
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--transport", choices=["tcp", "utp", "both"], default="tcp")
@@ -31,7 +33,12 @@ def main():
     tcp = args.transport in ("tcp", "both")
     settings = {
         "listen_interfaces": args.listen,
-        "enable_dht": False,
+        "enable_dht": bool(args.dht_node) or args.mode == "node",
+        "dht_bootstrap_nodes": "",
+        # Every test peer shares 127.0.0.1.
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_block_ratelimit": 10000,
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
@@ -47,6 +54,20 @@ def main():
         "user_agent": "lt-test",
     }
     ses = lt.session(settings)
+    for n in args.dht_node:
+        host, port = n.rsplit(":", 1)
+        ses.add_dht_node((host.strip("[]"), int(port)))
+    if args.mode == "node":
+        port = 0
+        while port == 0:
+            port = ses.listen_port()
+            time.sleep(0.05)
+        print(json.dumps({"event": "listening", "port": port}), flush=True)
+        deadline = time.time() + args.timeout
+        while time.time() < deadline:
+            ses.pop_alerts()
+            time.sleep(0.2)
+        return 0
     if args.upload_limit:
         # Loopback peers are exempt from rate limits by default; put every address in the
         # global class so the limit applies to the test's peers too.

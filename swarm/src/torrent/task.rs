@@ -33,6 +33,15 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 pub const PEER_EVENT_QUEUE: usize = 1024;
 /// Time allowed for a TCP connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// DHT lookups while peers are scarce (fewer than [`FEW_PEERS`]).
+pub const DHT_INTERVAL_HUNGRY: Duration = Duration::from_secs(5 * 60);
+/// DHT announces otherwise: within the 30 minutes other nodes keep an announced peer.
+pub const DHT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Below this many connected peers, peer sources are asked more often.
+pub const FEW_PEERS: usize = 10;
+/// Retry of a DHT lookup that found nobody while we have no peers (the routing table may
+/// still be filling).
+pub const DHT_RETRY_EMPTY: Duration = Duration::from_secs(20);
 
 /// Messages to a torrent's task.
 pub(crate) enum TaskMsg {
@@ -56,6 +65,7 @@ pub(crate) enum TaskMsg {
     Checked { have: Bitfield, resume: Option<ResumeData> },
     Verified { piece: u32, result: std::io::Result<bool>, buf: Vec<u8> },
     Saved,
+    DhtLookupDone { found: usize },
 }
 
 /// What a torrent is started with.
@@ -131,6 +141,7 @@ struct Task {
     announce_tx: watch::Sender<AnnounceStats>,
     announcers: Vec<JoinHandle<()>>,
     error: Option<String>,
+    next_dht: Instant,
 }
 
 /// Starts a torrent's task.
@@ -177,6 +188,7 @@ pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHa
         announce_tx,
         announcers,
         error: None,
+        next_dht: now,
     };
     let info_hash = task.p.info_hash;
     tokio::spawn(task.run(rx, peer_rx));
@@ -310,6 +322,12 @@ impl Task {
                 self.next_verify();
             }
             TaskMsg::Saved => {}
+            TaskMsg::DhtLookupDone { found } => {
+                tracing::debug!(found, "DHT lookup done");
+                if found == 0 && self.links.is_empty() {
+                    self.next_dht = self.next_dht.min(now + DHT_RETRY_EMPTY);
+                }
+            }
             TaskMsg::Shutdown(_) => unreachable!("handled by the run loop"),
         }
     }
@@ -348,7 +366,11 @@ impl Task {
                     tracing::warn!(%ip, "banned for sending corrupt data");
                     self.pool.ban(ip);
                 }
-                Action::DhtNode(_) => {}
+                Action::DhtNode(addr) => {
+                    if let Some(d) = &self.ctx.dht {
+                        d.add_node(addr);
+                    }
+                }
             }
         }
     }
@@ -442,6 +464,30 @@ impl Task {
         }
     }
 
+    /// Asks the DHT for peers and announces us, on the schedule above. Private torrents
+    /// (BEP 27) never use the DHT.
+    fn dht_round(&mut self, now: Instant) {
+        let private = self.core.info().is_some_and(|i| i.private);
+        let Some(dht) = self.ctx.dht.clone() else { return };
+        if private || now < self.next_dht || self.error.is_some() {
+            return;
+        }
+        let hungry = self.links.len() < FEW_PEERS && self.core.phase() != Phase::Complete;
+        self.next_dht = now + if hungry { DHT_INTERVAL_HUNGRY } else { DHT_INTERVAL };
+        let mut found = dht.lookup(self.p.info_hash, Some(Some(self.ctx.port)));
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let mut total = 0;
+            while let Some(peers) = found.recv().await {
+                total += peers.len();
+                if tx.send(TaskMsg::Peers(PeerSource::Dht, peers)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(TaskMsg::DhtLookupDone { found: total });
+        });
+    }
+
     /// Our own listen address as trackers echo it back to us.
     fn is_self(&self, a: &SocketAddr) -> bool {
         a.port() == self.ctx.port && (a.ip().is_loopback() || a.ip().is_unspecified())
@@ -457,6 +503,7 @@ impl Task {
             }
         }
         self.core.tick(now);
+        self.dht_round(now);
         self.dial_more();
         if self.dirty && now.duration_since(self.last_checkpoint) >= CHECKPOINT_INTERVAL {
             self.checkpoint();

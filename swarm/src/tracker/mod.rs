@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use announcer::{spawn_announcer, AnnounceStats};
 pub use http::{build_http_url, parse_http_response};
-pub use udp::{UdpTracker, UDP_PROTOCOL_ID};
+pub use udp::{EphemeralUdp, MuxTransport, UdpTracker, UdpTransport, UDP_PROTOCOL_ID};
 
 use crate::types::{InfoHash, PeerId};
 

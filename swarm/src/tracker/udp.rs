@@ -18,16 +18,19 @@ pub const UDP_ATTEMPTS: u32 = 3;
 /// milliseconds, and a client that waits minutes for a dead tracker helps nobody).
 pub const FIRST_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// Sends a datagram and waits for the reply carrying transaction id `tid`.
+/// Builds a request for a transaction id.
+pub type BuildPacket<'a> = &'a (dyn Fn(u32) -> Vec<u8> + Sync);
+
+/// Sends one request and waits for the reply to it. The transport chooses the transaction id
+/// (so it can route the reply) and builds the packet with it.
 pub trait UdpTransport: Send + Sync + 'static {
-    /// Sends `packet` to `to` and returns the first reply with `tid` within `timeout`.
-    fn exchange(
-        &self,
+    /// Sends `build(tid)` to `to` and returns the reply carrying `tid` within `timeout`.
+    fn exchange<'a>(
+        &'a self,
         to: SocketAddr,
-        packet: Vec<u8>,
-        tid: u32,
+        build: BuildPacket<'a>,
         timeout: Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + '_>>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'a>>;
 }
 
 /// A UDP tracker client over some transport.
@@ -36,16 +39,22 @@ pub struct UdpTracker {
     transport: Arc<dyn UdpTransport>,
 }
 
-/// A transport with its own ephemeral socket per exchange (for tools and tests; the client
-/// uses its shared socket).
+/// A transport with its own ephemeral socket per exchange (for tools and tests; the session
+/// uses its shared socket, see [`MuxTransport`]).
 pub struct EphemeralUdp;
 
 impl UdpTransport for EphemeralUdp {
-    fn exchange(&self, to: SocketAddr, packet: Vec<u8>, tid: u32, timeout: Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + '_>> {
+    fn exchange<'a>(
+        &'a self,
+        to: SocketAddr,
+        build: BuildPacket<'a>,
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'a>> {
         Box::pin(async move {
+            let tid: u32 = rand::random();
             let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
             let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
-            sock.send_to(&packet, to).await.ok()?;
+            sock.send_to(&build(tid), to).await.ok()?;
             let mut buf = vec![0u8; 2048];
             tokio::time::timeout(timeout, async {
                 loop {
@@ -62,6 +71,32 @@ impl UdpTransport for EphemeralUdp {
     }
 }
 
+/// The session's transport: requests leave from the shared UDP socket and replies come back
+/// through its demultiplexer by transaction id, so tracker traffic uses the same NAT mapping
+/// as the DHT and µTP.
+pub struct MuxTransport {
+    /// Registers transaction ids with the demultiplexer.
+    pub transactions: crate::net::udp::TrackerTransactions,
+    /// Sends from the shared socket.
+    pub sender: crate::net::UdpSender,
+}
+
+impl UdpTransport for MuxTransport {
+    fn exchange<'a>(
+        &'a self,
+        to: SocketAddr,
+        build: BuildPacket<'a>,
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut txn = self.transactions.register(to).ok()?;
+            self.sender.send_to(&build(txn.id().0), to).await.ok()?;
+            let reply = tokio::time::timeout(timeout, txn.reply()).await.ok()?.ok()?;
+            Some(reply.data.to_vec())
+        })
+    }
+}
+
 impl UdpTracker {
     /// A client over `transport`.
     pub fn new(transport: Arc<dyn UdpTransport>) -> Self {
@@ -73,11 +108,10 @@ impl UdpTracker {
         Self::new(Arc::new(EphemeralUdp))
     }
 
-    async fn exchange(&self, to: SocketAddr, build: impl Fn(u32) -> Vec<u8>) -> Result<Vec<u8>, TrackerError> {
+    async fn exchange(&self, to: SocketAddr, build: impl Fn(u32) -> Vec<u8> + Sync) -> Result<Vec<u8>, TrackerError> {
         let mut wait = FIRST_TIMEOUT;
         for _ in 0..UDP_ATTEMPTS {
-            let tid: u32 = rand::random();
-            if let Some(reply) = self.transport.exchange(to, build(tid), tid, wait).await {
+            if let Some(reply) = self.transport.exchange(to, &build, wait).await {
                 if reply.len() >= 8 && u32::from_be_bytes(reply[0..4].try_into().expect("4")) == 3 {
                     return Err(TrackerError::Failure(String::from_utf8_lossy(&reply[8..]).into_owned()));
                 }
