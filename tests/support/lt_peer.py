@@ -94,7 +94,7 @@ def main():
     deadline = time.time() + args.timeout
     port = 0
     while port == 0 and time.time() < deadline:
-        port = ses.listen_port() if tcp else ses.ssl_listen_port() or ses.listen_port()
+        port = ses.listen_port()
         time.sleep(0.05)
     # Report readiness only once the torrent accepts connections (not while it loads).
     while time.time() < deadline and str(h.status().state) not in ("seeding", "downloading", "finished", "downloading_metadata"):
