@@ -2,6 +2,7 @@
 
 mod create;
 mod download;
+mod nat_check;
 mod progress;
 
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ enum Command {
     Seed(download::SeedArgs),
     /// Make a .torrent file from a file or folder.
     Create(create::CreateArgs),
+    /// Find out how reachable this machine is and what would help.
+    NatCheck(nat_check::NatCheckArgs),
 }
 
 /// Options shared by commands that join a swarm.
@@ -51,6 +54,9 @@ pub struct SwarmArgs {
     /// Do not use the DHT.
     #[arg(long)]
     pub no_dht: bool,
+    /// Do not ask the router to forward our port (PCP, NAT-PMP, UPnP).
+    #[arg(long)]
+    pub no_port_mapping: bool,
     /// Transports for outgoing connections.
     #[arg(long, value_enum, default_value_t = TransportArg::Both)]
     pub transport: TransportArg,
@@ -101,6 +107,8 @@ impl SwarmArgs {
                 dht.node.rate_limit = None;
             }
         }
+        // A loopback-only session has no gateway to ask.
+        c.port_mapping = !self.no_port_mapping && !self.listen.is_loopback();
         c.transports = match self.transport {
             TransportArg::Both => burrow_swarm::session::Transports::Both,
             TransportArg::Tcp => burrow_swarm::session::Transports::Tcp,
@@ -133,5 +141,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download(a) => download::download(a).await,
         Command::Seed(a) => download::seed(a).await,
         Command::Create(a) => create::create(a),
+        Command::NatCheck(a) => nat_check::nat_check(a).await,
     }
 }

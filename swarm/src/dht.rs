@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use burrow_dht::{Config, Event, LookupId, Node};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::connectivity::ReachEvent;
 use crate::net::{Datagram, UdpSender};
 use crate::types::InfoHash;
 
@@ -96,12 +97,12 @@ impl DhtHandle {
     }
 }
 
-/// Starts the DHT on the shared socket. `votes` receives `(reported, by)` for each `ip` field
-/// a node sent us.
-pub fn spawn(config: DhtConfig, inbox: mpsc::Receiver<Datagram>, sender: UdpSender, votes: Option<mpsc::UnboundedSender<(SocketAddr, SocketAddr)>>) -> DhtHandle {
+/// Starts the DHT on the shared socket. `reach` receives the `ip` votes nodes make about our
+/// address and queries from nodes we never contacted (evidence that inbound UDP works).
+pub fn spawn(config: DhtConfig, inbox: mpsc::Receiver<Datagram>, sender: UdpSender, reach: Option<mpsc::UnboundedSender<ReachEvent>>) -> DhtHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(DhtStatus::default());
-    tokio::spawn(run(config, inbox, sender, rx, status_tx, votes));
+    tokio::spawn(run(config, inbox, sender, rx, status_tx, reach));
     DhtHandle { tx, status: status_rx }
 }
 
@@ -145,8 +146,9 @@ async fn run(
     sender: UdpSender,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
     status: watch::Sender<DhtStatus>,
-    votes: Option<mpsc::UnboundedSender<(SocketAddr, SocketAddr)>>,
+    reach: Option<mpsc::UnboundedSender<ReachEvent>>,
 ) {
+    let mut contacted = Contacted::default();
     let mut node = load_node(&config, Instant::now());
     let boot = resolve(&config.bootstrap).await;
     node.bootstrap(Instant::now(), &boot);
@@ -154,7 +156,7 @@ async fn run(
     let mut last_save = Instant::now();
     let mut last_status = Instant::now();
     loop {
-        flush(&mut node, &sender);
+        flush(&mut node, &sender, &mut contacted);
         while let Some(ev) = node.poll_event() {
             match ev {
                 Event::Peers { lookup, peers, .. } => {
@@ -166,14 +168,14 @@ async fn run(
                     lookups.remove(&done.lookup);
                 }
                 Event::ExternalAddrVote { reported, by } => {
-                    if let Some(v) = &votes {
-                        let _ = v.send((reported, by));
+                    if let Some(r) = &reach {
+                        let _ = r.send(ReachEvent::DhtVote { reported, by });
                     }
                 }
                 _ => {}
             }
         }
-        flush(&mut node, &sender);
+        flush(&mut node, &sender, &mut contacted);
         let now = Instant::now();
         if now.duration_since(last_status) >= Duration::from_secs(1) {
             last_status = now;
@@ -187,10 +189,16 @@ async fn run(
         tokio::select! {
             d = inbox.recv() => match d {
                 Some(d) => {
-                    node.handle_datagram(Instant::now(), d.from, &d.data);
+                    let mut next = Some(d);
                     // Take what else is queued before sending replies.
-                    while let Ok(d) = inbox.try_recv() {
+                    while let Some(d) = next {
+                        if let Some(r) = &reach {
+                            if is_query(&d.data) && !contacted.contains(d.from.ip()) {
+                                let _ = r.send(ReachEvent::UnsolicitedUdp { from: d.from });
+                            }
+                        }
                         node.handle_datagram(Instant::now(), d.from, &d.data);
+                        next = inbox.try_recv().ok();
                     }
                 }
                 None => break,
@@ -221,8 +229,34 @@ async fn run(
     save(&node, &config.state_path, Instant::now());
 }
 
-fn flush(node: &mut Node, sender: &UdpSender) {
+/// Most addresses remembered as contacted; the set starts over when full (an address
+/// forgotten early only makes a later query from it look unsolicited, which is harmless).
+pub const MAX_CONTACTED: usize = 16_384;
+
+/// IPs we have sent to: a query from anyone else proves that strangers reach our UDP port.
+#[derive(Default)]
+struct Contacted(std::collections::HashSet<std::net::IpAddr>);
+
+impl Contacted {
+    fn insert(&mut self, ip: std::net::IpAddr) {
+        if self.0.len() >= MAX_CONTACTED {
+            self.0.clear();
+        }
+        self.0.insert(ip);
+    }
+    fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
+/// A KRPC query carries `y` = `q`; keys are sorted, so this is a cheap, allocation-free test.
+fn is_query(d: &[u8]) -> bool {
+    d.windows(6).any(|w| w == b"1:y1:q")
+}
+
+fn flush(node: &mut Node, sender: &UdpSender, contacted: &mut Contacted) {
     while let Some(t) = node.poll_transmit() {
+        contacted.insert(t.to.ip());
         // A full socket buffer drops the datagram, as the network might; KRPC retries.
         let _ = sender.try_send_to(&t.data, t.to);
     }

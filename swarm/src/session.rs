@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tokio::sync::mpsc;
 
-use crate::connectivity::{PeerSource, Route};
+use crate::connectivity::{PeerSource, Reachability, Route};
+use crate::nat::{MapperConfig, PortMapper};
 use crate::metainfo::{Magnet, Metainfo};
 use crate::peer::conn::{read_handshake_prefix, PeerIo};
 use crate::peer::PeerKey;
@@ -42,6 +43,8 @@ pub struct SessionConfig {
     pub dht: Option<crate::dht::DhtConfig>,
     /// Which transports outgoing connections use.
     pub transports: Transports,
+    /// Ask the gateway to forward our port (PCP, NAT-PMP, UPnP-IGD).
+    pub port_mapping: bool,
 }
 
 /// Transports for outgoing connections (incoming ones are accepted on both).
@@ -67,6 +70,7 @@ impl Default for SessionConfig {
             upload_slots: 8,
             dht: Some(crate::dht::DhtConfig::default()),
             transports: Transports::Both,
+            port_mapping: true,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct SessionCtx {
     pub udp_tracker: UdpTracker,
     /// The DHT, when enabled.
     pub dht: Option<DhtHandle>,
+    /// What we know of our own reachability.
+    pub reach: Reachability,
     dialer: Dialer,
     /// Torrent tasks by info-hash, for routing incoming connections. Only senders live here,
     /// no torrent state: each torrent's state stays inside its own task.
@@ -149,6 +155,7 @@ pub struct Session {
     ctx: Arc<SessionCtx>,
     torrents: Vec<TorrentHandle>,
     accept: Vec<tokio::task::JoinHandle<()>>,
+    mapper: Option<PortMapper>,
     /// Owns the UDP readers; dropping it stops them.
     _udp: UdpMux,
 }
@@ -171,12 +178,14 @@ impl Session {
         let port = sockets.port();
         let sender = sockets.udp.sender();
         let udp_tracker = UdpTracker::new(Arc::new(MuxTransport { transactions: sockets.udp.tracker_transactions(), sender: sender.clone() }));
+        let mapper = config.port_mapping.then(|| PortMapper::spawn(MapperConfig::new(port)));
+        let reach = Reachability::spawn(port, mapper.as_ref().map(|m| m.subscribe()));
         let dht = match (config.dht.clone(), sockets.udp.take_dht_inbox()) {
             (Some(mut c), Some(inbox)) => {
                 if c.state_path.is_none() {
                     c.state_path = Some(config.state_dir.join("dht.state"));
                 }
-                Some(crate::dht::spawn(c, inbox, sender, None))
+                Some(crate::dht::spawn(c, inbox, sender, Some(reach.sender())))
             }
             _ => None,
         };
@@ -187,6 +196,7 @@ impl Session {
             config,
             udp_tracker,
             dht,
+            reach,
             dialer,
             registry: Mutex::default(),
             next_key: AtomicU64::new(1),
@@ -196,7 +206,7 @@ impl Session {
             tokio::spawn(accept_tcp(tcp, ctx.clone())),
             tokio::spawn(accept_utp(utp, ctx.clone())),
         ];
-        Ok(Session { ctx, torrents: Vec::new(), accept, _udp: udp })
+        Ok(Session { ctx, torrents: Vec::new(), accept, mapper, _udp: udp })
     }
 
     /// The port peers can reach us on.
@@ -245,9 +255,18 @@ impl Session {
         if let Some(d) = &self.ctx.dht {
             d.shutdown().await;
         }
+        if let Some(m) = self.mapper {
+            // Removes the gateway's forwarding, so nothing points at a closed port.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), m.shutdown()).await;
+        }
         for a in &self.accept {
             a.abort();
         }
+    }
+
+    /// What the session knows of its own reachability.
+    pub fn reachability(&self) -> &Reachability {
+        &self.ctx.reach
     }
 
     /// The DHT, when enabled.

@@ -3,8 +3,10 @@
 //! the swarm's connection graph stays connected.
 
 mod pool;
+pub mod reach;
 
 pub use pool::{PeerPool, PeerSource, MAX_KNOWN_PEERS};
+pub use reach::{ReachEvent, ReachSnapshot, Reachability};
 
 /// How a connection came about; counted per route for the progress line, `nat-check` and
 /// the daemon's metrics.

@@ -10,6 +10,7 @@
 
 pub mod epoch;
 pub mod gateway;
+pub mod ifaddrs;
 pub mod mapper;
 pub mod natpmp;
 pub mod pcp;

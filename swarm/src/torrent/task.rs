@@ -17,7 +17,7 @@ use super::core::{Action, CoreConfig, Phase, TorrentCore};
 use super::resume::{plan_start, ResumeData};
 use super::status::{TorrentState, TorrentStatus};
 use super::storage::Storage;
-use crate::connectivity::{PeerPool, PeerSource, Route};
+use crate::connectivity::{PeerPool, PeerSource, ReachEvent, Route};
 use crate::metainfo::Info;
 use crate::peer::conn::{self, Outgoing, PeerEvent, PeerIo, PeerLink};
 use crate::peer::{PeerKey, PeerState};
@@ -269,6 +269,9 @@ impl Task {
                 if self.pool.is_banned(&addr.ip()) {
                     return;
                 }
+                if !dialled {
+                    self.ctx.reach.observe(ReachEvent::Incoming { from: addr, route });
+                }
                 let key = self.ctx.next_peer_key();
                 let link = conn::spawn(key, stream, handshake.supports_fast(), self.peer_tx.clone());
                 self.links.insert(key, (link, addr, route));
@@ -366,6 +369,7 @@ impl Task {
                     tracing::warn!(%ip, "banned for sending corrupt data");
                     self.pool.ban(ip);
                 }
+                Action::YourIp { reported, by } => self.ctx.reach.observe(ReachEvent::YourIp { reported, by }),
                 Action::DhtNode(addr) => {
                     if let Some(d) = &self.ctx.dht {
                         d.add_node(addr);

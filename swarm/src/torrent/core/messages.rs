@@ -304,6 +304,9 @@ impl TorrentCore {
             }
             let size = hs.metadata_size;
             let has_md = hs.ids.ut_metadata.is_some();
+            if let Some(reported) = hs.yourip {
+                self.actions.push_back(Action::YourIp { reported, by: p.addr.ip() });
+            }
             p.ext = Some(hs);
             if self.info.is_none() && has_md {
                 if let Some(size) = size {

@@ -96,6 +96,13 @@ pub enum Action {
     Ban(IpAddr),
     /// A peer told us its DHT port (BEP 5 `port`).
     DhtNode(SocketAddr),
+    /// A peer told us (BEP 10 `yourip`) the address it sees us at.
+    YourIp {
+        /// The address reported.
+        reported: IpAddr,
+        /// The peer's address.
+        by: IpAddr,
+    },
 }
 
 /// Where the torrent stands.
