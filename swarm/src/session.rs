@@ -128,6 +128,39 @@ impl SessionCtx {
         };
         Ok((Box::new(s), route))
     }
+
+    /// Dials for a holepunch rendezvous: µTP from the shared UDP socket and TCP from the
+    /// listen port at the same moment (a simultaneous open when the other side does the
+    /// same, as the relay asked it to). The first to connect wins.
+    pub async fn dial_punch(&self, addr: SocketAddr) -> std::io::Result<Box<dyn PeerIo>> {
+        use std::future::Future;
+        use std::pin::Pin;
+        type Dial<'a> = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn PeerIo>>> + Send + 'a>>;
+        let tcp: Dial<'_> = Box::pin(async move {
+            let s = self.dialer.tcp().connect(addr).await.map_err(std::io::Error::other)?;
+            let _ = s.set_nodelay(true);
+            Ok(Box::new(s) as Box<dyn PeerIo>)
+        });
+        let utp: Dial<'_> = match self.dialer.utp() {
+            Some(u) => Box::pin(async move { Ok(Box::new(u.connect(addr).await.map_err(std::io::Error::other)?) as Box<dyn PeerIo>) }),
+            None => Box::pin(async { Err(std::io::Error::other("µTP is off")) }),
+        };
+        match futures_select_ok(tcp, utp).await {
+            Ok(s) => Ok(s),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The first of two dials to succeed, or the last error.
+async fn futures_select_ok<'a>(
+    mut a: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn PeerIo>>> + Send + 'a>>,
+    mut b: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn PeerIo>>> + Send + 'a>>,
+) -> std::io::Result<Box<dyn PeerIo>> {
+    tokio::select! {
+        r = &mut a => match r { Ok(s) => Ok(s), Err(_) => b.await },
+        r = &mut b => match r { Ok(s) => Ok(s), Err(_) => a.await },
+    }
 }
 
 /// What to add.

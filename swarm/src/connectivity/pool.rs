@@ -51,7 +51,19 @@ struct Known {
     state: State,
     failures: u32,
     next_attempt: Instant,
+    /// PEX flags last heard for it.
+    flags: u8,
+    /// Connected peers that told us about it through PEX: they are connected to it, so they
+    /// can relay a holepunch rendezvous.
+    relays: Vec<SocketAddr>,
+    /// When a rendezvous was last asked for it.
+    punched_at: Option<Instant>,
 }
+
+/// Most relays remembered per address.
+pub const MAX_RELAYS_PER_PEER: usize = 4;
+/// Least time between two rendezvous for one address.
+pub const PUNCH_RETRY: Duration = Duration::from_secs(60);
 
 /// The dialling pool of one torrent.
 #[derive(Debug, Default)]
@@ -76,8 +88,44 @@ impl PeerPool {
         if self.known.len() >= MAX_KNOWN_PEERS && source != PeerSource::Manual {
             return false;
         }
-        self.known.insert(addr, Known { source, state: State::Idle, failures: 0, next_attempt: now });
+        self.known.insert(addr, Known { source, state: State::Idle, failures: 0, next_attempt: now, flags: 0, relays: Vec::new(), punched_at: None });
         true
+    }
+
+    /// Remembers an address heard through PEX from the connected peer at `via`.
+    pub fn add_pex(&mut self, addr: SocketAddr, flags: u8, via: SocketAddr, now: Instant) {
+        self.add(addr, PeerSource::Pex, now);
+        if let Some(k) = self.known.get_mut(&addr) {
+            k.flags = flags;
+            if !k.relays.contains(&via) {
+                if k.relays.len() >= MAX_RELAYS_PER_PEER {
+                    k.relays.remove(0);
+                }
+                k.relays.push(via);
+            }
+        }
+    }
+
+    /// If `addr` speaks holepunch and was not punched toward lately, the relays to ask
+    /// (most recent first); marks the attempt.
+    pub fn punch_candidates(&mut self, addr: SocketAddr, now: Instant) -> Vec<SocketAddr> {
+        let Some(k) = self.known.get_mut(&addr) else { return vec![] };
+        let holepunch = k.flags & crate::wire::PexFlags::HOLEPUNCH != 0;
+        if !holepunch || k.relays.is_empty() || k.state == State::Connected || k.punched_at.is_some_and(|t| now.duration_since(t) < PUNCH_RETRY) {
+            return vec![];
+        }
+        k.punched_at = Some(now);
+        k.relays.iter().rev().copied().collect()
+    }
+
+    /// Whether PEX said the address accepted an outgoing connection from someone.
+    pub fn known_reachable(&self, addr: &SocketAddr) -> bool {
+        self.known.get(addr).is_some_and(|k| k.flags & crate::wire::PexFlags::REACHABLE != 0)
+    }
+
+    /// Whether a connection to `addr` is up.
+    pub fn is_connected(&self, addr: &SocketAddr) -> bool {
+        self.known.get(addr).is_some_and(|k| k.state == State::Connected)
     }
 
     /// Up to `n` addresses to dial now, fewest failures first; they are marked connecting.

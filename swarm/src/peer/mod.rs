@@ -81,6 +81,12 @@ pub struct PeerState {
     pub allowed_fast: Vec<u32>,
     /// Blocks it sent that were not wanted (duplicates or never requested).
     pub unwanted_blocks: u32,
+    /// Addresses we told it about through PEX (what its view of our peers is).
+    pub pex_sent: HashSet<SocketAddr>,
+    /// When we last sent it a PEX message.
+    pub pex_at: Option<Instant>,
+    /// Holepunch rendezvous it asked us to relay recently (for rate limiting).
+    pub relay_times: std::collections::VecDeque<Instant>,
 }
 
 impl PeerState {
@@ -105,6 +111,9 @@ impl PeerState {
             connected_at: now,
             allowed_fast: Vec::new(),
             unwanted_blocks: 0,
+            pex_sent: HashSet::new(),
+            pex_at: None,
+            relay_times: std::collections::VecDeque::new(),
         }
     }
 
@@ -120,6 +129,21 @@ impl PeerState {
             PeerHas::Some(b) => b.is_full(),
             _ => false,
         }
+    }
+
+    /// The address others can dial it at: where we reached it, or for incoming connections
+    /// its IP with the listen port it announced (`None` while unknown).
+    pub fn dialable(&self) -> Option<SocketAddr> {
+        if self.route.is_outgoing() || self.route == Route::Holepunched {
+            return Some(self.addr);
+        }
+        let port = self.ext.as_ref().and_then(|e| e.listen_port)?;
+        Some(SocketAddr::new(self.addr.ip(), port))
+    }
+
+    /// Whether the peer speaks ut_holepunch.
+    pub fn supports_holepunch(&self) -> bool {
+        self.ext.as_ref().is_some_and(|e| e.ids.ut_holepunch.is_some())
     }
 
     /// Whether the peer says it only uploads (BEP 21 style `upload_only`) or is a seed.

@@ -66,6 +66,7 @@ pub(crate) enum TaskMsg {
     Verified { piece: u32, result: std::io::Result<bool>, buf: Vec<u8> },
     Saved,
     DhtLookupDone { found: usize },
+    PunchFailed(SocketAddr),
 }
 
 /// What a torrent is started with.
@@ -279,7 +280,11 @@ impl Task {
                 tracing::debug!(key, %addr, route = route.label(), "peer connected");
                 self.core.peer_connected(key, PeerState::new(addr, handshake, route, now), now);
             }
-            TaskMsg::DialFailed(addr) => self.pool.dial_failed(addr, now),
+            TaskMsg::DialFailed(addr) => {
+                self.pool.dial_failed(addr, now);
+                self.ask_rendezvous(addr, now);
+            }
+            TaskMsg::PunchFailed(addr) => tracing::debug!(%addr, "holepunch dial failed"),
             TaskMsg::Peers(source, peers) => {
                 for a in peers {
                     if !self.is_self(&a) {
@@ -369,6 +374,17 @@ impl Task {
                     tracing::warn!(%ip, "banned for sending corrupt data");
                     self.pool.ban(ip);
                 }
+                Action::PexPeers { via, via_key: _, peers } => {
+                    let now = Instant::now();
+                    for p in peers {
+                        if !self.is_self(&p.addr) {
+                            self.pool.add_pex(p.addr, p.flags.0, via, now);
+                        }
+                    }
+                    self.dial_more();
+                }
+                Action::HolepunchConnect { addr, via } => self.punch(addr, via),
+                Action::HolepunchFailed { addr } => tracing::debug!(%addr, "holepunch rendezvous failed"),
                 Action::YourIp { reported, by } => self.ctx.reach.observe(ReachEvent::YourIp { reported, by }),
                 Action::DhtNode(addr) => {
                     if let Some(d) = &self.ctx.dht {
@@ -489,6 +505,45 @@ impl Task {
                 }
             }
             let _ = tx.send(TaskMsg::DhtLookupDone { found: total });
+        });
+    }
+
+    /// The connectivity policy's answer to a failed dial: a peer that speaks holepunch and
+    /// was heard of through PEX is asked for through the peer that told us about it, which is
+    /// connected to both of us. Costs one small message; nothing is spent on peers without a
+    /// relay.
+    fn ask_rendezvous(&mut self, addr: SocketAddr, now: Instant) {
+        for relay in self.pool.punch_candidates(addr, now) {
+            let key = self.links.iter().find(|(_, (_, a, _))| *a == relay).map(|(k, _)| *k);
+            if let Some(k) = key {
+                let msg = crate::wire::HolepunchMsg { kind: crate::wire::HolepunchType::Rendezvous, addr, error: crate::wire::HolepunchError::None };
+                if self.core.send_holepunch(k, msg) {
+                    tracing::debug!(%addr, %relay, "asking for a holepunch rendezvous");
+                    self.drain_actions();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A relay told us to dial `addr` now (it told `addr` the same).
+    fn punch(&mut self, addr: SocketAddr, via: SocketAddr) {
+        if self.links.values().any(|(_, a, _)| *a == addr) || self.pool.is_connected(&addr) || self.pool.is_banned(&addr.ip()) {
+            return;
+        }
+        tracing::debug!(%addr, %via, "holepunch: dialling");
+        let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
+        tokio::spawn(async move {
+            let r = async {
+                let mut s = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial_punch(addr)).await.ok()?.ok()?;
+                let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id).await.ok()?;
+                Some((s, h))
+            }
+            .await;
+            let _ = match r {
+                Some((stream, handshake)) => tx.send(TaskMsg::Connected { stream, addr, handshake, route: Route::Holepunched, dialled: true }),
+                None => tx.send(TaskMsg::PunchFailed(addr)),
+            };
         });
     }
 

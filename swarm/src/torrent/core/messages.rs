@@ -10,7 +10,7 @@ use crate::peer::{PeerHas, PeerKey, MAX_ALLOWED_FAST, MAX_PENDING_HAVES};
 use crate::torrent::bitfield::Bitfield;
 use crate::torrent::picker::{Has, Received};
 use crate::types::{BlockRef, PieceIndex};
-use crate::wire::{ExtHandshake, Message, MetadataMsg, LOCAL_EXTENSIONS};
+use crate::wire::{ExtHandshake, HolepunchMsg, Message, MetadataMsg, PexMessage, LOCAL_EXTENSIONS};
 
 /// Largest block we serve. Peers should ask for 16 KiB; some ask for more, which costs us
 /// nothing to honour up to this size.
@@ -322,8 +322,13 @@ impl TorrentCore {
         if Some(id) == LOCAL_EXTENSIONS.ut_metadata {
             let msg = MetadataMsg::decode(&payload).map_err(|e| e.to_string())?;
             self.on_metadata(key, msg, now);
+        } else if Some(id) == LOCAL_EXTENSIONS.ut_pex {
+            let msg = PexMessage::decode(&payload).map_err(|e| e.to_string())?;
+            self.on_pex(key, msg);
+        } else if Some(id) == LOCAL_EXTENSIONS.ut_holepunch {
+            let msg = HolepunchMsg::decode(&payload).map_err(|e| e.to_string())?;
+            self.on_holepunch(key, msg, now);
         }
-        // ut_pex and ut_holepunch are handled by the connectivity layer; others are ignored.
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! checked, tick) with the time, and returns actions (send, serve a block, verify a piece,
 //! close) for the driver in `task` to carry out. Nothing here touches a socket or a clock.
 
+mod exchange;
 mod messages;
 mod metadata;
 mod requests;
@@ -96,6 +97,27 @@ pub enum Action {
     Ban(IpAddr),
     /// A peer told us its DHT port (BEP 5 `port`).
     DhtNode(SocketAddr),
+    /// Peers learned through PEX from the peer at `via`.
+    PexPeers {
+        /// The peer that told us (connected to all of them: a relay candidate).
+        via: SocketAddr,
+        /// Its connection.
+        via_key: PeerKey,
+        /// The peers.
+        peers: Vec<crate::wire::PexPeer>,
+    },
+    /// A holepunch relay (`via`) says: dial `addr` now; it dials us at the same moment.
+    HolepunchConnect {
+        /// The peer to dial.
+        addr: SocketAddr,
+        /// The relay.
+        via: SocketAddr,
+    },
+    /// A relay could not introduce us to `addr`.
+    HolepunchFailed {
+        /// The target.
+        addr: SocketAddr,
+    },
     /// A peer told us (BEP 10 `yourip`) the address it sees us at.
     YourIp {
         /// The address reported.
@@ -139,6 +161,8 @@ pub struct CoreStats {
     pub wasted: u64,
     /// Pieces that failed verification.
     pub hash_failures: u32,
+    /// Holepunch rendezvous we relayed.
+    pub relayed: u64,
 }
 
 struct Assembly {

@@ -10,7 +10,7 @@ use super::*;
 use crate::connectivity::Route;
 use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
 use crate::types::PieceIndex;
-use crate::wire::Handshake;
+use crate::wire::{Handshake, PexFlags, PexMessage, PexPeer};
 
 struct Node {
     core: TorrentCore,
@@ -224,4 +224,116 @@ fn duplicate_and_self_connections_are_closed() {
     while n.core.poll_action().is_some() {}
     n.core.peer_connected(3, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([5; 20])), Route::IncomingTcp, now), now);
     assert!(matches!(n.core.poll_action(), Some(Action::Close(3, CloseReason::Duplicate))));
+}
+
+fn ext_handshake_from(core: &mut TorrentCore, key: u64, listen_port: Option<u16>, holepunch: bool, now: Instant) {
+    let mut ids = crate::wire::LOCAL_EXTENSIONS;
+    if !holepunch {
+        ids.ut_holepunch = None;
+    }
+    let hs = crate::wire::ExtHandshake { ids, listen_port, ..Default::default() };
+    core.peer_messages(key, [Message::Extended { id: 0, payload: hs.encode().into() }], now);
+}
+
+fn holepunch_sent(core: &mut TorrentCore) -> Vec<(u64, crate::wire::HolepunchMsg)> {
+    let mut out = vec![];
+    while let Some(a) = core.poll_action() {
+        if let Action::Send(k, Message::Extended { id: 4, payload }) = a {
+            out.push((k, crate::wire::HolepunchMsg::decode(&payload).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn relay_introduces_two_peers_and_refuses_bad_rendezvous() {
+    use crate::wire::{HolepunchError as E, HolepunchMsg, HolepunchType as T};
+    let (info, _) = torrent(100_000, 16 * 1024);
+    let mut relay = node(&info, None, 1, false).core;
+    let now = Instant::now();
+    let a_addr: SocketAddr = "57.66.1.10:40000".parse().unwrap();
+    let b_addr: SocketAddr = "57.66.2.20:50000".parse().unwrap();
+    let c_addr: SocketAddr = "57.66.3.30:60000".parse().unwrap();
+    for (key, addr, id, hp) in [(10, a_addr, 10u8, true), (20, b_addr, 20, true), (30, c_addr, 30, false)] {
+        relay.peer_connected(key, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([id; 20])), Route::IncomingTcp, now), now);
+        ext_handshake_from(&mut relay, key, Some(addr.port()), hp, now);
+    }
+    while relay.poll_action().is_some() {}
+    let ask = |target: SocketAddr| Message::Extended { id: 4, payload: HolepunchMsg { kind: T::Rendezvous, addr: target, error: E::None }.encode().into() };
+
+    relay.peer_messages(10, [ask(b_addr)], now);
+    let sent = holepunch_sent(&mut relay);
+    assert_eq!(sent.len(), 2, "connect goes to both sides: {sent:?}");
+    assert!(sent.contains(&(10, HolepunchMsg { kind: T::Connect, addr: b_addr, error: E::None })));
+    assert!(sent.contains(&(20, HolepunchMsg { kind: T::Connect, addr: a_addr, error: E::None })));
+    assert_eq!(relay.stats().relayed, 1);
+
+    let refusals = [
+        ("57.66.9.9:1".parse().unwrap(), E::NotConnected),
+        (c_addr, E::NoSupport),
+        (a_addr, E::NoSelf),
+        ("127.0.0.1:6881".parse().unwrap(), E::NoSuchPeer),
+        ("192.168.1.5:6881".parse().unwrap(), E::NoSuchPeer),
+        ("57.66.2.20:0".parse().unwrap(), E::NoSuchPeer),
+    ];
+    for (target, err) in refusals {
+        relay.peer_messages(10, [ask(target)], now);
+        assert_eq!(holepunch_sent(&mut relay), vec![(10, HolepunchMsg { kind: T::Error, addr: target, error: err })], "target {target}");
+    }
+    // The rate limit: the requester has used 7 of its rendezvous; the rest of the window
+    // allows 3 more, then silence.
+    let mut answered = 0;
+    for _ in 0..10 {
+        relay.peer_messages(10, [ask(b_addr)], now);
+        answered += holepunch_sent(&mut relay).len();
+    }
+    assert_eq!(answered, 3 * 2);
+    relay.peer_messages(10, [ask(b_addr)], now + super::exchange::RELAY_WINDOW + Duration::from_secs(1));
+    assert_eq!(holepunch_sent(&mut relay).len(), 2, "a new window allows rendezvous again");
+}
+
+#[test]
+fn pex_tells_each_peer_about_the_others_once_a_minute() {
+    let (info, _) = torrent(100_000, 16 * 1024);
+    let mut c = node(&info, None, 1, false).core;
+    let now = Instant::now();
+    let a: SocketAddr = "57.66.1.10:40000".parse().unwrap();
+    let b: SocketAddr = "57.66.2.20:1234".parse().unwrap();
+    c.peer_connected(1, PeerState::new(a, Handshake::ours(info.info_hash, PeerId([7; 20])), Route::OutgoingTcp, now), now);
+    c.peer_connected(2, PeerState::new(b, Handshake::ours(info.info_hash, PeerId([8; 20])), Route::IncomingTcp, now), now);
+    ext_handshake_from(&mut c, 1, None, true, now);
+    ext_handshake_from(&mut c, 2, Some(50000), true, now);
+    while c.poll_action().is_some() {}
+    let pex_of = |c: &mut TorrentCore| {
+        let mut out = vec![];
+        while let Some(act) = c.poll_action() {
+            if let Action::Send(k, Message::Extended { id: 1, payload }) = act {
+                out.push((k, PexMessage::decode(&payload).unwrap()));
+            }
+        }
+        out.sort_by_key(|x| x.0);
+        out
+    };
+    c.tick(now + Duration::from_secs(1));
+    assert!(pex_of(&mut c).is_empty(), "not before the first delay");
+    c.tick(now + Duration::from_secs(4));
+    let sent = pex_of(&mut c);
+    assert_eq!(sent.len(), 2);
+    // Peer 1 hears of peer 2 at its announced listen port; peer 2 of peer 1, flagged reachable.
+    assert_eq!(sent[0].1.added.iter().map(|p| p.addr).collect::<Vec<_>>(), vec!["57.66.2.20:50000".parse::<SocketAddr>().unwrap()]);
+    assert!(sent[0].1.added[0].flags.has(PexFlags::HOLEPUNCH));
+    assert_eq!(sent[1].1.added[0].addr, a);
+    assert!(sent[1].1.added[0].flags.has(PexFlags::REACHABLE | PexFlags::HOLEPUNCH));
+    c.tick(now + Duration::from_secs(30));
+    assert!(pex_of(&mut c).is_empty(), "at most once a minute, and nothing new");
+    c.peer_closed(2);
+    c.tick(now + Duration::from_secs(70));
+    let sent = pex_of(&mut c);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.dropped, vec!["57.66.2.20:50000".parse::<SocketAddr>().unwrap()]);
+    // Received PEX becomes peers to dial, remembered with the peer that told us.
+    let msg = PexMessage { added: vec![PexPeer { addr: "57.66.5.5:7".parse().unwrap(), flags: PexFlags(PexFlags::HOLEPUNCH) }], dropped: vec![] };
+    c.peer_messages(1, [Message::Extended { id: 1, payload: msg.encode().into() }], now);
+    let got: Vec<_> = std::iter::from_fn(|| c.poll_action()).filter_map(|a| match a { Action::PexPeers { via, peers, .. } => Some((via, peers)), _ => None }).collect();
+    assert_eq!(got, vec![(a, msg.added)]);
 }

@@ -40,6 +40,7 @@ impl TorrentCore {
             self.fill_requests(k, now);
         }
         self.request_metadata(now);
+        self.pex_round(now);
     }
 
     fn choke_round(&mut self, now: Instant) {
