@@ -161,7 +161,18 @@ fn ipv6_firewall_blocks_unsolicited_inbound_and_passes_replies() {
     // Outbound from the LAN: the reply passes and the remote sees the LAN's own address.
     let seen = lan
         .block_on(move || async move {
-            let mut s = TcpStream::connect((a_v6, 7001)).await.unwrap();
+            // The listener on `a` starts in the background; give it a moment to bind.
+            let mut s = None;
+            for _ in 0..100 {
+                match TcpStream::connect((a_v6, 7001)).await {
+                    Ok(c) => {
+                        s = Some(c);
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                }
+            }
+            let mut s = s.expect("listener on the public host never came up");
             let mut buf = [0u8; 64];
             let n = s.read(&mut buf).await.unwrap();
             s.write_all(b"ping").await.unwrap();
