@@ -57,6 +57,9 @@ pub struct SwarmArgs {
     /// Do not ask the router to forward our port (PCP, NAT-PMP, UPnP).
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Do not announce torrents on the local network (BEP 14).
+    #[arg(long)]
+    pub no_lsd: bool,
     /// Transports for outgoing connections.
     #[arg(long, value_enum, default_value_t = TransportArg::Both)]
     pub transport: TransportArg,
@@ -107,8 +110,9 @@ impl SwarmArgs {
                 dht.node.rate_limit = None;
             }
         }
-        // A loopback-only session has no gateway to ask.
+        // A loopback-only session has no gateway to ask and no LAN to announce on.
         c.port_mapping = !self.no_port_mapping && !self.listen.is_loopback();
+        c.lsd = !self.no_lsd && !self.listen.is_loopback();
         c.transports = match self.transport {
             TransportArg::Both => burrow_swarm::session::Transports::Both,
             TransportArg::Tcp => burrow_swarm::session::Transports::Tcp,

@@ -45,6 +45,8 @@ pub struct SessionConfig {
     pub transports: Transports,
     /// Ask the gateway to forward our port (PCP, NAT-PMP, UPnP-IGD).
     pub port_mapping: bool,
+    /// Local service discovery (BEP 14) on the LAN.
+    pub lsd: bool,
 }
 
 /// Transports for outgoing connections (incoming ones are accepted on both).
@@ -71,6 +73,7 @@ impl Default for SessionConfig {
             dht: Some(crate::dht::DhtConfig::default()),
             transports: Transports::Both,
             port_mapping: true,
+            lsd: true,
         }
     }
 }
@@ -104,6 +107,8 @@ pub struct SessionCtx {
     /// Torrent tasks by info-hash, for routing incoming connections. Only senders live here,
     /// no torrent state: each torrent's state stays inside its own task.
     registry: Mutex<HashMap<InfoHash, mpsc::UnboundedSender<TaskMsg>>>,
+    /// Torrents that may be announced on the LAN (not private).
+    lsd_hashes: Mutex<Vec<InfoHash>>,
     next_key: AtomicU64,
 }
 
@@ -232,13 +237,31 @@ impl Session {
             reach,
             dialer,
             registry: Mutex::default(),
+            lsd_hashes: Mutex::default(),
             next_key: AtomicU64::new(1),
         });
         let tcp = Arc::new(tcp);
-        let accept = vec![
+        let mut accept = vec![
             tokio::spawn(accept_tcp(tcp, ctx.clone())),
             tokio::spawn(accept_utp(utp, ctx.clone())),
         ];
+        if ctx.config.lsd {
+            let (found_tx, mut found_rx) = mpsc::unbounded_channel();
+            let hashes_ctx = ctx.clone();
+            let hashes = move || hashes_ctx.lsd_hashes.lock().expect("lsd lock").clone();
+            if let Some(task) = crate::connectivity::lsd::spawn(port, hashes, found_tx) {
+                accept.push(task);
+                let route_ctx = ctx.clone();
+                accept.push(tokio::spawn(async move {
+                    while let Some((ih, peer)) = found_rx.recv().await {
+                        let tx = route_ctx.registry.lock().expect("registry lock").get(&ih).cloned();
+                        if let Some(tx) = tx {
+                            let _ = tx.send(TaskMsg::Peers(PeerSource::Lsd, vec![peer]));
+                        }
+                    }
+                }));
+            }
+        }
         Ok(Session { ctx, torrents: Vec::new(), accept, mapper, _udp: udp })
     }
 
@@ -254,6 +277,7 @@ impl Session {
 
     /// Adds a torrent and starts it.
     pub fn add(&mut self, add: AddTorrent) -> TorrentHandle {
+        let private = matches!(&add.source, TorrentSource::Metainfo(m) if m.info.private);
         let (info_hash, name, info, trackers, mut peers, select_only) = match add.source {
             TorrentSource::Metainfo(m) => {
                 let info = Arc::new(m.info);
@@ -270,6 +294,9 @@ impl Session {
             TorrentParams { info_hash, name, info, trackers, download_dir: add.download_dir, peers, seed: add.seed, select_only },
         );
         self.ctx.registry.lock().expect("registry lock").insert(info_hash, handle.sender());
+        if !private {
+            self.ctx.lsd_hashes.lock().expect("lsd lock").push(info_hash);
+        }
         self.torrents.push(handle.clone());
         handle
     }

@@ -2,6 +2,7 @@
 //! a peer. Spending little on any one unreachable peer, and keeping enough connections that
 //! the swarm's connection graph stays connected.
 
+pub mod lsd;
 mod pool;
 pub mod reach;
 

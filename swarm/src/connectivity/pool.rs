@@ -34,6 +34,8 @@ pub enum PeerSource {
     Pex,
     /// Local service discovery.
     Lsd,
+    /// A peer's extension handshake named its address in the other IP family.
+    Handshake,
     /// The peer connected to us.
     Incoming,
 }
@@ -58,6 +60,9 @@ struct Known {
     relays: Vec<SocketAddr>,
     /// When a rendezvous was last asked for it.
     punched_at: Option<Instant>,
+    /// It is a seed (PEX said so, or it was closed as useless once we completed): not worth
+    /// dialling while we seed too.
+    seed: bool,
 }
 
 /// Most relays remembered per address.
@@ -88,7 +93,7 @@ impl PeerPool {
         if self.known.len() >= MAX_KNOWN_PEERS && source != PeerSource::Manual {
             return false;
         }
-        self.known.insert(addr, Known { source, state: State::Idle, failures: 0, next_attempt: now, flags: 0, relays: Vec::new(), punched_at: None });
+        self.known.insert(addr, Known { source, state: State::Idle, failures: 0, next_attempt: now, flags: 0, relays: Vec::new(), punched_at: None, seed: false });
         true
     }
 
@@ -97,6 +102,7 @@ impl PeerPool {
         self.add(addr, PeerSource::Pex, now);
         if let Some(k) = self.known.get_mut(&addr) {
             k.flags = flags;
+            k.seed = flags & crate::wire::PexFlags::SEED != 0;
             if !k.relays.contains(&via) {
                 if k.relays.len() >= MAX_RELAYS_PER_PEER {
                     k.relays.remove(0);
@@ -123,17 +129,25 @@ impl PeerPool {
         self.known.get(addr).is_some_and(|k| k.flags & crate::wire::PexFlags::REACHABLE != 0)
     }
 
+    /// Remembers that `addr` is a seed.
+    pub fn mark_seed(&mut self, addr: SocketAddr) {
+        if let Some(k) = self.known.get_mut(&addr) {
+            k.seed = true;
+        }
+    }
+
     /// Whether a connection to `addr` is up.
     pub fn is_connected(&self, addr: &SocketAddr) -> bool {
         self.known.get(addr).is_some_and(|k| k.state == State::Connected)
     }
 
     /// Up to `n` addresses to dial now, fewest failures first; they are marked connecting.
-    pub fn next_to_dial(&mut self, now: Instant, n: usize) -> Vec<SocketAddr> {
+    /// With `skip_seeds` (we seed ourselves), known seeds are left alone.
+    pub fn next_to_dial(&mut self, now: Instant, n: usize, skip_seeds: bool) -> Vec<SocketAddr> {
         let mut ready: Vec<(u32, bool, SocketAddr)> = self
             .known
             .iter()
-            .filter(|(_, k)| k.state == State::Idle && k.next_attempt <= now)
+            .filter(|(_, k)| k.state == State::Idle && k.next_attempt <= now && !(skip_seeds && k.seed))
             .map(|(a, k)| (k.failures, k.source != PeerSource::Manual, *a))
             .collect();
         ready.sort_unstable();
@@ -238,11 +252,11 @@ mod tests {
         assert!(!pool.add(a(0), PeerSource::Dht, t));
         let mut now = t;
         for attempt in 1..=MAX_FAILURES {
-            assert_eq!(pool.next_to_dial(now, 10), vec![a(1)], "attempt {attempt}");
-            assert_eq!(pool.next_to_dial(now, 10), vec![], "not dialled twice at once");
+            assert_eq!(pool.next_to_dial(now, 10, false), vec![a(1)], "attempt {attempt}");
+            assert_eq!(pool.next_to_dial(now, 10, false), vec![], "not dialled twice at once");
             pool.dial_failed(a(1), now);
             assert_eq!(pool.connecting(), 0);
-            assert_eq!(pool.next_to_dial(now + Duration::from_secs(1), 10), vec![], "backing off");
+            assert_eq!(pool.next_to_dial(now + Duration::from_secs(1), 10, false), vec![], "backing off");
             now += MAX_BACKOFF;
         }
         assert!(pool.is_empty(), "forgotten after {MAX_FAILURES} failures");
@@ -254,7 +268,7 @@ mod tests {
         let t = Instant::now();
         pool.add(a(1), PeerSource::Tracker, t);
         pool.add(a(2), PeerSource::Manual, t);
-        assert_eq!(pool.next_to_dial(t, 1), vec![a(2)]);
+        assert_eq!(pool.next_to_dial(t, 1, false), vec![a(2)]);
         let mut now = t;
         for _ in 0..MAX_FAILURES + 2 {
             pool.dial_failed(a(2), now);
@@ -281,9 +295,9 @@ mod tests {
         let mut pool = PeerPool::default();
         let t = Instant::now();
         pool.connected(a(5), PeerSource::Incoming, t);
-        assert!(pool.next_to_dial(t, 5).is_empty());
+        assert!(pool.next_to_dial(t, 5, false).is_empty());
         pool.disconnected(a(5), t);
-        assert!(pool.next_to_dial(t, 5).is_empty());
-        assert_eq!(pool.next_to_dial(t + BASE_BACKOFF, 5), vec![a(5)]);
+        assert!(pool.next_to_dial(t, 5, false).is_empty());
+        assert_eq!(pool.next_to_dial(t + BASE_BACKOFF, 5, false), vec![a(5)]);
     }
 }

@@ -143,6 +143,8 @@ struct Task {
     announcers: Vec<JoinHandle<()>>,
     error: Option<String>,
     next_dht: Instant,
+    /// Addresses peers gave in their other IP family, by connection.
+    other_family: HashMap<PeerKey, SocketAddr>,
 }
 
 /// Starts a torrent's task.
@@ -190,6 +192,7 @@ pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHa
         announcers,
         error: None,
         next_dht: now,
+        other_family: HashMap::new(),
     };
     let info_hash = task.p.info_hash;
     tokio::spawn(task.run(rx, peer_rx));
@@ -243,6 +246,9 @@ impl Task {
     }
 
     fn remove_link(&mut self, key: PeerKey, graceful: bool) {
+        if let Some(other) = self.other_family.remove(&key) {
+            self.pool.add(other, PeerSource::Handshake, Instant::now());
+        }
         if let Some((link, addr, _)) = self.links.remove(&key) {
             if graceful { link.close() } else { link.abort() }
             self.pool.disconnected(addr, Instant::now());
@@ -353,6 +359,11 @@ impl Task {
                 Action::ClearServes(k) => self.to_peer(k, Outgoing::ClearServes),
                 Action::Close(k, reason) => {
                     tracing::debug!(key = k, ?reason, "closing peer");
+                    if reason == super::core::CloseReason::Useless {
+                        if let Some((_, addr, _)) = self.links.get(&k) {
+                            self.pool.mark_seed(*addr);
+                        }
+                    }
                     self.remove_link(k, true);
                 }
                 Action::Verify { piece, data } => {
@@ -385,6 +396,15 @@ impl Task {
                 }
                 Action::HolepunchConnect { addr, via } => self.punch(addr, via),
                 Action::HolepunchFailed { addr } => tracing::debug!(%addr, "holepunch rendezvous failed"),
+                Action::OtherFamily { key, addr } => {
+                    // Kept for when this connection ends: then the other family is a second
+                    // way back to the peer. Dialling it now would only make a duplicate.
+                    if (addr.is_ipv6() && self.own_v6().is_some()) || addr.is_ipv4() {
+                        if self.other_family.len() < 4 * self.ctx.config.max_peers_per_torrent {
+                            self.other_family.insert(key, addr);
+                        }
+                    }
+                }
                 Action::YourIp { reported, by } => self.ctx.reach.observe(ReachEvent::YourIp { reported, by }),
                 Action::DhtNode(addr) => {
                     if let Some(d) = &self.ctx.dht {
@@ -455,13 +475,14 @@ impl Task {
     }
 
     fn dial_more(&mut self) {
-        if self.core.phase() == Phase::Complete || self.error.is_some() {
+        if self.error.is_some() || (self.core.phase() == Phase::Complete && !self.p.seed) {
             return;
         }
+        let seeding = self.core.phase() == Phase::Complete;
         let max = self.ctx.config.max_peers_per_torrent;
         let open = self.links.len() + self.pool.connecting();
         let n = max.saturating_sub(open).min(self.ctx.config.max_connecting.saturating_sub(self.pool.connecting()));
-        for addr in self.pool.next_to_dial(Instant::now(), n) {
+        for addr in self.pool.next_to_dial(Instant::now(), n, seeding) {
             let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
             tokio::spawn(async move {
                 let r = async {
@@ -547,6 +568,26 @@ impl Task {
         });
     }
 
+    /// Our global IPv6 address, if this host has one.
+    fn own_v6(&self) -> Option<std::net::Ipv6Addr> {
+        let snap = self.ctx.reach.snapshot();
+        snap.report.external_ipv6.or_else(|| {
+            snap.report.local_addresses.iter().find_map(|a| match a {
+                std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xe000) == 0x2000 => Some(*v6),
+                _ => None,
+            })
+        })
+    }
+
+    /// Tells the core what to announce about us: our addresses in both families and, when
+    /// the gateway forwards a different external port, that port.
+    fn refresh_own_addresses(&mut self) {
+        let snap = self.ctx.reach.snapshot();
+        let mapped = snap.report.mappings.iter().find(|m| m.transport == crate::nat::Transport::Tcp).map(|m| m.external.port());
+        self.core.set_listen_port(Some(mapped.unwrap_or(self.ctx.port)));
+        self.core.set_own_addresses(snap.report.external_ipv4, self.own_v6());
+    }
+
     /// Our own listen address as trackers echo it back to us.
     fn is_self(&self, a: &SocketAddr) -> bool {
         a.port() == self.ctx.port && (a.ip().is_loopback() || a.ip().is_unspecified())
@@ -561,6 +602,7 @@ impl Task {
                 link.reported = sent;
             }
         }
+        self.refresh_own_addresses();
         self.core.tick(now);
         self.dht_round(now);
         self.dial_more();

@@ -34,7 +34,7 @@ impl TorrentCore {
         if self.is_private() {
             return;
         }
-        let everyone: Vec<(PeerKey, SocketAddr, PexFlags)> = self
+        let mut everyone: Vec<(PeerKey, SocketAddr, PexFlags)> = self
             .peers
             .iter()
             .filter_map(|(k, p)| {
@@ -55,6 +55,18 @@ impl TorrentCore {
                 Some((*k, addr, PexFlags(f)))
             })
             .collect();
+        // Peers we know in both families go out in both lists (`added` and `added6`), so
+        // PEX carries IPv6 peers even when we reach them over IPv4.
+        let others: Vec<(PeerKey, SocketAddr, PexFlags)> = self
+            .peers
+            .iter()
+            .filter_map(|(k, p)| {
+                let other = p.ext.as_ref().and_then(|e| p.other_family(e))?;
+                let flags = if p.supports_holepunch() { PexFlags::HOLEPUNCH } else { 0 };
+                Some((*k, other, PexFlags(flags)))
+            })
+            .collect();
+        everyone.extend(others);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
             let p = self.peers.get_mut(&k).expect("present");

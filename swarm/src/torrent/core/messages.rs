@@ -307,6 +307,9 @@ impl TorrentCore {
             if let Some(reported) = hs.yourip {
                 self.actions.push_back(Action::YourIp { reported, by: p.addr.ip() });
             }
+            if let Some(other) = p.other_family(&hs) {
+                self.actions.push_back(Action::OtherFamily { key, addr: other });
+            }
             p.ext = Some(hs);
             if self.info.is_none() && has_md {
                 if let Some(size) = size {

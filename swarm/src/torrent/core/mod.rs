@@ -39,6 +39,10 @@ pub struct CoreConfig {
     pub our_reqq: u32,
     /// Keep connections to peers after completion to seed.
     pub seed: bool,
+    /// Our external IPv4 address, sent as `ipv4` (BEP 10) once known.
+    pub our_ipv4: Option<std::net::Ipv4Addr>,
+    /// Our global IPv6 address, sent as `ipv6` (BEP 10) once known.
+    pub our_ipv6: Option<std::net::Ipv6Addr>,
 }
 
 impl Default for CoreConfig {
@@ -50,6 +54,8 @@ impl Default for CoreConfig {
             listen_port: None,
             our_reqq: 500,
             seed: true,
+            our_ipv4: None,
+            our_ipv6: None,
         }
     }
 }
@@ -116,6 +122,14 @@ pub enum Action {
     /// A relay could not introduce us to `addr`.
     HolepunchFailed {
         /// The target.
+        addr: SocketAddr,
+    },
+    /// A peer connected over one family told us its address in the other (BEP 10 `ipv4` /
+    /// `ipv6` with its listen port).
+    OtherFamily {
+        /// The connection it came over.
+        key: PeerKey,
+        /// The address in the other family.
         addr: SocketAddr,
     },
     /// A peer told us (BEP 10 `yourip`) the address it sees us at.
@@ -252,9 +266,17 @@ impl TorrentCore {
     pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerState)> {
         self.peers.iter()
     }
-    /// Changes the listen port announced to peers that connect from now on.
+    /// Changes the listen port announced to peers that connect from now on (the gateway's
+    /// external port when a mapping moved it).
     pub fn set_listen_port(&mut self, port: Option<u16>) {
         self.config.listen_port = port;
+    }
+
+    /// Our own addresses, announced in extension handshakes from now on (BEP 10 `ipv4` and
+    /// `ipv6`): a peer that knows us over one family can then try the other.
+    pub fn set_own_addresses(&mut self, v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>) {
+        self.config.our_ipv4 = v4;
+        self.config.our_ipv6 = v6;
     }
     /// Stops downloading pieces outside `wanted` (BEP 53 `so`, file selection).
     pub fn set_wanted(&mut self, wanted: Bitfield) {
@@ -327,6 +349,8 @@ impl TorrentCore {
                 reqq: Some(self.config.our_reqq),
                 metadata_size: self.info.as_ref().map(|i| i.raw.len() as u32),
                 upload_only: complete && self.config.seed,
+                ipv4: self.config.our_ipv4,
+                ipv6: self.config.our_ipv6,
                 ..Default::default()
             };
             self.send(key, Message::Extended { id: 0, payload: hs.encode().into() });
