@@ -337,3 +337,32 @@ fn pex_tells_each_peer_about_the_others_once_a_minute() {
     let got: Vec<_> = std::iter::from_fn(|| c.poll_action()).filter_map(|a| match a { Action::PexPeers { via, peers, .. } => Some((via, peers)), _ => None }).collect();
     assert_eq!(got, vec![(a, msg.added)]);
 }
+
+#[test]
+fn extension_handshake_carries_both_families_and_learns_the_other() {
+    let (info, _) = torrent(50_000, 16 * 1024);
+    let mut c = node(&info, None, 1, false).core;
+    let now = Instant::now();
+    c.set_own_addresses(Some("57.66.1.1".parse().unwrap()), Some("2001:db8:1::5".parse().unwrap()));
+    c.set_listen_port(Some(40001));
+    let addr: SocketAddr = "57.66.9.9:6881".parse().unwrap();
+    c.peer_connected(5, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([3; 20])), Route::IncomingTcp, now), now);
+    let ours = std::iter::from_fn(|| c.poll_action())
+        .find_map(|a| match a {
+            Action::Send(5, Message::Extended { id: 0, payload }) => Some(crate::wire::ExtHandshake::decode(&payload).unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ours.ipv4, Some("57.66.1.1".parse().unwrap()));
+    assert_eq!(ours.ipv6, Some("2001:db8:1::5".parse().unwrap()));
+    assert_eq!(ours.listen_port, Some(40001));
+    assert_eq!(ours.yourip, Some(addr.ip()));
+    // The peer, on IPv4, names its IPv6 address: kept as a way back to it.
+    let theirs = crate::wire::ExtHandshake { ipv6: Some("2001:db8:9::9".parse().unwrap()), listen_port: Some(7000), ..Default::default() };
+    c.peer_messages(5, [Message::Extended { id: 0, payload: theirs.encode().into() }], now);
+    let other = std::iter::from_fn(|| c.poll_action()).find_map(|a| match a {
+        Action::OtherFamily { key, addr } => Some((key, addr)),
+        _ => None,
+    });
+    assert_eq!(other, Some((5, "[2001:db8:9::9]:7000".parse().unwrap())));
+}
