@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use crate::connectivity::{PeerSource, Route};
 use crate::metainfo::{Magnet, Metainfo};
 use crate::peer::conn::{read_handshake_prefix, PeerIo};
+use crate::peer::limit::RateLimits;
 use crate::peer::PeerKey;
+use crate::torrent::resume_store::{FileResumeStore, ResumeStore};
 use crate::torrent::task::{spawn_torrent, TaskMsg, TorrentHandle, TorrentParams};
 use crate::tracker::UdpTracker;
 use crate::types::{InfoHash, PeerId};
@@ -34,6 +36,14 @@ pub struct SessionConfig {
     pub max_connecting: usize,
     /// Upload slots per torrent.
     pub upload_slots: usize,
+    /// Longest time verified pieces go unrecorded in resume data while a download runs: what
+    /// a crash can cost.
+    pub checkpoint_interval: std::time::Duration,
+    /// Where resume data is kept; `None`: one file per torrent under `state_dir/resume`.
+    pub resume_store: Option<Arc<dyn ResumeStore>>,
+    /// Caps on the whole session's transfer rates, shared by every connection; change them
+    /// at any time through this handle.
+    pub rate_limits: RateLimits,
 }
 
 impl Default for SessionConfig {
@@ -45,6 +55,9 @@ impl Default for SessionConfig {
             max_peers_per_torrent: 50,
             max_connecting: 10,
             upload_slots: 8,
+            checkpoint_interval: crate::torrent::task::CHECKPOINT_INTERVAL,
+            resume_store: None,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -85,6 +98,14 @@ impl SessionCtx {
     /// Where a torrent's resume data is stored.
     pub fn resume_path(&self, ih: &InfoHash) -> PathBuf {
         self.config.state_dir.join("resume").join(format!("{}.resume", ih.to_hex()))
+    }
+
+    /// Where resume data is loaded from and saved to.
+    pub fn resume_store(&self) -> Arc<dyn ResumeStore> {
+        match &self.config.resume_store {
+            Some(s) => s.clone(),
+            None => Arc::new(FileResumeStore::new(self.config.state_dir.join("resume"))),
+        }
     }
 
     /// Opens a connection to a peer.
@@ -169,6 +190,14 @@ impl Session {
         self.ctx.registry.lock().expect("registry lock").insert(info_hash, handle.sender());
         self.torrents.push(handle.clone());
         handle
+    }
+
+    /// Takes a torrent out of the session: incoming connections for it are refused from now
+    /// on. The caller then calls [`TorrentHandle::shutdown`], which saves its resume data.
+    pub fn remove(&mut self, info_hash: &InfoHash) -> Option<TorrentHandle> {
+        self.ctx.registry.lock().expect("registry lock").remove(info_hash);
+        let i = self.torrents.iter().position(|t| t.info_hash == *info_hash)?;
+        Some(self.torrents.swap_remove(i))
     }
 
     /// Running torrents.

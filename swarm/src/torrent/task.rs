@@ -26,7 +26,12 @@ use crate::tracker::{spawn_announcer, AnnounceStats};
 use crate::types::{InfoHash, PieceIndex};
 use crate::wire::Handshake;
 
-/// How often resume data is written while pieces keep arriving.
+#[path = "control.rs"]
+mod control;
+pub use control::{PeerDetails, TorrentDetails};
+
+/// How often resume data is written while pieces keep arriving (the default of
+/// `SessionConfig::checkpoint_interval`).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 /// Peer events buffered between the readers and the torrent; a full queue slows the readers
 /// down, which is how a busy torrent pushes back on its peers.
@@ -56,6 +61,8 @@ pub(crate) enum TaskMsg {
     Checked { have: Bitfield, resume: Option<ResumeData> },
     Verified { piece: u32, result: std::io::Result<bool>, buf: Vec<u8> },
     Saved,
+    /// A request from outside (see `control`).
+    Control(control::Control),
 }
 
 /// What a torrent is started with.
@@ -131,6 +138,7 @@ struct Task {
     announce_tx: watch::Sender<AnnounceStats>,
     announcers: Vec<JoinHandle<()>>,
     error: Option<String>,
+    extra: control::Extra,
 }
 
 /// Starts a torrent's task.
@@ -177,6 +185,7 @@ pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHa
         announce_tx,
         announcers,
         error: None,
+        extra: control::Extra::default(),
     };
     let info_hash = task.p.info_hash;
     tokio::spawn(task.run(rx, peer_rx));
@@ -258,7 +267,7 @@ impl Task {
                     return;
                 }
                 let key = self.ctx.next_peer_key();
-                let link = conn::spawn(key, stream, handshake.supports_fast(), self.peer_tx.clone());
+                let link = conn::spawn_limited(key, stream, handshake.supports_fast(), self.peer_tx.clone(), self.link_limits());
                 self.links.insert(key, (link, addr, route));
                 self.status.count_route(route);
                 tracing::debug!(key, %addr, route = route.label(), "peer connected");
@@ -309,7 +318,8 @@ impl Task {
                 }
                 self.next_verify();
             }
-            TaskMsg::Saved => {}
+            TaskMsg::Saved => self.extra.saving = false,
+            TaskMsg::Control(c) => self.on_control(c),
             TaskMsg::Shutdown(_) => unreachable!("handled by the run loop"),
         }
     }
@@ -338,7 +348,10 @@ impl Task {
                     self.status.name = Some(info.name.clone());
                     self.start_check(info);
                 }
-                Action::PieceVerified(_) => self.dirty = true,
+                Action::PieceVerified(_) => {
+                    self.dirty = true;
+                    self.maybe_checkpoint();
+                }
                 Action::Completed => {
                     tracing::info!("download complete");
                     self.checkpoint();
@@ -377,10 +390,10 @@ impl Task {
     fn start_check(&mut self, info: Arc<Info>) {
         let storage = Arc::new(Storage::new(&info, &self.p.download_dir));
         self.storage = Some(storage.clone());
-        let path = self.ctx.resume_path(&info.info_hash);
+        let store = self.ctx.resume_store();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let resume = ResumeData::load(&path);
+            let resume = store.load(&info.info_hash);
             let plan = plan_start(&info, &storage, resume.as_ref());
             let mut have = Bitfield::new(info.piece_count());
             for &p in &plan.trusted {
@@ -458,9 +471,7 @@ impl Task {
         }
         self.core.tick(now);
         self.dial_more();
-        if self.dirty && now.duration_since(self.last_checkpoint) >= CHECKPOINT_INTERVAL {
-            self.checkpoint();
-        }
+        self.maybe_checkpoint();
         self.publish();
     }
 
@@ -533,19 +544,23 @@ impl Task {
     /// Flushes written data, then records which pieces are verified: resume data never claims
     /// a piece whose bytes might still be only in memory.
     fn checkpoint(&mut self) {
+        if self.extra.saving {
+            return;
+        }
         let Some((mut data, storage)) = self.resume_data() else { return };
         self.dirty = false;
+        self.extra.saving = true;
         self.last_checkpoint = Instant::now();
-        let path = self.ctx.resume_path(&data.info_hash);
+        let store = self.ctx.resume_store();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = storage.sync() {
                 tracing::warn!(error = %e, "flushing data failed; resume data not updated");
-                return;
-            }
-            data.stamps = storage.stamps();
-            if let Err(e) = data.save(&path) {
-                tracing::warn!(error = %e, path = %path.display(), "cannot save resume data");
+            } else {
+                data.stamps = storage.stamps();
+                if let Err(e) = store.save(&data) {
+                    tracing::warn!(error = %e, "cannot save resume data");
+                }
             }
             let _ = tx.send(TaskMsg::Saved);
         });
@@ -558,11 +573,13 @@ impl Task {
             self.remove_link(k, true);
         }
         if let Some((mut data, storage)) = self.resume_data() {
-            let path = self.ctx.resume_path(&data.info_hash);
+            let store = self.ctx.resume_store();
             let _ = tokio::task::spawn_blocking(move || {
                 if storage.sync().is_ok() {
                     data.stamps = storage.stamps();
-                    let _ = data.save(&path);
+                    if let Err(e) = store.save(&data) {
+                        tracing::warn!(error = %e, "cannot save resume data");
+                    }
                 }
             })
             .await;
