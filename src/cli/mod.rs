@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 mod create;
+mod daemon;
 mod download;
 mod progress;
 
@@ -28,6 +29,8 @@ enum Command {
     Seed(download::SeedArgs),
     /// Make a .torrent file from a file or folder.
     Create(create::CreateArgs),
+    /// Run the seedbox: many torrents, Transmission RPC, web page, metrics.
+    Daemon(daemon::DaemonArgs),
 }
 
 /// Options shared by commands that join a swarm.
@@ -93,5 +96,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download(a) => download::download(a).await,
         Command::Seed(a) => download::seed(a).await,
         Command::Create(a) => create::create(a),
+        Command::Daemon(a) => daemon::daemon(a).await,
     }
 }
