@@ -127,7 +127,7 @@ pub struct TorrentView {
     pub seeding_secs: u64,
     /// The running torrent, for detailed questions.
     pub handle: Option<TorrentHandle>,
-    /// Verified pieces as last stored, for a torrent that is not running.
+    /// Verified pieces as last stored (when it last stopped, or at start-up).
     pub stored_have: Option<burrow_swarm::torrent::bitfield::Bitfield>,
 }
 
@@ -276,6 +276,8 @@ pub struct Snapshot {
     pub settings: Settings,
     /// Peer listen port actually bound.
     pub port: u16,
+    /// Peer connection limits (all torrents running now, per torrent).
+    pub peer_limit: (usize, usize),
     /// Totals since the daemon started.
     pub current: StatsBlock,
     /// Totals over all runs.

@@ -34,8 +34,9 @@ pub async fn torrent_fields(t: &TorrentView, snap: &Snapshot, fields: &[&str]) -
         (Some(h), true) => h.details().await,
         _ => None,
     };
+    // A torrent still checking its files has no pieces yet: show what was stored.
     let have: Option<Bitfield> = match &details {
-        Some(d) => d.have.clone(),
+        Some(d) => d.have.clone().or_else(|| t.stored_have.clone()),
         None if needs_details => t.stored_have.clone(),
         None => None,
     };

@@ -93,6 +93,8 @@ pub(super) enum Cmd {
     SetSession(Box<Settings>, Reply<Result<(), String>>),
     Snapshot(Reply<Snapshot>),
     InfoFetched(i64, Arc<Info>),
+    /// The pieces a torrent had when it was asked to stop.
+    StoppedHave(i64, burrow_swarm::torrent::bitfield::Bitfield),
     Shutdown(Reply<()>),
 }
 
@@ -337,6 +339,11 @@ impl Engine {
                 let _ = reply.send(self.snapshot());
             }
             Cmd::InfoFetched(id, info) => self.info_fetched(id, info),
+            Cmd::StoppedHave(id, have) => {
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.stored_have = Some(have);
+                }
+            }
             Cmd::Shutdown(_) => unreachable!("handled by the run loop"),
         }
     }

@@ -233,7 +233,18 @@ impl Engine {
                         *self.past_routes.entry(route).or_default() += n;
                     }
                 }
-                e.run = Run::Stopping(tokio::spawn(async move { h.shutdown().await }), after);
+                let tx = self.self_tx.clone();
+                e.run = Run::Stopping(
+                    tokio::spawn(async move {
+                        // What it has, for display while it stops. Never waits on the engine:
+                        // the engine may itself be waiting for this task.
+                        if let Some(have) = h.details().await.and_then(|d| d.have) {
+                            let _ = tx.try_send(super::Cmd::StoppedHave(id, have));
+                        }
+                        h.shutdown().await
+                    }),
+                    after,
+                );
                 tracing::debug!(id, name = %e.name, "torrent stopping");
             }
             Run::Stopping(j, prev) => e.run = Run::Stopping(j, if after == After::Verify { after } else { prev }),

@@ -247,7 +247,7 @@ impl Engine {
             finished: e.finished,
             settings: e.settings.clone(),
             seeding_secs: e.seeding_secs,
-            stored_have: if handle.is_none() { e.stored_have.clone() } else { None },
+            stored_have: e.stored_have.clone(),
             handle,
         }
     }
@@ -259,6 +259,10 @@ impl Engine {
             torrents,
             settings: self.settings.clone(),
             port: self.port(),
+            peer_limit: {
+                let per = self.config.peer.max_peers_per_torrent;
+                (per * self.entries.values().filter(|e| matches!(e.run, Run::Running(_))).count().max(1), per)
+            },
             current: self.current.clone(),
             cumulative: self.cumulative.clone(),
         }
