@@ -287,6 +287,7 @@ impl Engine {
             past_routes: BTreeMap::new(),
         };
         engine.load()?;
+        engine.schedule();
         tracing::info!(torrents = engine.entries.len(), port = engine.port(), "daemon started");
         tokio::spawn(engine.run(rx));
         Ok(EngineHandle { tx })
