@@ -60,7 +60,7 @@ function renderTorrents(list) {
     bar.appendChild(el("span", pct, "label"));
     cell.appendChild(bar);
     tr.appendChild(cell);
-    tr.appendChild(el("td", bytes(t.size)));
+    tr.appendChild(el("td", t.size > 0 ? bytes(t.size) : "?"));
     tr.appendChild(el("td", rate(t.down_rate)));
     tr.appendChild(el("td", rate(t.up_rate)));
     tr.appendChild(el("td", t.peers));
