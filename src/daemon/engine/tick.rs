@@ -9,7 +9,20 @@ use burrow_swarm::torrent::status::TorrentState;
 
 use super::{After, Engine, Entry, Run, PERSIST_INTERVAL};
 use crate::daemon::db::unix_now;
-use crate::daemon::model::{Activity, Connectivity, Snapshot, TorrentView};
+use crate::daemon::model::{Activity, Connectivity, Settings, Snapshot, TorrentSettings, TorrentView};
+
+/// Whether a seeding torrent has seeded enough: its ratio limit (its own, the session's, or
+/// none, by `ratio_mode`) or the session's seeding-time limit.
+pub(super) fn seed_limit_reached(s: &Settings, t: &TorrentSettings, ratio: f64, seeding_secs: u64) -> bool {
+    let ratio_limit = match t.ratio_mode {
+        1 => Some(t.ratio),
+        2 => None,
+        _ => s.seed_ratio_enabled.then_some(s.seed_ratio),
+    };
+    let by_ratio = ratio_limit.is_some_and(|l| ratio >= l);
+    let by_time = s.seed_time_enabled && seeding_secs >= s.seed_time_minutes.saturating_mul(60);
+    by_ratio || by_time
+}
 
 impl Engine {
     pub(super) fn tick(&mut self) {
@@ -96,16 +109,7 @@ impl Engine {
     }
 
     fn seed_limit_reached(&self, e: &Entry) -> bool {
-        let s = &self.settings;
-        let ratio_limit = match e.settings.ratio_mode {
-            1 => Some(e.settings.ratio),
-            2 => None,
-            _ => s.seed_ratio_enabled.then_some(s.seed_ratio),
-        };
-        let v = self.view(e);
-        let by_ratio = ratio_limit.is_some_and(|l| v.ratio() >= l);
-        let by_time = s.seed_time_enabled && e.seeding_secs >= s.seed_time_minutes.saturating_mul(60);
-        by_ratio || by_time
+        seed_limit_reached(&self.settings, &e.settings, self.view(e).ratio(), e.seeding_secs)
     }
 
     /// A stopping torrent whose task has finished becomes idle.
@@ -288,5 +292,29 @@ impl Engine {
             route_totals: totals,
             nat: crate::daemon::connectivity::nat_report(self.session.as_ref()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_and_time_limits() {
+        let mut s = Settings { seed_ratio: 2.0, seed_ratio_enabled: true, seed_time_minutes: 10, seed_time_enabled: false, ..Settings::default() };
+        let global = TorrentSettings::default();
+        assert!(!seed_limit_reached(&s, &global, 1.99, 0));
+        assert!(seed_limit_reached(&s, &global, 2.0, 0));
+        // Its own limit replaces the session's; mode 2 seeds regardless.
+        let own = TorrentSettings { ratio_mode: 1, ratio: 0.5, ..Default::default() };
+        assert!(seed_limit_reached(&s, &own, 0.5, 0));
+        let unlimited = TorrentSettings { ratio_mode: 2, ..Default::default() };
+        assert!(!seed_limit_reached(&s, &unlimited, 100.0, 0));
+        s.seed_ratio_enabled = false;
+        assert!(!seed_limit_reached(&s, &global, 100.0, 0));
+        // Seeding time counts whatever the ratio mode.
+        s.seed_time_enabled = true;
+        assert!(!seed_limit_reached(&s, &unlimited, 0.0, 599));
+        assert!(seed_limit_reached(&s, &unlimited, 0.0, 600));
     }
 }
