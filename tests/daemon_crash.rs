@@ -1,5 +1,6 @@
 //! Crash safety of `burrow daemon`: it is killed with SIGKILL at random moments while two
-//! torrents download from libtorrent seeders, and restarted each time. After every kill the
+//! torrents (one added as a .torrent, one as a magnet link) download from libtorrent seeders,
+//! and restarted each time. After every kill the
 //! database may only claim pieces whose bytes on disk verify, and never fewer than it claimed
 //! before; in the end every file is right, and what the seeders sent beyond the torrents'
 //! size stays within what the pieces in flight at each kill can account for.
@@ -65,7 +66,7 @@ fn sigkill_at_random_moments_never_loses_or_invents_verified_pieces() {
     let single = make_set(&d.join("src"), "single", &[("single.bin", 5_000_000)]);
     let args = ["--piece-length", "65536", "--tracker", &tracker.url()];
     let (t_multi, _) = create_torrent(&d.join("src/multi"), &d.join("multi.torrent"), &args);
-    let (t_single, _) = create_torrent(&d.join("src/single/single.bin"), &d.join("single.torrent"), &args);
+    let (t_single, single_magnet) = create_torrent(&d.join("src/single/single.bin"), &d.join("single.torrent"), &args);
     let mut infos = HashMap::new();
     let mut total = 0u64;
     for t in [&t_multi, &t_single] {
@@ -88,7 +89,8 @@ fn sigkill_at_random_moments_never_loses_or_invents_verified_pieces() {
     let config = write_config(d, rpc, peer, &format!("checkpoint_interval_secs = {CHECKPOINT_SECS}"), "");
     let mut daemon = Daemon::start(d, "daemon-0", &config, rpc, peer);
     daemon.add_torrent(&t_multi, json!({}));
-    daemon.add_torrent(&t_single, json!({}));
+    // The other by magnet link: its metadata comes from the seeder and must be kept too.
+    daemon.call("torrent-add", json!({ "filename": single_magnet }));
 
     let db = d.join("data/daemon.sqlite");
     let dl = d.join("dl");

@@ -86,6 +86,16 @@ fn transmission_remote_adds_lists_stops_starts_and_removes() {
     assert!(files.contains("seeded-set/one.bin") && files.contains("seeded-set/two/three.bin"), "{files}");
     assert!(files.lines().filter(|l| l.contains("100%")).count() == 2, "{files}");
 
+    // Verify finds a damaged piece: the torrent is no longer complete.
+    let one = d.join("dl/seeded-set/one.bin");
+    let mut bytes = std::fs::read(&one).unwrap();
+    bytes[40_000] ^= 0xff;
+    std::fs::write(&one, &bytes).unwrap();
+    ok(&daemon, &["-t", "1", "-v"]);
+    // One 32 KiB piece of 1 MB is bad: 96.7% left (shown rounded or truncated).
+    let damaged = wait_row(&daemon, 1, "re-verified", |r| r.contains("97%") || r.contains("96%"));
+    assert!(damaged.contains("seeded-set"), "{damaged}");
+
     // Remove the magnet (nothing on disk), then the seeded torrent with its data.
     ok(&daemon, &["-t", "2", "-r"]);
     let list = ok(&daemon, &["-l"]);

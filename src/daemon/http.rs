@@ -124,7 +124,7 @@ fn host_allowed(host: Option<&str>, whitelist: &[String]) -> bool {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
     let name = name.to_ascii_lowercase();
-    name.parse::<IpAddr>().is_ok() || name == "localhost" || whitelist.iter().any(|w| *w == name)
+    name.parse::<IpAddr>().is_ok() || name == "localhost" || whitelist.contains(&name)
 }
 
 /// Compares without leaking, through timing, how much of a guess was right.

@@ -153,14 +153,20 @@ impl TorrentView {
         }
     }
 
-    /// uploaded / downloaded (or / size for torrents seeded from the start).
+    /// Share ratio, see [`ratio`].
     pub fn ratio(&self) -> f64 {
-        let base = if self.downloaded_ever > 0 { self.downloaded_ever } else { self.verified_bytes };
-        if base == 0 {
-            return 0.0;
-        }
-        self.uploaded_ever as f64 / base as f64
+        ratio(self.uploaded_ever, self.downloaded_ever, self.verified_bytes)
     }
+}
+
+/// uploaded / downloaded; for a torrent seeded from data it never downloaded, uploaded / the
+/// verified size. 0 when there is nothing to divide by.
+pub fn ratio(uploaded: u64, downloaded: u64, verified: u64) -> f64 {
+    let base = if downloaded > 0 { downloaded } else { verified };
+    if base == 0 {
+        return 0.0;
+    }
+    uploaded as f64 / base as f64
 }
 
 /// Settings that can change at run time (Transmission's `session-set`); they start from the

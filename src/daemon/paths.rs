@@ -77,7 +77,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let allowed_dir = dir.path().join("dl");
         std::fs::create_dir_all(&allowed_dir).unwrap();
-        let allowed = resolve_allowed(&[allowed_dir.clone()]);
+        let allowed = resolve_allowed(std::slice::from_ref(&allowed_dir));
         assert_eq!(confine(&allowed_dir, &allowed).unwrap(), allowed[0]);
         assert_eq!(confine(&allowed_dir.join("new/sub"), &allowed).unwrap(), allowed[0].join("new/sub"));
         assert_eq!(confine(&dir.path().join("other"), &allowed), Err(PathError::Outside(dir.path().join("other").display().to_string())));
@@ -96,7 +96,7 @@ mod tests {
         std::fs::create_dir_all(&allowed_dir).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, allowed_dir.join("link")).unwrap();
-        let allowed = resolve_allowed(&[allowed_dir.clone()]);
+        let allowed = resolve_allowed(std::slice::from_ref(&allowed_dir));
         assert!(matches!(confine(&allowed_dir.join("link/x"), &allowed), Err(PathError::Outside(_))));
     }
 }

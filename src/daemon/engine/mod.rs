@@ -341,7 +341,8 @@ impl Engine {
             }
             Cmd::InfoFetched(id, info) => self.info_fetched(id, info),
             Cmd::StoppedHave(id, have) => {
-                if let Some(e) = self.entries.get_mut(&id) {
+                // Only while it stops: once stopped, the database is the authority.
+                if let Some(e) = self.entries.get_mut(&id).filter(|e| matches!(e.run, Run::Stopping(..))) {
                     e.stored_have = Some(have);
                 }
             }

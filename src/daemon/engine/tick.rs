@@ -109,7 +109,9 @@ impl Engine {
     }
 
     fn seed_limit_reached(&self, e: &Entry) -> bool {
-        seed_limit_reached(&self.settings, &e.settings, self.view(e).ratio(), e.seeding_secs)
+        let (up, down) = e.last.as_ref().map_or((0, 0), |s| (s.uploaded, s.downloaded));
+        let ratio = crate::daemon::model::ratio(e.base.0 + up, e.base.1 + down, e.progress.0);
+        seed_limit_reached(&self.settings, &e.settings, ratio, e.seeding_secs)
     }
 
     /// A stopping torrent whose task has finished becomes idle.
