@@ -48,7 +48,7 @@ pub struct PeerConfig {
 }
 
 /// `[rpc]`: the HTTP server for Transmission RPC, the web page and metrics.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RpcConfig {
     /// Address and port to serve on.
@@ -60,6 +60,18 @@ pub struct RpcConfig {
     /// Host names accepted in the `Host` header without auth (IP literals and `localhost`
     /// always are); guards against DNS rebinding.
     pub host_whitelist: Vec<String>,
+}
+
+impl std::fmt::Debug for RpcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never reaches logs or `--check-config` output.
+        f.debug_struct("RpcConfig")
+            .field("bind", &self.bind)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("host_whitelist", &self.host_whitelist)
+            .finish()
+    }
 }
 
 /// `[limits]`: rates in kB/s (1000 bytes, as Transmission counts), 0 meaning none.
@@ -236,6 +248,7 @@ mod tests {
         assert!(c.auth_enabled());
         assert_eq!(c.limits.upload_kbps, 100);
         assert_eq!(c.limits.seed_ratio, Some(2.0));
+        assert!(!format!("{c:?}").contains("\"p\""), "password printed");
     }
 
     #[test]

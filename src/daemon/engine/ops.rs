@@ -319,9 +319,10 @@ impl Engine {
             self.stop_entry(id, After::Idle);
         }
         for id in ids {
-            if let Some(Run::Stopping(j, _)) = self.entries.get_mut(&id).map(|e| std::mem::replace(&mut e.run, Run::Idle)) {
+            if let Some(Run::Stopping(j, _)) = self.entries.get_mut(&id).map(|e| &mut e.run) {
                 let _ = j.await;
             }
+            self.finish_stop(id);
         }
         if let Some(s) = self.session.take() {
             s.shutdown().await;

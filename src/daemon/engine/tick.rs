@@ -115,7 +115,7 @@ impl Engine {
     }
 
     /// A stopping torrent whose task has finished becomes idle.
-    fn finish_stop(&mut self, id: i64) {
+    pub(super) fn finish_stop(&mut self, id: i64) {
         let Some(e) = self.entries.get_mut(&id) else { return };
         let Run::Stopping(j, after) = &e.run else { return };
         if !j.is_finished() {
