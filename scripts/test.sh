@@ -11,7 +11,8 @@ PACKAGES=(
   transmission-cli     # transmission-remote against burrow's RPC
   transmission-daemon
   iproute2 nftables procps miniupnpd-nftables   # the NAT lab
-  ca-certificates pkg-config
+  chromium             # the daemon's web page, in headless Chromium
+  libsqlite3-dev pkg-config ca-certificates      # build: the daemon's database
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

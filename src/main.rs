@@ -1,6 +1,7 @@
 //! burrow: a BitTorrent client in which a peer behind a NAT stays a full member of the swarm.
 
 mod cli;
+mod daemon;
 
 use clap::Parser;
 

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 mod create;
+mod daemon;
 mod download;
 mod nat_check;
 mod progress;
@@ -31,6 +32,8 @@ enum Command {
     Create(create::CreateArgs),
     /// Find out how reachable this machine is and what would help.
     NatCheck(nat_check::NatCheckArgs),
+    /// Run the seedbox: many torrents, Transmission RPC, web page, metrics.
+    Daemon(daemon::DaemonArgs),
 }
 
 /// Options shared by commands that join a swarm.
@@ -100,19 +103,10 @@ impl SwarmArgs {
         } else if let Some(dht) = &mut c.dht {
             if !self.dht_bootstrap.is_empty() {
                 dht.bootstrap = self.dht_bootstrap.clone();
-            } else if self.listen.is_loopback() {
-                // A session bound to loopback cannot reach the public routers.
-                dht.bootstrap.clear();
-            }
-            if self.listen.is_loopback() {
-                // Loopback swarms share one address: let several nodes per IP into the table.
-                dht.node.one_node_per_ip = false;
-                dht.node.rate_limit = None;
             }
         }
-        // A loopback-only session has no gateway to ask and no LAN to announce on.
-        c.port_mapping = !self.no_port_mapping && !self.listen.is_loopback();
-        c.lsd = !self.no_lsd && !self.listen.is_loopback();
+        c.port_mapping = !self.no_port_mapping;
+        c.lsd = !self.no_lsd;
         c.transports = match self.transport {
             TransportArg::Both => burrow_swarm::session::Transports::Both,
             TransportArg::Tcp => burrow_swarm::session::Transports::Tcp,
@@ -146,5 +140,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(a) => download::seed(a).await,
         Command::Create(a) => create::create(a),
         Command::NatCheck(a) => nat_check::nat_check(a).await,
+        Command::Daemon(a) => daemon::daemon(a).await,
     }
 }

@@ -16,7 +16,9 @@ use crate::connectivity::{PeerSource, Reachability, Route};
 use crate::nat::{MapperConfig, PortMapper};
 use crate::metainfo::{Magnet, Metainfo};
 use crate::peer::conn::{read_handshake_prefix, PeerIo};
+use crate::peer::limit::RateLimits;
 use crate::peer::PeerKey;
+use crate::torrent::resume_store::{FileResumeStore, ResumeStore};
 use crate::torrent::task::{spawn_torrent, TaskMsg, TorrentHandle, TorrentParams};
 use crate::dht::DhtHandle;
 use crate::net::udp::UdpConfig;
@@ -47,6 +49,14 @@ pub struct SessionConfig {
     pub port_mapping: bool,
     /// Local service discovery (BEP 14) on the LAN.
     pub lsd: bool,
+    /// Longest time verified pieces go unrecorded in resume data while a download runs: what
+    /// a crash can cost.
+    pub checkpoint_interval: std::time::Duration,
+    /// Where resume data is kept; `None`: one file per torrent under `state_dir/resume`.
+    pub resume_store: Option<Arc<dyn ResumeStore>>,
+    /// Caps on the whole session's transfer rates, shared by every connection; change them
+    /// at any time through this handle.
+    pub rate_limits: RateLimits,
 }
 
 /// Transports for outgoing connections (incoming ones are accepted on both).
@@ -74,6 +84,9 @@ impl Default for SessionConfig {
             transports: Transports::Both,
             port_mapping: true,
             lsd: true,
+            checkpoint_interval: crate::torrent::task::CHECKPOINT_INTERVAL,
+            resume_store: None,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -121,6 +134,14 @@ impl SessionCtx {
     /// Where a torrent's resume data is stored.
     pub fn resume_path(&self, ih: &InfoHash) -> PathBuf {
         self.config.state_dir.join("resume").join(format!("{}.resume", ih.to_hex()))
+    }
+
+    /// Where resume data is loaded from and saved to.
+    pub fn resume_store(&self) -> Arc<dyn ResumeStore> {
+        match &self.config.resume_store {
+            Some(s) => s.clone(),
+            None => Arc::new(FileResumeStore::new(self.config.state_dir.join("resume"))),
+        }
     }
 
     /// Opens a connection to a peer, over TCP from our listen port or over µTP from our
@@ -201,7 +222,21 @@ pub struct Session {
 impl Session {
     /// Binds the session's sockets (TCP and UDP on one port, both families), starts the DHT
     /// on the shared UDP socket and starts accepting peers.
-    pub async fn start(config: SessionConfig) -> std::io::Result<Session> {
+    pub async fn start(mut config: SessionConfig) -> std::io::Result<Session> {
+        if config.listen_ip.is_loopback() {
+            // A loopback-only session has no gateway to ask, no LAN to announce on, and must
+            // not reach for the public DHT routers: tests run this way.
+            config.port_mapping = false;
+            config.lsd = false;
+            if let Some(dht) = &mut config.dht {
+                let defaults: Vec<String> = burrow_dht::DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect();
+                if dht.bootstrap == defaults {
+                    dht.bootstrap.clear();
+                }
+                dht.node.one_node_per_ip = false;
+                dht.node.rate_limit = None;
+            }
+        }
         let (ipv4, ipv6) = families(config.listen_ip);
         let mut net = NetConfig { udp: UdpConfig { port: config.listen_port, ipv4, ipv6, ..UdpConfig::default() }, ..NetConfig::default() };
         match config.transports {
@@ -299,6 +334,14 @@ impl Session {
         }
         self.torrents.push(handle.clone());
         handle
+    }
+
+    /// Takes a torrent out of the session: incoming connections for it are refused from now
+    /// on. The caller then calls [`TorrentHandle::shutdown`], which saves its resume data.
+    pub fn remove(&mut self, info_hash: &InfoHash) -> Option<TorrentHandle> {
+        self.ctx.registry.lock().expect("registry lock").remove(info_hash);
+        let i = self.torrents.iter().position(|t| t.info_hash == *info_hash)?;
+        Some(self.torrents.swap_remove(i))
     }
 
     /// Running torrents.

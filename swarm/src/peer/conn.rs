@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::limit::{LinkLimits, LIMITED_READ_CHUNK};
 use super::PeerKey;
 use crate::torrent::storage::Storage;
 use crate::types::{BlockRef, InfoHash, PeerId};
@@ -147,12 +148,18 @@ impl PeerLink {
 
 /// Starts the reader and writer tasks of a connection whose handshake is done.
 pub fn spawn<S: PeerIo>(key: PeerKey, stream: S, fast: bool, events: mpsc::Sender<PeerEvent>) -> PeerLink {
+    spawn_limited(key, stream, fast, events, LinkLimits::default())
+}
+
+/// Like [`spawn`], with the connection's bytes drawn from the rate caps in `limits`.
+pub fn spawn_limited<S: PeerIo>(key: PeerKey, stream: S, fast: bool, events: mpsc::Sender<PeerEvent>, limits: LinkLimits) -> PeerLink {
     let (rd, wr) = tokio::io::split(stream);
+    let LinkLimits { down, up: up_limit } = limits;
     let (tx, rx) = mpsc::unbounded_channel();
     let uploaded = Arc::new(AtomicU64::new(0));
     let ev = events.clone();
     let reader = tokio::spawn(async move {
-        let reason = match read_loop(key, rd, &ev).await {
+        let reason = match read_loop(key, rd, &ev, &down).await {
             Ok(()) => "closed".to_string(),
             Err(e) => e.to_string(),
         };
@@ -160,22 +167,34 @@ pub fn spawn<S: PeerIo>(key: PeerKey, stream: S, fast: bool, events: mpsc::Sende
     });
     let up = uploaded.clone();
     let writer = tokio::spawn(async move {
-        if let Err(e) = write_loop(wr, rx, fast, up).await {
+        if let Err(e) = write_loop(wr, rx, fast, up, &up_limit).await {
             let _ = events.send(PeerEvent::Closed(key, format!("write: {e}"))).await;
         }
     });
     PeerLink { tx, uploaded, reported: 0, reader, writer }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(key: PeerKey, mut rd: R, ev: &mpsc::Sender<PeerEvent>) -> Result<(), ConnError> {
+async fn read_loop<R: AsyncRead + Unpin>(key: PeerKey, mut rd: R, ev: &mpsc::Sender<PeerEvent>, limit: &super::limit::LimitSet) -> Result<(), ConnError> {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     loop {
         if buf.capacity() - buf.len() < 32 * 1024 {
             buf.reserve(READ_BUFFER);
         }
-        let n = tokio::time::timeout(READ_TIMEOUT, rd.read_buf(&mut buf)).await.map_err(|_| ConnError::Timeout)??;
+        let limited = limit.is_limited();
+        let read = async {
+            if limited {
+                // Small reads under a cap: each wait for tokens stays short.
+                (&mut rd).take(LIMITED_READ_CHUNK as u64).read_buf(&mut buf).await
+            } else {
+                rd.read_buf(&mut buf).await
+            }
+        };
+        let n = tokio::time::timeout(READ_TIMEOUT, read).await.map_err(|_| ConnError::Timeout)??;
         if n == 0 {
             return Err(ConnError::Eof);
+        }
+        if limited {
+            limit.acquire(n).await;
         }
         let mut msgs = Vec::new();
         while let Some(m) = Message::decode(&mut buf)? {
@@ -192,6 +211,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     fast: bool,
     uploaded: Arc<AtomicU64>,
+    limit: &super::limit::LimitSet,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(64 * 1024);
     let mut serves: VecDeque<(BlockRef, Arc<Storage>)> = VecDeque::new();
@@ -214,8 +234,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if !serves.is_empty() && out.len() < SERVE_BATCH_BYTES {
             let mut batch = Vec::new();
             let mut bytes = 0;
+            // Smaller batches under a cap, so blocks leave steadily rather than in bursts.
+            let batch_max = if limit.is_limited() { LIMITED_READ_CHUNK } else { SERVE_BATCH_BYTES };
             while let Some((r, _)) = serves.front() {
-                if bytes > 0 && bytes + r.len as usize > SERVE_BATCH_BYTES {
+                if bytes > 0 && bytes + r.len as usize > batch_max {
                     break;
                 }
                 bytes += r.len as usize;
@@ -226,6 +248,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 wr.write_all(&out).await?;
                 out.clear();
             }
+            limit.acquire(data.len()).await;
             wr.write_all(&data).await?;
             uploaded.fetch_add(bytes as u64, Ordering::Relaxed);
         }

@@ -3,6 +3,7 @@
 //! drive a connection over a byte stream (`conn`).
 
 pub mod conn;
+pub mod limit;
 mod rate;
 
 use std::collections::HashSet;

@@ -6,6 +6,7 @@ pub mod choker;
 pub mod core;
 pub mod picker;
 pub mod resume;
+pub mod resume_store;
 pub mod storage;
 pub mod status;
 pub mod task;

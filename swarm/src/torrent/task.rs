@@ -26,7 +26,12 @@ use crate::tracker::{spawn_announcer, AnnounceStats};
 use crate::types::{InfoHash, PieceIndex};
 use crate::wire::Handshake;
 
-/// How often resume data is written while pieces keep arriving.
+#[path = "control.rs"]
+mod control;
+pub use control::{PeerDetails, TorrentDetails};
+
+/// How often resume data is written while pieces keep arriving (the default of
+/// `SessionConfig::checkpoint_interval`).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 /// Peer events buffered between the readers and the torrent; a full queue slows the readers
 /// down, which is how a busy torrent pushes back on its peers.
@@ -67,6 +72,8 @@ pub(crate) enum TaskMsg {
     Saved,
     DhtLookupDone { found: usize },
     PunchFailed(SocketAddr),
+    /// A request from outside (see `control`).
+    Control(control::Control),
 }
 
 /// What a torrent is started with.
@@ -145,6 +152,7 @@ struct Task {
     next_dht: Instant,
     /// Addresses peers gave in their other IP family, by connection.
     other_family: HashMap<PeerKey, SocketAddr>,
+    extra: control::Extra,
 }
 
 /// Starts a torrent's task.
@@ -193,6 +201,7 @@ pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHa
         error: None,
         next_dht: now,
         other_family: HashMap::new(),
+        extra: control::Extra::default(),
     };
     let info_hash = task.p.info_hash;
     tokio::spawn(task.run(rx, peer_rx));
@@ -280,7 +289,7 @@ impl Task {
                     self.ctx.reach.observe(ReachEvent::Incoming { from: addr, route });
                 }
                 let key = self.ctx.next_peer_key();
-                let link = conn::spawn(key, stream, handshake.supports_fast(), self.peer_tx.clone());
+                let link = conn::spawn_limited(key, stream, handshake.supports_fast(), self.peer_tx.clone(), self.link_limits());
                 self.links.insert(key, (link, addr, route));
                 self.status.count_route(route);
                 tracing::debug!(key, %addr, route = route.label(), "peer connected");
@@ -335,13 +344,14 @@ impl Task {
                 }
                 self.next_verify();
             }
-            TaskMsg::Saved => {}
             TaskMsg::DhtLookupDone { found } => {
                 tracing::debug!(found, "DHT lookup done");
                 if found == 0 && self.links.is_empty() {
                     self.next_dht = self.next_dht.min(now + DHT_RETRY_EMPTY);
                 }
             }
+            TaskMsg::Saved => self.extra.saving = false,
+            TaskMsg::Control(c) => self.on_control(c),
             TaskMsg::Shutdown(_) => unreachable!("handled by the run loop"),
         }
     }
@@ -375,7 +385,10 @@ impl Task {
                     self.status.name = Some(info.name.clone());
                     self.start_check(info);
                 }
-                Action::PieceVerified(_) => self.dirty = true,
+                Action::PieceVerified(_) => {
+                    self.dirty = true;
+                    self.maybe_checkpoint();
+                }
                 Action::Completed => {
                     tracing::info!("download complete");
                     self.checkpoint();
@@ -439,10 +452,10 @@ impl Task {
     fn start_check(&mut self, info: Arc<Info>) {
         let storage = Arc::new(Storage::new(&info, &self.p.download_dir));
         self.storage = Some(storage.clone());
-        let path = self.ctx.resume_path(&info.info_hash);
+        let store = self.ctx.resume_store();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let resume = ResumeData::load(&path);
+            let resume = store.load(&info.info_hash);
             let plan = plan_start(&info, &storage, resume.as_ref());
             let mut have = Bitfield::new(info.piece_count());
             for &p in &plan.trusted {
@@ -606,9 +619,7 @@ impl Task {
         self.core.tick(now);
         self.dht_round(now);
         self.dial_more();
-        if self.dirty && now.duration_since(self.last_checkpoint) >= CHECKPOINT_INTERVAL {
-            self.checkpoint();
-        }
+        self.maybe_checkpoint();
         self.publish();
     }
 
@@ -681,19 +692,23 @@ impl Task {
     /// Flushes written data, then records which pieces are verified: resume data never claims
     /// a piece whose bytes might still be only in memory.
     fn checkpoint(&mut self) {
+        if self.extra.saving {
+            return;
+        }
         let Some((mut data, storage)) = self.resume_data() else { return };
         self.dirty = false;
+        self.extra.saving = true;
         self.last_checkpoint = Instant::now();
-        let path = self.ctx.resume_path(&data.info_hash);
+        let store = self.ctx.resume_store();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = storage.sync() {
                 tracing::warn!(error = %e, "flushing data failed; resume data not updated");
-                return;
-            }
-            data.stamps = storage.stamps();
-            if let Err(e) = data.save(&path) {
-                tracing::warn!(error = %e, path = %path.display(), "cannot save resume data");
+            } else {
+                data.stamps = storage.stamps();
+                if let Err(e) = store.save(&data) {
+                    tracing::warn!(error = %e, "cannot save resume data");
+                }
             }
             let _ = tx.send(TaskMsg::Saved);
         });
@@ -706,11 +721,13 @@ impl Task {
             self.remove_link(k, true);
         }
         if let Some((mut data, storage)) = self.resume_data() {
-            let path = self.ctx.resume_path(&data.info_hash);
+            let store = self.ctx.resume_store();
             let _ = tokio::task::spawn_blocking(move || {
                 if storage.sync().is_ok() {
                     data.stamps = storage.stamps();
-                    let _ = data.save(&path);
+                    if let Err(e) = store.save(&data) {
+                        tracing::warn!(error = %e, "cannot save resume data");
+                    }
                 }
             })
             .await;
