@@ -125,6 +125,9 @@ impl Report {
             let via = self.mappings[0].protocol;
             return format!("Your router forwards port {port} for us ({via}); nothing to do.");
         }
+        if self.gateway.is_none() && self.protocols.is_empty() && self.nat_behaviour == MappingBehaviour::Unknown && self.external_ipv4.is_none() {
+            return "Not enough reports yet to judge reachability: stay connected to the swarm a little longer.".into();
+        }
         let lan = self
             .gateway
             .and_then(|_| self.local_addresses.iter().find(|a| a.is_ipv4()).copied());
