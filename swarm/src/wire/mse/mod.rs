@@ -248,6 +248,17 @@ impl PayloadCipher {
         }
     }
 
+    /// The send state now, to return to if bytes encrypted after it are not sent after all
+    /// (a writer that encrypts ahead of a partial or refused write).
+    pub fn send_checkpoint(&self) -> SendCheckpoint {
+        SendCheckpoint(self.send.clone())
+    }
+
+    /// Returns the send state to `checkpoint`.
+    pub fn rewind_send(&mut self, checkpoint: SendCheckpoint) {
+        self.send = checkpoint.0;
+    }
+
     /// Decrypts incoming bytes in place; each byte must pass exactly once, in order.
     pub fn decrypt(&mut self, buf: &mut [u8]) {
         let Some(rc4) = &mut self.recv else { return };
@@ -265,6 +276,10 @@ impl PayloadCipher {
         }
     }
 }
+
+/// A saved send state (see [`PayloadCipher::send_checkpoint`]).
+#[derive(Debug, Clone)]
+pub struct SendCheckpoint(Option<Rc4>);
 
 /// SHA-1 over the concatenation of `parts`.
 fn sha1(parts: &[&[u8]]) -> [u8; 20] {
