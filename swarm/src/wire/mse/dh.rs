@@ -173,22 +173,25 @@ fn mont_mul(a: &Limbs, b: &Limbs) -> Limbs {
 }
 
 /// 2⁷⁶⁸ mod P (Montgomery form of 1) and 2¹⁵³⁶ mod P (converts into Montgomery form).
-fn r_and_r2() -> (Limbs, Limbs) {
-    // P > 2⁷⁶⁷, so 2⁷⁶⁸ mod P = 2⁷⁶⁸ - P, which is the two's complement of P.
-    let r = sub(&[0; LIMBS], &P).0;
-    let mut r2 = r;
-    for _ in 0..768 {
-        r2 = double_mod(&r2);
-    }
-    (r, r2)
+fn r_and_r2() -> &'static (Limbs, Limbs) {
+    static R: std::sync::OnceLock<(Limbs, Limbs)> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        // P > 2⁷⁶⁷, so 2⁷⁶⁸ mod P = 2⁷⁶⁸ - P, which is the two's complement of P.
+        let r = sub(&[0; LIMBS], &P).0;
+        let mut r2 = r;
+        for _ in 0..768 {
+            r2 = double_mod(&r2);
+        }
+        (r, r2)
+    })
 }
 
 /// `base^exp mod P` for `base < P`, `exp` big-endian. Every exponent bit costs the same
 /// work: the multiplication is always done and its result kept or dropped by a mask.
 pub(crate) fn mod_pow(base: &Limbs, exp: &[u8]) -> Limbs {
     let (one, r2) = r_and_r2();
-    let b = mont_mul(base, &r2);
-    let mut acc = one;
+    let b = mont_mul(base, r2);
+    let mut acc = *one;
     for byte in exp {
         for bit in (0..8).rev() {
             acc = mont_mul(&acc, &acc);
