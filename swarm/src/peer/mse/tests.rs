@@ -194,3 +194,21 @@ async fn silent_peers_time_out_per_phase() {
     assert!(matches!(r, Err(MseError::Timeout(Phase::Sync))), "{r:?}");
     assert!(start.elapsed() >= MSE_PHASE_TIMEOUT);
 }
+
+#[test]
+fn futures_and_stream_can_move_between_threads() {
+    fn is_send<T: Send>(_: &T) {}
+    fn is_peer_io<T: crate::peer::conn::PeerIo>() {}
+    is_peer_io::<MseStream<tokio::net::TcpStream>>();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (t, _) = l.accept().await.unwrap();
+        let table = Arc::new(vec![IH]);
+        let f = accept(t, move |h: &[u8; 20]| table.iter().copied().find(|ih| req2_hash(ih) == *h), EncryptionPolicy::default());
+        is_send(&f);
+        let g = mse_connect(s, IH, EncryptionPolicy::default());
+        is_send(&g);
+    });
+}
