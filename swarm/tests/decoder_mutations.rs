@@ -1,10 +1,13 @@
 //! On stable Rust, the same properties as the cargo-fuzz targets in fuzz/ (metainfo, magnet,
-//! wire, extended), checked over a bounded number of mutations of the fuzz seeds: no input
+//! wire, extended, mse), checked over a bounded number of mutations of the fuzz seeds: no input
 //! panics, and what decodes re-encodes consistently. `BURROW_FUZZ_ITERS` raises the count.
 
 use burrow_swarm::metainfo::{Magnet, Metainfo};
 use burrow_swarm::wire::{ExtHandshake, HolepunchMsg, Message, MetadataMsg, PexMessage};
 use bytes::BytesMut;
+
+#[path = "support/mse_exercise.rs"]
+mod mse_exercise;
 
 fn seeds(kind: &str) -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(kind);
@@ -120,4 +123,9 @@ fn extended_mutations() {
             assert_eq!(HolepunchMsg::decode(&h.encode()).unwrap(), h);
         }
     });
+}
+
+#[test]
+fn mse_mutations() {
+    each("mse", mse_exercise::exercise);
 }

@@ -27,6 +27,8 @@ def main():
     ap.add_argument("--transport", choices=["tcp", "utp", "both"], default="tcp")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--upload-limit", type=int, default=0)
+    ap.add_argument("--enc", choices=["forced", "enabled", "disabled"],
+                    help="MSE/PE policy for both directions (default: plain out, either in)")
     args = ap.parse_args()
 
     utp = args.transport in ("utp", "both")
@@ -53,6 +55,9 @@ def main():
         "upload_rate_limit": args.upload_limit,
         "user_agent": "lt-test",
     }
+    if args.enc:
+        settings["out_enc_policy"] = getattr(lt.enc_policy, args.enc)
+        settings["in_enc_policy"] = getattr(lt.enc_policy, args.enc)
     ses = lt.session(settings)
     for n in args.dht_node:
         host, port = n.rsplit(":", 1)

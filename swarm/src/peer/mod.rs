@@ -1,9 +1,11 @@
 //! One peer connection: the per-peer protocol state the torrent keeps (choke and interest,
 //! outstanding requests, what the peer has, its extensions and rates), and the tasks that
-//! drive a connection over a byte stream (`conn`).
+//! drive a connection over a byte stream (`conn`), opened in plain or through MSE/PE
+//! encryption (`mse`).
 
 pub mod conn;
 pub mod limit;
+pub mod mse;
 mod rate;
 
 use std::collections::HashSet;

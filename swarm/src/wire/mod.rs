@@ -7,6 +7,7 @@ mod handshake;
 mod holepunch;
 mod message;
 mod metadata;
+pub mod mse;
 mod pex;
 
 pub use extended::{ExtHandshake, ExtensionIds, LOCAL_EXTENSIONS};
