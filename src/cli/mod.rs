@@ -66,6 +66,20 @@ pub struct SwarmArgs {
     /// Transports for outgoing connections.
     #[arg(long, value_enum, default_value_t = TransportArg::Both)]
     pub transport: TransportArg,
+    /// Message stream encryption (MSE/PE) with peers.
+    #[arg(long, value_enum, default_value_t = EncryptionArg::PreferPlain)]
+    pub encryption: EncryptionArg,
+}
+
+/// `--encryption` values.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum EncryptionArg {
+    /// Accept and offer both; choose plaintext payload when the peer allows (least CPU).
+    PreferPlain,
+    /// Accept and offer both; choose RC4 when the peer allows.
+    PreferRc4,
+    /// Only encrypted connections.
+    Require,
 }
 
 /// `--transport` values.
@@ -107,6 +121,11 @@ impl SwarmArgs {
         }
         c.port_mapping = !self.no_port_mapping;
         c.lsd = !self.no_lsd;
+        c.encryption = match self.encryption {
+            EncryptionArg::PreferPlain => burrow_swarm::wire::mse::EncryptionPolicy::PlaintextPreferred,
+            EncryptionArg::PreferRc4 => burrow_swarm::wire::mse::EncryptionPolicy::Rc4Preferred,
+            EncryptionArg::Require => burrow_swarm::wire::mse::EncryptionPolicy::Rc4Required,
+        };
         c.transports = match self.transport {
             TransportArg::Both => burrow_swarm::session::Transports::Both,
             TransportArg::Tcp => burrow_swarm::session::Transports::Tcp,

@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use crate::connectivity::{PeerSource, Reachability, Route};
 use crate::nat::{MapperConfig, PortMapper};
 use crate::metainfo::{Magnet, Metainfo};
-use crate::peer::conn::{read_handshake_prefix, PeerIo};
+use crate::peer::conn::{handshake_outgoing, read_handshake_prefix, ConnError, PeerIo};
+use crate::wire::mse::EncryptionPolicy;
+use crate::wire::Handshake;
 use crate::peer::limit::RateLimits;
 use crate::peer::PeerKey;
 use crate::torrent::resume_store::{FileResumeStore, ResumeStore};
@@ -49,6 +51,8 @@ pub struct SessionConfig {
     pub port_mapping: bool,
     /// Local service discovery (BEP 14) on the LAN.
     pub lsd: bool,
+    /// Message stream encryption (MSE/PE): what we accept and offer.
+    pub encryption: EncryptionPolicy,
     /// Longest time verified pieces go unrecorded in resume data while a download runs: what
     /// a crash can cost.
     pub checkpoint_interval: std::time::Duration,
@@ -84,6 +88,7 @@ impl Default for SessionConfig {
             transports: Transports::Both,
             port_mapping: true,
             lsd: true,
+            encryption: EncryptionPolicy::PlaintextPreferred,
             checkpoint_interval: crate::torrent::task::CHECKPOINT_INTERVAL,
             resume_store: None,
             rate_limits: RateLimits::default(),
@@ -122,6 +127,8 @@ pub struct SessionCtx {
     registry: Mutex<HashMap<InfoHash, mpsc::UnboundedSender<TaskMsg>>>,
     /// Torrents that may be announced on the LAN (not private).
     lsd_hashes: Mutex<Vec<InfoHash>>,
+    /// Our torrents by MSE's `req2` hash, to recognise which one an encrypted peer wants.
+    req2: Mutex<HashMap<[u8; 20], InfoHash>>,
     next_key: AtomicU64,
 }
 
@@ -153,6 +160,32 @@ impl SessionCtx {
             Transport::Utp => Route::OutgoingUtp,
         };
         Ok((Box::new(s), route))
+    }
+
+    /// Connects to a peer and completes the BitTorrent handshake for `info_hash`. Plain first
+    /// (every client accepts it unless told to insist on encryption); a peer that hangs up on
+    /// the plain handshake gets one more try through MSE. With a policy that requires
+    /// encryption, only MSE is used.
+    pub async fn connect_peer(&self, addr: SocketAddr, info_hash: InfoHash) -> Result<(Box<dyn PeerIo>, Handshake, Route), String> {
+        let timeout = crate::torrent::task::CONNECT_TIMEOUT;
+        let dial = || async {
+            tokio::time::timeout(timeout, self.dial(addr)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())
+        };
+        let encrypted = || async {
+            let (s, route) = dial().await?;
+            let mut s: Box<dyn PeerIo> = Box::new(crate::peer::mse::mse_connect(s, info_hash, self.config.encryption).await.map_err(|e| format!("encryption: {e}"))?);
+            let h = handshake_outgoing(&mut s, info_hash, self.peer_id).await.map_err(|e| format!("handshake: {e}"))?;
+            Ok::<_, String>((s, h, route))
+        };
+        if self.config.encryption == EncryptionPolicy::Rc4Required {
+            return encrypted().await;
+        }
+        let (mut s, route) = dial().await?;
+        match handshake_outgoing(&mut s, info_hash, self.peer_id).await {
+            Ok(h) => Ok((s, h, route)),
+            Err(ConnError::Eof) | Err(ConnError::Io(_)) => encrypted().await.map_err(|e| format!("plain handshake refused; {e}")),
+            Err(e) => Err(format!("handshake: {e}")),
+        }
     }
 
     /// Dials for a holepunch rendezvous: µTP from the shared UDP socket and TCP from the
@@ -273,6 +306,7 @@ impl Session {
             dialer,
             registry: Mutex::default(),
             lsd_hashes: Mutex::default(),
+            req2: Mutex::default(),
             next_key: AtomicU64::new(1),
         });
         let tcp = Arc::new(tcp);
@@ -329,6 +363,7 @@ impl Session {
             TorrentParams { info_hash, name, info, trackers, download_dir: add.download_dir, peers, seed: add.seed, select_only },
         );
         self.ctx.registry.lock().expect("registry lock").insert(info_hash, handle.sender());
+        self.ctx.req2.lock().expect("req2 lock").insert(crate::wire::mse::req2_hash(&info_hash), info_hash);
         if !private {
             self.ctx.lsd_hashes.lock().expect("lsd lock").push(info_hash);
         }
@@ -420,9 +455,24 @@ async fn accept_utp(utp: UtpSocket, ctx: Arc<SessionCtx>) {
     }
 }
 
-/// Reads the start of an incoming handshake and hands the connection to its torrent.
-async fn route_incoming(mut stream: Box<dyn PeerIo>, addr: SocketAddr, route: Route, ctx: Arc<SessionCtx>) {
+/// Tells a plain BitTorrent handshake from an MSE one by its first bytes, completes the
+/// encryption handshake if there is one, then reads the start of the BitTorrent handshake and
+/// hands the connection to its torrent.
+async fn route_incoming(stream: Box<dyn PeerIo>, addr: SocketAddr, route: Route, ctx: Arc<SessionCtx>) {
+    let known = |h: &[u8; 20]| ctx.req2.lock().expect("req2 lock").get(h).copied();
+    let accepted = match crate::peer::mse::accept(stream, known, ctx.config.encryption).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "incoming connection refused during encryption handshake");
+            return;
+        }
+    };
+    let named = accepted.info_hash();
+    let mut stream: Box<dyn PeerIo> = Box::new(accepted.into_stream());
     let Ok((reserved, ih)) = read_handshake_prefix(&mut stream).await else { return };
+    if named.is_some_and(|n| n != ih) {
+        return; // The encrypted handshake named one torrent, the BitTorrent one another.
+    }
     let tx = ctx.registry.lock().expect("registry lock").get(&ih).cloned();
     if let Some(tx) = tx {
         let _ = tx.send(TaskMsg::Incoming { stream, addr, reserved, route });

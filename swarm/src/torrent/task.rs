@@ -498,15 +498,7 @@ impl Task {
         for addr in self.pool.next_to_dial(Instant::now(), n, seeding) {
             let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
             tokio::spawn(async move {
-                let r = async {
-                    let (mut s, route) = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial(addr))
-                        .await
-                        .map_err(|_| "connect timed out".to_string())?
-                        .map_err(|e| e.to_string())?;
-                    let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id).await.map_err(|e| format!("handshake: {e}"))?;
-                    Ok::<_, String>((s, h, route))
-                }
-                .await;
+                let r = ctx.connect_peer(addr, ih).await;
                 let _ = match r {
                     Ok((stream, handshake, route)) => tx.send(TaskMsg::Connected { stream, addr, handshake, route, dialled: true }),
                     Err(e) => {
