@@ -191,36 +191,52 @@ impl SessionCtx {
     /// Dials for a holepunch rendezvous: µTP from the shared UDP socket and TCP from the
     /// listen port at the same moment (a simultaneous open when the other side does the
     /// same, as the relay asked it to). The first to connect wins.
-    pub async fn dial_punch(&self, addr: SocketAddr) -> std::io::Result<Box<dyn PeerIo>> {
-        use std::future::Future;
-        use std::pin::Pin;
-        type Dial<'a> = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn PeerIo>>> + Send + 'a>>;
-        let tcp: Dial<'_> = Box::pin(async move {
-            let s = self.dialer.tcp().connect(addr).await.map_err(std::io::Error::other)?;
+    ///
+    /// Port prediction, the last resort for a peer behind a NAT that maps each destination to
+    /// a new port: the relay saw the peer's mapping toward itself, and many such NATs hand
+    /// out the next mapping close by, so after a short head start µTP is also tried toward
+    /// the [`PREDICTED_PORTS`] ports above it. Bounded: at most that many extra SYNs, each
+    /// retried by µTP's own timers, all cancelled once one connects.
+    pub async fn dial_punch(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<(Box<dyn PeerIo>, SocketAddr, Route)> {
+        let mut attempts = tokio::task::JoinSet::new();
+        let me = self.clone();
+        attempts.spawn(async move {
+            let s = me.dialer.tcp().connect(addr).await.map_err(std::io::Error::other)?;
             let _ = s.set_nodelay(true);
-            Ok(Box::new(s) as Box<dyn PeerIo>)
+            Ok::<_, std::io::Error>((Box::new(s) as Box<dyn PeerIo>, addr, Route::HolepunchedTcp))
         });
-        let utp: Dial<'_> = match self.dialer.utp() {
-            Some(u) => Box::pin(async move { Ok(Box::new(u.connect(addr).await.map_err(std::io::Error::other)?) as Box<dyn PeerIo>) }),
-            None => Box::pin(async { Err(std::io::Error::other("µTP is off")) }),
-        };
-        match futures_select_ok(tcp, utp).await {
-            Ok(s) => Ok(s),
-            Err(e) => Err(e),
+        if let Some(utp) = self.dialer.utp().cloned() {
+            let direct = utp.clone();
+            attempts.spawn(async move { Ok((Box::new(direct.connect(addr).await.map_err(std::io::Error::other)?) as Box<dyn PeerIo>, addr, Route::HolepunchedUtp)) });
+            for k in 1..=PREDICTED_PORTS {
+                let Some(port) = addr.port().checked_add(k) else { break };
+                let guess = SocketAddr::new(addr.ip(), port);
+                let u = utp.clone();
+                attempts.spawn(async move {
+                    tokio::time::sleep(PREDICTION_DELAY).await;
+                    Ok((Box::new(u.connect(guess).await.map_err(std::io::Error::other)?) as Box<dyn PeerIo>, guess, Route::PortPredicted))
+                });
+            }
         }
+        let mut last = std::io::Error::other("no transport");
+        while let Some(r) = attempts.join_next().await {
+            match r {
+                Ok(Ok(found)) => {
+                    attempts.abort_all();
+                    return Ok(found);
+                }
+                Ok(Err(e)) => last = e,
+                Err(e) => last = std::io::Error::other(e),
+            }
+        }
+        Err(last)
     }
 }
 
-/// The first of two dials to succeed, or the last error.
-async fn futures_select_ok<'a>(
-    mut a: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn PeerIo>>> + Send + 'a>>,
-    mut b: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Box<dyn PeerIo>>> + Send + 'a>>,
-) -> std::io::Result<Box<dyn PeerIo>> {
-    tokio::select! {
-        r = &mut a => match r { Ok(s) => Ok(s), Err(_) => b.await },
-        r = &mut b => match r { Ok(s) => Ok(s), Err(_) => a.await },
-    }
-}
+/// Ports above the relay-observed one that a holepunch also tries (port prediction).
+pub const PREDICTED_PORTS: u16 = 8;
+/// Head start of the direct holepunch attempt before predicted ports are tried.
+pub const PREDICTION_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What to add.
 pub enum TorrentSource {

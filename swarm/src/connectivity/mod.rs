@@ -21,8 +21,12 @@ pub enum Route {
     IncomingTcp,
     /// The peer dialled us over µTP.
     IncomingUtp,
-    /// Made by a ut_holepunch rendezvous.
-    Holepunched,
+    /// Made by a ut_holepunch rendezvous, over µTP.
+    HolepunchedUtp,
+    /// Made by a ut_holepunch rendezvous, over TCP (simultaneous open).
+    HolepunchedTcp,
+    /// Made by a rendezvous at a port predicted from the relay's view of the peer's NAT.
+    PortPredicted,
 }
 
 impl Route {
@@ -33,12 +37,24 @@ impl Route {
             Route::OutgoingUtp => "outgoing_utp",
             Route::IncomingTcp => "incoming_tcp",
             Route::IncomingUtp => "incoming_utp",
-            Route::Holepunched => "holepunched",
+            Route::HolepunchedUtp => "holepunched_utp",
+            Route::HolepunchedTcp => "holepunched_tcp",
+            Route::PortPredicted => "port_predicted",
         }
     }
 
     /// Whether we initiated the connection.
     pub fn is_outgoing(self) -> bool {
         matches!(self, Route::OutgoingTcp | Route::OutgoingUtp)
+    }
+
+    /// Whether a holepunch rendezvous made the connection.
+    pub fn is_holepunched(self) -> bool {
+        matches!(self, Route::HolepunchedUtp | Route::HolepunchedTcp | Route::PortPredicted)
+    }
+
+    /// Whether the connection runs over µTP.
+    pub fn is_utp(self) -> bool {
+        matches!(self, Route::OutgoingUtp | Route::IncomingUtp | Route::HolepunchedUtp | Route::PortPredicted)
     }
 }

@@ -137,7 +137,7 @@ impl PeerState {
     /// The address others can dial it at: where we reached it, or for incoming connections
     /// its IP with the listen port it announced (`None` while unknown).
     pub fn dialable(&self) -> Option<SocketAddr> {
-        if self.route.is_outgoing() || self.route == Route::Holepunched {
+        if self.route.is_outgoing() || self.route.is_holepunched() {
             return Some(self.addr);
         }
         let port = self.ext.as_ref().and_then(|e| e.listen_port)?;

@@ -292,6 +292,9 @@ impl Task {
                 let link = conn::spawn_limited(key, stream, handshake.supports_fast(), self.peer_tx.clone(), self.link_limits());
                 self.links.insert(key, (link, addr, route));
                 self.status.count_route(route);
+                if addr.is_ipv6() {
+                    *self.status.route_totals.entry("ipv6").or_default() += 1;
+                }
                 tracing::debug!(key, %addr, route = route.label(), "peer connected");
                 self.core.peer_connected(key, PeerState::new(addr, handshake, route, now), now);
             }
@@ -561,13 +564,18 @@ impl Task {
         let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
         tokio::spawn(async move {
             let r = async {
-                let mut s = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial_punch(addr)).await.ok()?.ok()?;
+                let (mut s, reached, route) = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial_punch(addr)).await.ok()?.ok()?;
                 let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id).await.ok()?;
-                Some((s, h))
+                Some((s, h, reached, route))
             }
             .await;
             let _ = match r {
-                Some((stream, handshake)) => tx.send(TaskMsg::Connected { stream, addr, handshake, route: Route::Holepunched, dialled: true }),
+                Some((stream, handshake, reached, route)) => {
+                    if reached != addr {
+                        tracing::debug!(%addr, %reached, "holepunch succeeded at a predicted port");
+                    }
+                    tx.send(TaskMsg::Connected { stream, addr: reached, handshake, route, dialled: true })
+                }
                 None => tx.send(TaskMsg::PunchFailed(addr)),
             };
         });
@@ -651,8 +659,11 @@ impl Task {
         st.connecting = self.pool.connecting();
         st.metadata_progress = self.core.metadata_progress();
         st.routes.clear();
-        for (_, _, r) in self.links.values() {
+        for (_, addr, r) in self.links.values() {
             *st.routes.entry(r.label()).or_default() += 1;
+            if addr.is_ipv6() {
+                *st.routes.entry("ipv6").or_default() += 1;
+            }
         }
         let _ = self.status_tx.send(st.clone());
         let left = st.wanted_bytes.saturating_sub(st.verified_bytes);

@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{Action, TorrentCore};
-use crate::connectivity::Route;
 use crate::peer::PeerKey;
 use crate::wire::{HolepunchError, HolepunchMsg, HolepunchType, Message, PexFlags, PexMessage, PexPeer, MAX_PEX_PEERS};
 
@@ -43,7 +42,7 @@ impl TorrentCore {
                 if p.is_seed() {
                     f |= PexFlags::SEED;
                 }
-                if matches!(p.route, Route::OutgoingUtp | Route::IncomingUtp) {
+                if p.route.is_utp() {
                     f |= PexFlags::UTP;
                 }
                 if p.supports_holepunch() {
