@@ -668,7 +668,9 @@ impl Task {
         let _ = self.status_tx.send(st.clone());
         let left = st.wanted_bytes.saturating_sub(st.verified_bytes);
         let complete = self.core.phase() == Phase::Complete;
+        let v6 = self.own_v6();
         self.announce_tx.send_modify(|a| {
+            a.ipv6 = v6;
             a.uploaded = s.uploaded;
             a.downloaded = s.downloaded;
             a.left = left;

@@ -36,6 +36,8 @@ pub struct AnnounceStats {
     pub port: u16,
     /// The torrent is shutting down: send `stopped` and end.
     pub stopping: bool,
+    /// Our global IPv6 address, when we have one (BEP 7).
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// Tracker state for the torrent's status display.
@@ -89,6 +91,7 @@ impl Tier {
             event,
             num_want: if event == Event::Stopped { 0 } else { 50 },
             key: self.key,
+            ipv6: s.ipv6,
         }
     }
 

@@ -26,6 +26,10 @@ pub fn build_http_url(base: &str, r: &AnnounceRequest) -> String {
         r.num_want,
         r.key
     );
+    if let Some(v6) = r.ipv6 {
+        url.push_str("&ipv6=");
+        url.push_str(&percent_encode_bytes(v6.to_string().as_bytes()));
+    }
     match r.event {
         Event::None => {}
         Event::Started => url.push_str("&event=started"),
@@ -252,6 +256,7 @@ mod tests {
             event: Event::Started,
             num_want: 50,
             key: 0x1234,
+            ipv6: Some("2001:db8::7".parse().unwrap()),
         }
     }
 
@@ -260,7 +265,7 @@ mod tests {
         let u = build_http_url("http://t.example/announce?x=1", &req());
         assert!(u.starts_with("http://t.example/announce?x=1&info_hash=%AB%AB"));
         assert!(u.contains("&peer_id=-BW0100-abcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&compact=1"));
-        assert!(u.ends_with("&event=started"));
+        assert!(u.ends_with("&ipv6=2001%3Adb8%3A%3A7&event=started"), "{u}");
     }
 
     #[test]

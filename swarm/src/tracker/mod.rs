@@ -54,6 +54,9 @@ pub struct AnnounceRequest {
     pub num_want: u32,
     /// A random number identifying us across IP changes.
     pub key: u32,
+    /// Our global IPv6 address, sent as `ipv6` (BEP 7) so an IPv4 announce also lists us
+    /// for IPv6 peers.
+    pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
 /// What a tracker answered.

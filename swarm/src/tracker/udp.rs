@@ -252,6 +252,7 @@ mod tests {
             event: Event::Started,
             num_want: 50,
             key: 1,
+            ipv6: None,
         }
     }
 
