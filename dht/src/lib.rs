@@ -64,6 +64,7 @@ pub mod node;
 pub mod peer_store;
 pub mod rate_limit;
 pub mod routing;
+pub mod router;
 mod token;
 mod txn;
 pub mod votes;

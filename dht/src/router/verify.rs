@@ -1,0 +1,198 @@
+//! Verifying nodes before the router hands them out: a node enters the cache only by answering
+//! a query of ours from the address it claims (BEP 5: nodes are good once they have responded).
+//!
+//! The router sends many such queries (every new querier, every node learned from a response,
+//! and every cached node again after a while), far more than a transaction table should hold.
+//! So the queries keep no state at all: the transaction ID is a time stamp plus a keyed hash of
+//! the destination address and that time stamp. An answer proves itself by echoing an ID that
+//! hashes right for the address it comes from and is recent; nothing else can forge one without
+//! seeing our query. Router transaction IDs are [`TID_LEN`] bytes, which tells them apart from
+//! those of the embedded node (4 bytes).
+//!
+//! New candidates wait in a bounded queue and are pinged at a bounded rate; a fixed-size
+//! filter remembers whom we pinged recently so the same node is not asked over and over.
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::id::NodeId;
+
+/// Length of a verification transaction ID: 2 bytes of time, 6 of keyed hash.
+pub const TID_LEN: usize = 8;
+
+/// Time-stamp resolution of verification transaction IDs, in seconds.
+const TICK_SECS: u32 = 2;
+
+/// Answers are accepted up to this many ticks after the query (4 to 6 seconds).
+const MAX_AGE_TICKS: u16 = 3;
+
+/// Most candidates waiting to be pinged; further ones are dropped (and counted).
+pub const MAX_CANDIDATES: usize = 65_536;
+
+/// Entries of the recently-pinged filter (2 bytes each). Addresses that collide share an
+/// entry, which only makes the router skip a ping it could have sent.
+pub const RECENT_FILTER_SLOTS: usize = 1 << 18;
+
+/// A node pinged less than this long ago (seconds) is not pinged again as a new candidate.
+pub const REPING_AFTER_SECS: u32 = 600;
+
+/// A node waiting to be pinged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The ID it claims, if known.
+    pub id: Option<NodeId>,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+/// Stateless verification queries and the queue of nodes to verify.
+#[derive(Debug)]
+pub struct Verifier {
+    key: std::collections::hash_map::RandomState,
+    recent: Box<[u16]>,
+    queue: VecDeque<Candidate>,
+    /// Candidates dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Verifier {
+    /// A verifier with a fresh random key.
+    pub fn new() -> Verifier {
+        Verifier {
+            key: std::collections::hash_map::RandomState::new(),
+            recent: vec![0u16; RECENT_FILTER_SLOTS].into_boxed_slice(),
+            queue: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    fn mac(&self, tick: u16, addr: &SocketAddr) -> u64 {
+        let ip: [u8; 16] = match addr.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        self.key.hash_one((tick, ip, addr.port()))
+    }
+
+    /// The transaction ID for a query to `addr` sent at `now_secs`.
+    pub fn tid(&self, now_secs: u32, addr: &SocketAddr) -> [u8; TID_LEN] {
+        let tick = (now_secs / TICK_SECS) as u16;
+        let mac = self.mac(tick, addr).to_be_bytes();
+        let mut t = [0u8; TID_LEN];
+        t[..2].copy_from_slice(&tick.to_be_bytes());
+        t[2..].copy_from_slice(&mac[..TID_LEN - 2]);
+        t
+    }
+
+    /// True if `tid` is one of ours, sent to `from` recently.
+    pub fn check(&self, now_secs: u32, from: &SocketAddr, tid: &[u8]) -> bool {
+        if tid.len() != TID_LEN {
+            return false;
+        }
+        let tick = u16::from_be_bytes([tid[0], tid[1]]);
+        let age = ((now_secs / TICK_SECS) as u16).wrapping_sub(tick);
+        age <= MAX_AGE_TICKS && self.mac(tick, from).to_be_bytes()[..TID_LEN - 2] == tid[2..]
+    }
+
+    fn recent_slot(&self, addr: &SocketAddr) -> usize {
+        (self.mac(0xffff, addr) as usize) % RECENT_FILTER_SLOTS
+    }
+
+    /// Notes that `addr` is being pinged at `now_secs`.
+    pub fn mark_pinged(&mut self, now_secs: u32, addr: &SocketAddr) {
+        let s = self.recent_slot(addr);
+        self.recent[s] = minute(now_secs);
+    }
+
+    /// True if `addr` (or an address sharing its filter entry) was pinged in the last
+    /// [`REPING_AFTER_SECS`].
+    pub fn pinged_recently(&self, now_secs: u32, addr: &SocketAddr) -> bool {
+        let m = self.recent[self.recent_slot(addr)];
+        m != 0 && minute(now_secs).wrapping_sub(m) < (REPING_AFTER_SECS / 60) as u16
+    }
+
+    /// Queues a node for a ping unless it was pinged recently. Returns whether it was queued.
+    pub fn offer(&mut self, now_secs: u32, c: Candidate) -> bool {
+        if self.pinged_recently(now_secs, &c.addr) {
+            return false;
+        }
+        if self.queue.len() >= MAX_CANDIDATES {
+            self.dropped += 1;
+            return false;
+        }
+        // Marked now rather than when pinged, so a node that queries many times while it waits
+        // is queued once.
+        self.mark_pinged(now_secs, &c.addr);
+        self.queue.push_back(c);
+        true
+    }
+
+    /// The next candidate to ping.
+    pub fn next(&mut self) -> Option<Candidate> {
+        self.queue.pop_front()
+    }
+
+    /// Candidates waiting.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// The minute of `secs` as stored in the recently-pinged filter: never 0, which means "never".
+fn minute(secs: u32) -> u16 {
+    ((secs / 60) as u16).wrapping_add(1).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_check_address_and_age() {
+        let v = Verifier::new();
+        let a: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        let b: SocketAddr = "192.0.2.1:6882".parse().unwrap();
+        let t = v.tid(1000, &a);
+        assert!(v.check(1000, &a, &t));
+        assert!(v.check(1000 + 2 * u32::from(MAX_AGE_TICKS), &a, &t));
+        assert!(!v.check(1000 + 2 * u32::from(MAX_AGE_TICKS) + 2, &a, &t), "too old");
+        assert!(!v.check(1000, &b, &t), "other address");
+        assert!(!v.check(1000, &a, &t[..4]));
+        let mut forged = t;
+        forged[7] ^= 1;
+        assert!(!v.check(1000, &a, &forged));
+        // Another verifier (another key, e.g. after a restart) rejects it.
+        assert!(!Verifier::new().check(1000, &a, &t));
+    }
+
+    #[test]
+    fn candidates_are_queued_once_and_bounded() {
+        let mut v = Verifier::new();
+        let c = |p| Candidate {
+            id: None,
+            addr: SocketAddr::from(([10, 1, 2, 3], p)),
+        };
+        assert!(v.offer(0, c(1)));
+        assert!(!v.offer(30, c(1)), "pinged recently");
+        assert!(v.offer(REPING_AFTER_SECS + 60, c(1)));
+        assert_eq!(v.queued(), 2);
+        let mut queued = 2;
+        for p in 2..(2 * MAX_CANDIDATES as u32) {
+            let port = (p % 65_000) as u16 + 1;
+            let addr = SocketAddr::from(([10, (p >> 16) as u8, 0, 0], port));
+            if v.offer(0, Candidate { id: None, addr }) {
+                queued += 1;
+            }
+        }
+        assert_eq!(v.queued(), MAX_CANDIDATES.min(queued));
+        assert!(v.dropped > 0);
+        assert_eq!(v.next(), Some(c(1)));
+    }
+}
