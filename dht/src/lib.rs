@@ -65,6 +65,8 @@ pub mod peer_store;
 pub mod rate_limit;
 pub mod routing;
 pub mod router;
+#[cfg(feature = "tokio")]
+pub mod serve;
 mod token;
 mod txn;
 pub mod votes;

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 mod create;
+mod dht_node;
 mod download;
 mod progress;
 
@@ -28,6 +29,8 @@ enum Command {
     Seed(download::SeedArgs),
     /// Make a .torrent file from a file or folder.
     Create(create::CreateArgs),
+    /// Run a mainline DHT bootstrap node built for heavy traffic.
+    DhtNode(dht_node::DhtNodeArgs),
 }
 
 /// Options shared by commands that join a swarm.
@@ -93,5 +96,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Download(a) => download::download(a).await,
         Command::Seed(a) => download::seed(a).await,
         Command::Create(a) => create::create(a),
+        Command::DhtNode(a) => dht_node::dht_node(a).await,
     }
 }

@@ -340,6 +340,11 @@ impl Router {
         (self.config.reverify_after.as_secs() as u32).saturating_mul(3)
     }
 
+    /// Counts datagrams the driver could not send (full socket buffer, unreachable address).
+    pub fn count_send_failures(&mut self, n: u64) {
+        self.stats.dropped_send += n;
+    }
+
     /// The next datagram to send: verification queries, then the embedded node's traffic.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front().or_else(|| self.node.poll_transmit())
@@ -397,7 +402,7 @@ impl Router {
             self.sweep_out = out;
         }
         while self.credit >= 1.0 {
-            let Some(c) = self.verifier.next() else { break };
+            let Some(c) = self.verifier.next_candidate() else { break };
             self.send_verify(secs, c.addr);
             self.credit -= 1.0;
         }

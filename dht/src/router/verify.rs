@@ -135,7 +135,7 @@ impl Verifier {
     }
 
     /// The next candidate to ping.
-    pub fn next(&mut self) -> Option<Candidate> {
+    pub fn next_candidate(&mut self) -> Option<Candidate> {
         self.queue.pop_front()
     }
 
@@ -193,6 +193,6 @@ mod tests {
         }
         assert_eq!(v.queued(), MAX_CANDIDATES.min(queued));
         assert!(v.dropped > 0);
-        assert_eq!(v.next(), Some(c(1)));
+        assert_eq!(v.next_candidate(), Some(c(1)));
     }
 }
