@@ -242,7 +242,7 @@ impl Router {
                 false
             }
             // Errors to verification queries need no handling: the node stays unverified.
-            Body::Error { .. } if msg.tid.len() == verify::TID_LEN => false,
+            Body::Error { .. } if Verifier::is_router_tid(msg.tid) => false,
             _ => {
                 self.stats.node_datagrams += 1;
                 self.node.handle_datagram(now, from, bytes);

@@ -193,7 +193,7 @@ fn unanswered_or_forged_answers_do_not_enter_the_cache() {
     let mut forged = Vec::new();
     crate::krpc::write_response(
         &mut forged,
-        b"12345678",
+        b"\x81234",
         &NodeId([0x33; 20]),
         &crate::krpc::ResponseOut::default(),
     );

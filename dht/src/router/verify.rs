@@ -6,8 +6,9 @@
 //! So the queries keep no state at all: the transaction ID is a time stamp plus a keyed hash of
 //! the destination address and that time stamp. An answer proves itself by echoing an ID that
 //! hashes right for the address it comes from and is recent; nothing else can forge one without
-//! seeing our query. Router transaction IDs are [`TID_LEN`] bytes, which tells them apart from
-//! those of the embedded node (4 bytes).
+//! seeing our query. Router transaction IDs are 4 bytes like everyone's (some implementations
+//! accept no other length) with the top bit set, which the embedded node's never have (theirs
+//! start with a slot index below 1024).
 //!
 //! New candidates wait in a bounded queue and are pinged at a bounded rate; a fixed-size
 //! filter remembers whom we pinged recently so the same node is not asked over and over.
@@ -18,8 +19,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::id::NodeId;
 
-/// Length of a verification transaction ID: 2 bytes of time, 6 of keyed hash.
-pub const TID_LEN: usize = 8;
+/// Length of a verification transaction ID: a marker bit, 3 bits of time, 28 of keyed hash.
+pub const TID_LEN: usize = 4;
+
+/// The marker bit of router transaction IDs.
+const MARK: u32 = 1 << 31;
+
+/// Bits of keyed hash in a transaction ID: a blind forger needs about 2^27 tries per success.
+const MAC_BITS: u32 = 28;
 
 /// Time-stamp resolution of verification transaction IDs, in seconds.
 const TICK_SECS: u32 = 2;
@@ -68,12 +75,14 @@ impl Verifier {
         Verifier {
             key: std::collections::hash_map::RandomState::new(),
             recent: vec![0u16; RECENT_FILTER_SLOTS].into_boxed_slice(),
-            queue: VecDeque::new(),
+            // Reserved up front so that queueing, which happens on the query path, never
+            // allocates; pages of the reservation are touched only as the queue grows.
+            queue: VecDeque::with_capacity(MAX_CANDIDATES),
             dropped: 0,
         }
     }
 
-    fn mac(&self, tick: u16, addr: &SocketAddr) -> u64 {
+    fn mac(&self, tick: u32, addr: &SocketAddr) -> u64 {
         let ip: [u8; 16] = match addr.ip() {
             IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             IpAddr::V6(v6) => v6.octets(),
@@ -81,28 +90,37 @@ impl Verifier {
         self.key.hash_one((tick, ip, addr.port()))
     }
 
+    fn tid_for_tick(&self, tick: u32, addr: &SocketAddr) -> u32 {
+        let mac = (self.mac(tick, addr) as u32) & ((1 << MAC_BITS) - 1);
+        MARK | ((tick & 7) << MAC_BITS) | mac
+    }
+
     /// The transaction ID for a query to `addr` sent at `now_secs`.
     pub fn tid(&self, now_secs: u32, addr: &SocketAddr) -> [u8; TID_LEN] {
-        let tick = (now_secs / TICK_SECS) as u16;
-        let mac = self.mac(tick, addr).to_be_bytes();
-        let mut t = [0u8; TID_LEN];
-        t[..2].copy_from_slice(&tick.to_be_bytes());
-        t[2..].copy_from_slice(&mac[..TID_LEN - 2]);
-        t
+        self.tid_for_tick(now_secs / TICK_SECS, addr).to_be_bytes()
+    }
+
+    /// True if `tid` has the form of a router transaction ID (it may still be forged).
+    pub fn is_router_tid(tid: &[u8]) -> bool {
+        tid.len() == TID_LEN && tid[0] & 0x80 != 0
     }
 
     /// True if `tid` is one of ours, sent to `from` recently.
     pub fn check(&self, now_secs: u32, from: &SocketAddr, tid: &[u8]) -> bool {
-        if tid.len() != TID_LEN {
+        let Ok(t) = <[u8; TID_LEN]>::try_from(tid) else {
+            return false;
+        };
+        let t = u32::from_be_bytes(t);
+        if t & MARK == 0 {
             return false;
         }
-        let tick = u16::from_be_bytes([tid[0], tid[1]]);
-        let age = ((now_secs / TICK_SECS) as u16).wrapping_sub(tick);
-        age <= MAX_AGE_TICKS && self.mac(tick, from).to_be_bytes()[..TID_LEN - 2] == tid[2..]
+        let now = now_secs / TICK_SECS;
+        let age = now.wrapping_sub((t >> MAC_BITS) & 7) & 7;
+        age <= u32::from(MAX_AGE_TICKS) && self.tid_for_tick(now.wrapping_sub(age), from) == t
     }
 
     fn recent_slot(&self, addr: &SocketAddr) -> usize {
-        (self.mac(0xffff, addr) as usize) % RECENT_FILTER_SLOTS
+        (self.mac(u32::MAX, addr) as usize) % RECENT_FILTER_SLOTS
     }
 
     /// Notes that `addr` is being pinged at `now_secs`.
@@ -164,9 +182,11 @@ mod tests {
         assert!(v.check(1000 + 2 * u32::from(MAX_AGE_TICKS), &a, &t));
         assert!(!v.check(1000 + 2 * u32::from(MAX_AGE_TICKS) + 2, &a, &t), "too old");
         assert!(!v.check(1000, &b, &t), "other address");
-        assert!(!v.check(1000, &a, &t[..4]));
+        assert!(!v.check(1000, &a, &t[..3]));
+        assert!(Verifier::is_router_tid(&t));
+        assert!(!Verifier::is_router_tid(&[3, 255, 1, 2]), "the node's IDs start below 4");
         let mut forged = t;
-        forged[7] ^= 1;
+        forged[3] ^= 1;
         assert!(!v.check(1000, &a, &forged));
         // Another verifier (another key, e.g. after a restart) rejects it.
         assert!(!Verifier::new().check(1000, &a, &t));
