@@ -272,6 +272,9 @@ impl Router {
             self.stats.verify_rejected_bep42 += 1;
             return;
         }
+        if id == self.node.id(from.is_ipv6()) {
+            return;
+        }
         let secs = self.secs(now);
         let stale = self.stale_after();
         match self.caches[fam(&from)].insert(id, from, secs, stale) {
@@ -308,6 +311,10 @@ impl Router {
             return;
         }
         let f = fam(&addr);
+        // Other nodes list us too; a node with our ID is us (or an impostor).
+        if id == self.node.id(f == 1) {
+            return;
+        }
         if !self.enabled_family(f) || self.caches[f].contains(&id, &addr) {
             return;
         }
