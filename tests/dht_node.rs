@@ -40,12 +40,15 @@ fn start(name: &str, dir: &Path, extra: &[&str]) -> (Proc, u16) {
 
 /// Sends `query` from `sock` to `to` and returns the decoded reply's responder ID.
 fn ask(sock: &UdpSocket, to: SocketAddr, query: &[u8]) -> Option<NodeId> {
-    sock.set_read_timeout(Some(Duration::from_millis(1000))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
     sock.send_to(query, to).unwrap();
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + Duration::from_millis(1000);
     while Instant::now() < deadline {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { return None };
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            return None;
+        };
         if from != to {
             continue;
         }
@@ -103,7 +106,14 @@ fn node_id_survives_restart_and_both_families_share_the_port() {
     let state_s = state.to_str().unwrap();
     let metrics_s = metrics.to_string();
     let args = [
-        "--bind", "127.0.0.1", "--bind", "::1", "--state", state_s, "--metrics", &metrics_s,
+        "--bind",
+        "127.0.0.1",
+        "--bind",
+        "::1",
+        "--state",
+        state_s,
+        "--metrics",
+        &metrics_s,
     ];
     let (mut node, port) = start("dht-node-1", dir.path(), &args);
     let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -114,11 +124,18 @@ fn node_id_survives_restart_and_both_families_share_the_port() {
 
     let text = http_get(metrics, "/metrics");
     assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
-    assert_eq!(metric(&text, "burrow_dht_queries_total{method=\"ping\"}"), 2.0);
+    assert_eq!(
+        metric(&text, "burrow_dht_queries_total{method=\"ping\"}"),
+        2.0
+    );
     assert!(metric(&text, "burrow_dht_process_resident_bytes") > 0.0);
     assert!(http_get(metrics, "/nope").starts_with("HTTP/1.0 404"));
 
-    assert!(node.terminate(Duration::from_secs(10)).success(), "{}", node.output());
+    assert!(
+        node.terminate(Duration::from_secs(10)).success(),
+        "{}",
+        node.output()
+    );
     assert!(state.exists(), "state saved on exit");
     let (mut again, port2) = start("dht-node-2", dir.path(), &args);
     let id2 = ask(&v4, SocketAddr::from(([127, 0, 0, 1], port2)), &ping()).expect("answer");
@@ -178,7 +195,10 @@ fn flood_from_one_address_leaves_others_answered() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (valid, bad) = flood.join().unwrap();
-    assert!(answered >= 23, "only {answered} of 25 queries from another address answered");
+    assert!(
+        answered >= 23,
+        "only {answered} of 25 queries from another address answered"
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     let text = http_get(metrics, "/metrics");
@@ -188,8 +208,14 @@ fn flood_from_one_address_leaves_others_answered() {
     println!("flood: {valid} queries and {bad} junk sent; node saw {received}, dropped {limited} rate-limited and {malformed} malformed; {answered}/25 others answered");
     // Whatever reached the node was dropped, except the flooder's first burst and the others.
     let flood_seen = received - 25.0;
-    assert!(limited + malformed >= flood_seen - (60.0 + 20.0 * 5.0), "{text}");
-    assert!(limited > 0.3 * valid as f64 && malformed > 0.3 * bad as f64, "{text}");
+    assert!(
+        limited + malformed >= flood_seen - (60.0 + 20.0 * 5.0),
+        "{text}"
+    );
+    assert!(
+        limited > 0.3 * valid as f64 && malformed > 0.3 * bad as f64,
+        "{text}"
+    );
     let replies = metric(&text, "burrow_dht_replies_total");
     // The flooder's burst of 60 plus 20 a second, and the other address's 25.
     assert!(replies <= 60.0 + 20.0 * 5.0 + 25.0, "{replies} replies");
@@ -215,7 +241,8 @@ fn libtorrent_nodes_learn_the_dht_through_dht_node() {
                 ipv6: false,
                 ..Default::default()
             };
-            let cfg = burrow_dht::driver::DriverConfig::new(node, vec!["127.0.0.1:0".parse().unwrap()]);
+            let cfg =
+                burrow_dht::driver::DriverConfig::new(node, vec!["127.0.0.1:0".parse().unwrap()]);
             v.push(burrow_dht::driver::Dht::spawn(cfg).await.unwrap());
         }
         v
@@ -225,7 +252,15 @@ fn libtorrent_nodes_learn_the_dht_through_dht_node() {
     let (node, port) = start(
         "dht-node-lt",
         dir.path(),
-        &["--allow-shared-ip", "--rate-limit", "0", "--cache-size", "4096", "--bootstrap", &seed],
+        &[
+            "--allow-shared-ip",
+            "--rate-limit",
+            "0",
+            "--cache-size",
+            "4096",
+            "--bootstrap",
+            &seed,
+        ],
     );
     let router = SocketAddr::from(([127, 0, 0, 1], port));
     rt.block_on(async {
@@ -237,7 +272,16 @@ fn libtorrent_nodes_learn_the_dht_through_dht_node() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dht/tests/support/lt_dht.py");
     let mut c = Command::new(common::PYTHON);
     c.arg(script)
-        .args(["--isolated", "--router", "--sessions", "4", "--min-nodes", "8", "--wait", "20"])
+        .args([
+            "--isolated",
+            "--router",
+            "--sessions",
+            "4",
+            "--min-nodes",
+            "8",
+            "--wait",
+            "20",
+        ])
         .args(["--bootstrap", &router.to_string()])
         .stdin(std::process::Stdio::piped());
     let mut lt = Proc::spawn("libtorrent", c, dir.path());
@@ -257,6 +301,10 @@ fn libtorrent_nodes_learn_the_dht_through_dht_node() {
     println!("libtorrent routing tables: {counts:?}");
     // Each session knew only the dht-node; eleven other nodes exist besides it.
     let status = node.output();
-    let last = status.lines().rev().find(|l| l.contains("queries/s")).unwrap_or_default();
+    let last = status
+        .lines()
+        .rev()
+        .find(|l| l.contains("queries/s"))
+        .unwrap_or_default();
     assert!(counts.iter().all(|&n| n >= 8), "{ready}\n{last}");
 }

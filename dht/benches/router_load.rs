@@ -92,12 +92,18 @@ fn main() {
     } else {
         if o.only.as_deref() != Some("mainline") {
             let (child, addr) = start_burrow(&o);
-            results.push(("burrow dht-node".to_owned(), measure(&o, addr, Some(child.id()))));
+            results.push((
+                "burrow dht-node".to_owned(),
+                measure(&o, addr, Some(child.id())),
+            ));
             stop(child);
         }
         if o.only.as_deref() != Some("burrow") {
             let (child, addr) = start_mainline();
-            results.push(("mainline 8 (server mode)".to_owned(), measure(&o, addr, Some(child.id()))));
+            results.push((
+                "mainline 8 (server mode)".to_owned(),
+                measure(&o, addr, Some(child.id())),
+            ));
             stop(child);
         }
     }
@@ -141,7 +147,11 @@ fn pin_to_cpu(cpu: usize) {
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn burrow_path(o: &Opts) -> String {
@@ -150,7 +160,11 @@ fn burrow_path(o: &Opts) -> String {
     }
     // target/release/deps/router_load-… → target/release/burrow
     let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(|d| d.parent()).unwrap().join("burrow");
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("burrow");
     assert!(
         p.exists(),
         "{} not found: build it with `cargo build --release -p burrow` or pass --burrow PATH",
@@ -162,16 +176,32 @@ fn burrow_path(o: &Opts) -> String {
 fn start_burrow(o: &Opts) -> (Child, SocketAddr) {
     let port = free_udp_port();
     let mut c = Command::new("taskset");
-    c.args(["-c", "0", &burrow_path(o), "dht-node", "--port", &port.to_string()])
-        .args(["--bind", "127.0.0.1", "--bootstrap", "127.0.0.1:9", "--log-interval", "0"])
-        // The limiter runs (its cost is measured) but no generator address reaches it.
-        .args(["--rate-limit", "10000000", "--allow-shared-ip"])
-        .args(["--cache-size", &o.cache_size]);
+    c.args([
+        "-c",
+        "0",
+        &burrow_path(o),
+        "dht-node",
+        "--port",
+        &port.to_string(),
+    ])
+    .args([
+        "--bind",
+        "127.0.0.1",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--log-interval",
+        "0",
+    ])
+    // The limiter runs (its cost is measured) but no generator address reaches it.
+    .args(["--rate-limit", "10000000", "--allow-shared-ip"])
+    .args(["--cache-size", &o.cache_size]);
     if let Some(b) = &o.batch {
         c.args(["--batch", b]);
     }
     c.stdout(Stdio::null()).stderr(Stdio::null());
-    let child = c.spawn().expect("cannot start burrow (is taskset installed?)");
+    let child = c
+        .spawn()
+        .expect("cannot start burrow (is taskset installed?)");
     (child, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
@@ -212,11 +242,17 @@ fn serve_mainline(port: u16) {
 /// first field is nanoseconds on a CPU): unlike wall-clock rates this is not skewed when other
 /// work shares the machine.
 fn cpu_secs(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
     let mut ns = 0u64;
     for t in tasks.flatten() {
         if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-            ns += s.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+            ns += s
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
         }
     }
     ns as f64 / 1e9
@@ -317,9 +353,13 @@ fn measure(o: &Opts, target: SocketAddr, pid: Option<u32>) -> Report {
         half.p99_us
     );
     let mut rss_flood_max = 0;
-    let flood = g.run(capacity * 10.0, Duration::from_secs_f64(step * 3.0), Some(&mut |_| {
-        rss_flood_max = rss_flood_max.max(rss());
-    }));
+    let flood = g.run(
+        capacity * 10.0,
+        Duration::from_secs_f64(step * 3.0),
+        Some(&mut |_| {
+            rss_flood_max = rss_flood_max.max(rss());
+        }),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let after = g.run(capacity / 2.0, Duration::from_secs_f64(step), None);
     let rss_after = rss();
@@ -382,7 +422,10 @@ impl Generator {
             socks.push(s);
             let mut id = [0u8; 20];
             for (j, b) in id.iter_mut().enumerate() {
-                *b = (i as u32).wrapping_mul(2654435761).wrapping_add(j as u32 * 40503).to_be_bytes()[j % 4];
+                *b = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(j as u32 * 40503)
+                    .to_be_bytes()[j % 4];
             }
             id[0] = (i * 251 / n.max(1)) as u8;
             ids.push(NodeId(id));
@@ -530,10 +573,14 @@ impl Generator {
                 for k in 0..got {
                     let (len, from) = self.rx_meta[k];
                     let data = &self.rx_bufs[k * RX_LEN..k * RX_LEN + len];
-                    let Ok(msg) = Message::decode(data) else { continue };
+                    let Ok(msg) = Message::decode(data) else {
+                        continue;
+                    };
                     match msg.body {
                         Body::Response(_) | Body::Error { .. } => {
-                            let Ok(t) = <[u8; 4]>::try_from(msg.tid) else { continue };
+                            let Ok(t) = <[u8; 4]>::try_from(msg.tid) else {
+                                continue;
+                            };
                             let seq = u32::from_be_bytes(t);
                             let at = self.sent_at[seq as usize % RING];
                             let us = now.wrapping_sub(at) as usize;
@@ -542,7 +589,12 @@ impl Generator {
                         }
                         Body::Query { .. } => {
                             let mut r = Vec::with_capacity(64);
-                            burrow_dht::krpc::write_response(&mut r, msg.tid, &self.ids[i], &Default::default());
+                            burrow_dht::krpc::write_response(
+                                &mut r,
+                                msg.tid,
+                                &self.ids[i],
+                                &Default::default(),
+                            );
                             let _ = self.socks[i].send_to(&r, from);
                         }
                     }
@@ -613,7 +665,9 @@ impl Generator {
 }
 
 fn sockaddr_in(a: &SocketAddr) -> libc::sockaddr_in {
-    let SocketAddr::V4(a) = a else { panic!("IPv4 targets only") };
+    let SocketAddr::V4(a) = a else {
+        panic!("IPv4 targets only")
+    };
     // SAFETY: sockaddr_in is plain data.
     let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     s.sin_family = libc::AF_INET as libc::sa_family_t;

@@ -63,8 +63,8 @@ mod lookup;
 pub mod node;
 pub mod peer_store;
 pub mod rate_limit;
-pub mod routing;
 pub mod router;
+pub mod routing;
 #[cfg(feature = "tokio")]
 pub mod serve;
 mod token;

@@ -70,13 +70,25 @@ fn answering_queries_does_not_allocate() {
     router.handle_timeout(now);
     while let Some(t) = router.poll_transmit() {
         let msg = burrow_dht::krpc::Message::decode(&t.data).unwrap();
-        let i = u32::from(t.to.ip().to_string().rsplit('.').next().unwrap().parse::<u8>().unwrap());
+        let i = u32::from(
+            t.to.ip()
+                .to_string()
+                .rsplit('.')
+                .next()
+                .unwrap()
+                .parse::<u8>()
+                .unwrap(),
+        );
         let id = NodeId([(i as u8).wrapping_mul(59); 20]);
         let mut r = Vec::new();
         burrow_dht::krpc::write_response(&mut r, msg.tid, &id, &Default::default());
         router.handle_datagram(now, t.to, &r, &mut reply);
     }
-    assert!(router.cache(false).len() >= 150, "{}", router.cache(false).len());
+    assert!(
+        router.cache(false).len() >= 150,
+        "{}",
+        router.cache(false).len()
+    );
 
     // The query stream: every kind the fast path handles, from many sources.
     let both = Some(Want { n4: true, n6: true });
@@ -119,6 +131,13 @@ fn answering_queries_does_not_allocate() {
     let after = allocations();
     let stats = router.stats();
     assert!(answered > 5000, "{answered}");
-    assert!(stats.dropped_rate_limited > limited || stats.dropped_rate_limited > 0, "{stats:?}");
-    assert_eq!(after - before, 0, "allocations while answering {answered} queries");
+    assert!(
+        stats.dropped_rate_limited > limited || stats.dropped_rate_limited > 0,
+        "{stats:?}"
+    );
+    assert_eq!(
+        after - before,
+        0,
+        "allocations while answering {answered} queries"
+    );
 }

@@ -41,7 +41,9 @@ async fn mainline_newcomer_learns_the_dht_through_the_router() {
     // The population: mainline nodes in server mode and burrow nodes, all bootstrapping from
     // the router alone.
     let population = tokio::task::spawn_blocking(move || {
-        (0..8).map(|_| mainline_node(router, true)).collect::<Vec<_>>()
+        (0..8)
+            .map(|_| mainline_node(router, true))
+            .collect::<Vec<_>>()
     })
     .await
     .unwrap();
@@ -53,9 +55,12 @@ async fn mainline_newcomer_learns_the_dht_through_the_router() {
             ipv6: false,
             ..Config::default()
         };
-        let d = Dht::spawn(DriverConfig::new(node, vec!["127.0.0.1:0".parse().unwrap()]))
-            .await
-            .unwrap();
+        let d = Dht::spawn(DriverConfig::new(
+            node,
+            vec!["127.0.0.1:0".parse().unwrap()],
+        ))
+        .await
+        .unwrap();
         let _ = d.bootstrap(vec![router]).await.unwrap().finish().await;
         burrows.push(d);
     }
@@ -74,7 +79,10 @@ async fn mainline_newcomer_learns_the_dht_through_the_router() {
         stats = server.stats().await.unwrap();
     }
     assert!(stats.cache_v4 >= 12, "{stats:?}");
-    assert!(stats.routing_v4 >= 8, "the router keeps its own table: {stats:?}");
+    assert!(
+        stats.routing_v4 >= 8,
+        "the router keeps its own table: {stats:?}"
+    );
 
     // A newcomer (client mode) that knows only the router.
     let (known, found) = tokio::task::spawn_blocking(move || {

@@ -19,12 +19,19 @@ fn a_full_million_node_cache_costs_about_32_bytes_per_node() {
     let mut cache = NodeCache::new(1_000_000, false, false);
     let empty = resident_bytes();
     // Allocated but untouched: the kernel has not handed out the pages yet.
-    assert!(empty - start < 1 << 20, "an empty cache is resident: {}", empty - start);
+    assert!(
+        empty - start < 1 << 20,
+        "an empty cache is resident: {}",
+        empty - start
+    );
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let capacity = cache.capacity();
     for i in 0..3 * capacity as u32 {
-        let addr = SocketAddr::from((Ipv4Addr::from(rng.random::<u32>() | 1), (i % 60000) as u16 + 1));
+        let addr = SocketAddr::from((
+            Ipv4Addr::from(rng.random::<u32>() | 1),
+            (i % 60000) as u16 + 1,
+        ));
         cache.insert(NodeId(rng.random()), addr, 0, 600);
         if cache.len() == capacity {
             break;
@@ -39,6 +46,10 @@ fn a_full_million_node_cache_costs_about_32_bytes_per_node() {
         per_node,
         cache.allocated_bytes()
     );
-    assert!(cache.len() as f64 > 0.99 * capacity as f64, "{}", cache.len());
+    assert!(
+        cache.len() as f64 > 0.99 * capacity as f64,
+        "{}",
+        cache.len()
+    );
     assert!(per_node <= 40.0, "{per_node:.1} bytes per node");
 }

@@ -148,7 +148,9 @@ async fn spawn(mut config: ServeConfig, state_path: Option<&Path>) -> anyhow::Re
 /// Writes the state next to `path` and renames it into place, so a crash never leaves half a
 /// file.
 async fn save(server: &Server, path: &Path) {
-    let Ok(state) = server.save_state().await else { return };
+    let Ok(state) = server.save_state().await else {
+        return;
+    };
     let tmp = path.with_extension("tmp");
     let result = std::fs::write(&tmp, &state).and_then(|()| std::fs::rename(&tmp, path));
     match result {
@@ -159,7 +161,10 @@ async fn save(server: &Server, path: &Path) {
 
 async fn resolve_bootstrap(given: &[String]) -> Vec<SocketAddr> {
     let names: Vec<String> = if given.is_empty() {
-        burrow_dht::DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect()
+        burrow_dht::DEFAULT_BOOTSTRAP
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     } else {
         given.to_vec()
     };

@@ -45,7 +45,11 @@ impl Picked {
     fn push(&mut self, f: usize, node: &[u8]) {
         let len = node.len();
         let at = self.n[f] * len;
-        let dst = if f == 0 { &mut self.v4[..] } else { &mut self.v6[..] };
+        let dst = if f == 0 {
+            &mut self.v4[..]
+        } else {
+            &mut self.v6[..]
+        };
         dst[at..at + len].copy_from_slice(node);
         self.n[f] += 1;
     }
@@ -95,7 +99,9 @@ impl Router {
             Method::Ping => None,
             Method::FindNode | Method::SampleInfohashes => match args.target {
                 Some(t) => Some(t),
-                None => return self.error(reply, from, tid, error_code::PROTOCOL, "missing target"),
+                None => {
+                    return self.error(reply, from, tid, error_code::PROTOCOL, "missing target")
+                }
             },
             Method::GetPeers => match args.info_hash {
                 Some(ih) => Some(ih),
@@ -105,13 +111,25 @@ impl Router {
             },
             // No token was handed out, so no announce can be valid (BEP 5: error 203).
             Method::AnnouncePeer => {
-                return self.error(reply, from, tid, error_code::PROTOCOL, "this node stores no peers")
+                return self.error(
+                    reply,
+                    from,
+                    tid,
+                    error_code::PROTOCOL,
+                    "this node stores no peers",
+                )
             }
             // Forward compatibility: unknown queries naming a key get the closest nodes.
             Method::Unknown => match args.target.or(args.info_hash) {
                 Some(k) => Some(k),
                 None => {
-                    return self.error(reply, from, tid, error_code::METHOD_UNKNOWN, "method unknown")
+                    return self.error(
+                        reply,
+                        from,
+                        tid,
+                        error_code::METHOD_UNKNOWN,
+                        "method unknown",
+                    )
                 }
             },
         };
@@ -180,7 +198,9 @@ impl Router {
             return;
         }
         let mut contacts = std::mem::take(&mut self.scratch_contacts);
-        self.node.routing_table(f == 1).closest(key, K, &mut contacts);
+        self.node
+            .routing_table(f == 1)
+            .closest(key, K, &mut contacts);
         for c in &contacts {
             if picked.n[f] == K {
                 break;

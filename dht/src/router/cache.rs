@@ -93,7 +93,10 @@ impl NodeCache {
     /// [`SLOTS_PER_BUCKET`], at most 2^24 buckets) for IPv4 or IPv6 nodes. With `one_per_ip`,
     /// a bucket holds at most one node per IP address.
     pub fn new(capacity: usize, v6: bool, one_per_ip: bool) -> NodeCache {
-        let buckets = capacity.div_ceil(SLOTS_PER_BUCKET).max(1).next_power_of_two();
+        let buckets = capacity
+            .div_ceil(SLOTS_PER_BUCKET)
+            .max(1)
+            .next_power_of_two();
         let bits = buckets.trailing_zeros().min(MAX_BITS);
         let buckets = 1usize << bits;
         let rec = if v6 { RECORD_LEN_V6 } else { RECORD_LEN_V4 };
@@ -235,7 +238,13 @@ impl NodeCache {
     /// Records that `id` at `addr` answered us at `now` (seconds on the caller's clock). A new
     /// node takes a free slot, else the slot of a node that missed a ping, else that of the node
     /// heard from longest ago if that was more than `stale_after` seconds back.
-    pub fn insert(&mut self, id: NodeId, addr: SocketAddr, now: u32, stale_after: u32) -> CacheInsert {
+    pub fn insert(
+        &mut self,
+        id: NodeId,
+        addr: SocketAddr,
+        now: u32,
+        stale_after: u32,
+    ) -> CacheInsert {
         debug_assert_eq!(addr.is_ipv6(), self.v6);
         let mut compact = [0u8; NODE_V6_LEN];
         let n = self.node_len();
@@ -326,7 +335,8 @@ impl NodeCache {
         let last = self.slot(b, usize::from(self.counts[b]) - 1);
         if last != s {
             let rec = self.rec;
-            self.records.copy_within(last * rec..(last + 1) * rec, s * rec);
+            self.records
+                .copy_within(last * rec..(last + 1) * rec, s * rec);
         }
         let rec = self.rec;
         self.records[last * rec..(last + 1) * rec].fill(0);
@@ -469,7 +479,10 @@ mod tests {
         let c = NodeCache::new(1_000_000, false, false);
         assert_eq!(c.capacity(), 1 << 20);
         assert_eq!(c.allocated_bytes(), (1 << 20) * 32 + (1 << 17));
-        assert_eq!(NodeCache::new(100, true, false).allocated_bytes(), 128 * 48 + 16);
+        assert_eq!(
+            NodeCache::new(100, true, false).allocated_bytes(),
+            128 * 48 + 16
+        );
     }
 
     #[test]
@@ -517,19 +530,37 @@ mod tests {
     fn full_buckets_keep_good_nodes_and_replace_stale_ones() {
         let mut c = NodeCache::new(8, false, false);
         for i in 0..8 {
-            assert_eq!(c.insert(NodeId([i as u8; 20]), addr(i), 10, 600), CacheInsert::Added);
+            assert_eq!(
+                c.insert(NodeId([i as u8; 20]), addr(i), 10, 600),
+                CacheInsert::Added
+            );
         }
-        assert_eq!(c.insert(NodeId([99; 20]), addr(99), 20, 600), CacheInsert::Full);
-        assert_eq!(c.insert(NodeId([3; 20]), addr(3), 650, 600), CacheInsert::Refreshed);
+        assert_eq!(
+            c.insert(NodeId([99; 20]), addr(99), 20, 600),
+            CacheInsert::Full
+        );
+        assert_eq!(
+            c.insert(NodeId([3; 20]), addr(3), 650, 600),
+            CacheInsert::Refreshed
+        );
         // Long after: every node but the refreshed one is stale; the oldest makes room.
-        assert_eq!(c.insert(NodeId([99; 20]), addr(99), 700, 600), CacheInsert::Replaced);
+        assert_eq!(
+            c.insert(NodeId([99; 20]), addr(99), 700, 600),
+            CacheInsert::Replaced
+        );
         assert_eq!(c.len(), 8);
         assert!(c.contains(&NodeId([3; 20]), &addr(3)));
         assert!(c.contains(&NodeId([99; 20]), &addr(99)));
         // A live ID claimed from another address is refused; a new ID at a known address
         // replaces the old one (the node restarted).
-        assert_eq!(c.insert(NodeId([3; 20]), addr(50), 700, 600), CacheInsert::Conflict);
-        assert_eq!(c.insert(NodeId([77; 20]), addr(99), 700, 600), CacheInsert::Refreshed);
+        assert_eq!(
+            c.insert(NodeId([3; 20]), addr(50), 700, 600),
+            CacheInsert::Conflict
+        );
+        assert_eq!(
+            c.insert(NodeId([77; 20]), addr(99), 700, 600),
+            CacheInsert::Refreshed
+        );
         assert!(!c.contains(&NodeId([99; 20]), &addr(99)));
         assert!(c.contains(&NodeId([77; 20]), &addr(99)));
     }
@@ -539,7 +570,10 @@ mod tests {
         let mut c = NodeCache::new(8, false, true);
         let ip = |p| SocketAddr::from(([10, 0, 0, 1], p));
         assert_eq!(c.insert(NodeId([1; 20]), ip(1), 0, 600), CacheInsert::Added);
-        assert_eq!(c.insert(NodeId([2; 20]), ip(2), 0, 600), CacheInsert::Conflict);
+        assert_eq!(
+            c.insert(NodeId([2; 20]), ip(2), 0, 600),
+            CacheInsert::Conflict
+        );
     }
 
     #[test]

@@ -142,8 +142,24 @@ impl Router {
             .rate_limit
             .map(|l| RateLimiter::with_slots(l, config.rate_limit_slots, &mut rng, now));
         let caches = [
-            NodeCache::new(if config.node.ipv4 { config.cache_size } else { 0 }, false, one_per_ip),
-            NodeCache::new(if config.node.ipv6 { config.cache_size_v6 } else { 0 }, true, one_per_ip),
+            NodeCache::new(
+                if config.node.ipv4 {
+                    config.cache_size
+                } else {
+                    0
+                },
+                false,
+                one_per_ip,
+            ),
+            NodeCache::new(
+                if config.node.ipv6 {
+                    config.cache_size_v6
+                } else {
+                    0
+                },
+                true,
+                one_per_ip,
+            ),
         ];
         Router {
             config,
@@ -354,7 +370,9 @@ impl Router {
 
     /// The next datagram to send: verification queries, then the embedded node's traffic.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front().or_else(|| self.node.poll_transmit())
+        self.transmits
+            .pop_front()
+            .or_else(|| self.node.poll_transmit())
     }
 
     /// When [`Router::handle_timeout`] should next be called.
@@ -400,16 +418,21 @@ impl Router {
             .ceil() as usize;
             let mut out = std::mem::take(&mut self.sweep_out);
             out.clear();
-            let room = self.credit.max(0.0) as usize;
-            self.stats.cache_evicted += cache.sweep(secs, reverify, per_tick, room, &mut out) as u64;
+            let free = MAX_QUEUED_TRANSMITS.saturating_sub(self.transmits.len());
+            let room = (self.credit.max(0.0) as usize).min(free);
+            self.stats.cache_evicted +=
+                cache.sweep(secs, reverify, per_tick, room, &mut out) as u64;
             for r in &out {
                 self.send_verify(secs, r.addr);
             }
             self.credit -= out.len() as f64;
             self.sweep_out = out;
         }
-        while self.credit >= 1.0 {
-            let Some(c) = self.verifier.next_candidate() else { break };
+        // Candidates wait in their queue rather than be dropped from a full transmit queue.
+        while self.credit >= 1.0 && self.transmits.len() < MAX_QUEUED_TRANSMITS {
+            let Some(c) = self.verifier.next_candidate() else {
+                break;
+            };
             self.send_verify(secs, c.addr);
             self.credit -= 1.0;
         }
@@ -427,7 +450,9 @@ impl Router {
             }
             let table = self.node.routing_table(f == 1);
             for e in table.entries() {
-                let Some(answered) = e.last_response else { continue };
+                let Some(answered) = e.last_response else {
+                    continue;
+                };
                 let age = now.saturating_duration_since(answered);
                 if age > fresh
                     || (self.config.require_bep42 && !e.verified)

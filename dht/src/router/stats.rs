@@ -100,32 +100,66 @@ impl RouterStats {
             let _ = writeln!(out, "# TYPE burrow_dht_{name} counter");
             let _ = writeln!(out, "burrow_dht_{name} {v}");
         };
-        counter("datagrams_received_total", "Datagrams received.", self.datagrams_in);
+        counter(
+            "datagrams_received_total",
+            "Datagrams received.",
+            self.datagrams_in,
+        );
         counter("bytes_received_total", "Bytes received.", self.bytes_in);
         counter("replies_total", "Replies sent.", self.replies);
         counter("reply_bytes_total", "Bytes of replies.", self.reply_bytes);
-        counter("errors_sent_total", "KRPC error replies sent.", self.errors_sent);
+        counter(
+            "errors_sent_total",
+            "KRPC error replies sent.",
+            self.errors_sent,
+        );
         counter(
             "replies_trimmed_total",
             "Replies shortened to stay within the amplification bound.",
             self.replies_trimmed,
         );
-        counter("verify_sent_total", "Verification queries sent.", self.verify_sent);
-        counter("verify_answers_total", "Answers to verification queries.", self.verify_answers);
-        counter("cache_added_total", "Nodes added to the cache.", self.cache_added);
-        counter("cache_full_total", "Verified nodes not cached: bucket full.", self.cache_full);
-        counter("cache_evicted_total", "Cached nodes dropped as dead.", self.cache_evicted);
+        counter(
+            "verify_sent_total",
+            "Verification queries sent.",
+            self.verify_sent,
+        );
+        counter(
+            "verify_answers_total",
+            "Answers to verification queries.",
+            self.verify_answers,
+        );
+        counter(
+            "cache_added_total",
+            "Nodes added to the cache.",
+            self.cache_added,
+        );
+        counter(
+            "cache_full_total",
+            "Verified nodes not cached: bucket full.",
+            self.cache_full,
+        );
+        counter(
+            "cache_evicted_total",
+            "Cached nodes dropped as dead.",
+            self.cache_evicted,
+        );
         counter(
             "node_datagrams_total",
             "Datagrams for the embedded node.",
             self.node_datagrams,
         );
-        let _ = writeln!(out, "# HELP burrow_dht_queries_total Queries accepted, by method.");
+        let _ = writeln!(
+            out,
+            "# HELP burrow_dht_queries_total Queries accepted, by method."
+        );
         let _ = writeln!(out, "# TYPE burrow_dht_queries_total counter");
         for (name, v) in QUERY_KINDS.iter().zip(self.queries) {
             let _ = writeln!(out, "burrow_dht_queries_total{{method=\"{name}\"}} {v}");
         }
-        let _ = writeln!(out, "# HELP burrow_dht_dropped_total Datagrams dropped, by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP burrow_dht_dropped_total Datagrams dropped, by reason."
+        );
         let _ = writeln!(out, "# TYPE burrow_dht_dropped_total counter");
         for (reason, v) in self.drops() {
             let _ = writeln!(out, "burrow_dht_dropped_total{{reason=\"{reason}\"}} {v}");
@@ -137,16 +171,36 @@ impl RouterStats {
         };
         gauge("cache_nodes_v4", "Cached IPv4 nodes.", self.cache_v4 as f64);
         gauge("cache_nodes_v6", "Cached IPv6 nodes.", self.cache_v6 as f64);
-        gauge("cache_capacity", "Cache slots, both families.", self.cache_capacity as f64);
-        gauge("cache_bytes", "Bytes allocated for the caches.", self.cache_bytes as f64);
+        gauge(
+            "cache_capacity",
+            "Cache slots, both families.",
+            self.cache_capacity as f64,
+        );
+        gauge(
+            "cache_bytes",
+            "Bytes allocated for the caches.",
+            self.cache_bytes as f64,
+        );
         gauge(
             "cache_verified_fraction",
             "Share of cached nodes that answered their last check.",
             self.verified_fraction(),
         );
-        gauge("candidates_queued", "Nodes waiting for verification.", self.candidates_queued as f64);
-        gauge("routing_nodes_v4", "IPv4 routing-table contacts.", self.routing_v4 as f64);
-        gauge("routing_nodes_v6", "IPv6 routing-table contacts.", self.routing_v6 as f64);
+        gauge(
+            "candidates_queued",
+            "Nodes waiting for verification.",
+            self.candidates_queued as f64,
+        );
+        gauge(
+            "routing_nodes_v4",
+            "IPv4 routing-table contacts.",
+            self.routing_v4 as f64,
+        );
+        gauge(
+            "routing_nodes_v6",
+            "IPv6 routing-table contacts.",
+            self.routing_v6 as f64,
+        );
     }
 
     /// Drop counters by reason, for logs and metrics.

@@ -90,8 +90,13 @@ impl Net {
                         continue;
                     }
                     if t.to == self.raddr {
-                        if self.router.handle_datagram(self.now, from, &t.data, &mut self.reply) {
-                            self.nodes[i].1.handle_datagram(self.now, self.raddr, &self.reply);
+                        if self
+                            .router
+                            .handle_datagram(self.now, from, &t.data, &mut self.reply)
+                        {
+                            self.nodes[i]
+                                .1
+                                .handle_datagram(self.now, self.raddr, &self.reply);
                         }
                     } else if let Some(j) = self.nodes.iter().position(|(a, _)| *a == t.to) {
                         if !self.dead.contains(&t.to) {
@@ -157,7 +162,9 @@ fn queriers_are_verified_then_handed_out() {
     }
     // A newcomer asking for a key gets the K closest verified nodes.
     let target = [0x5a; 20];
-    let reply = net.query(addr(900), &find_node_query(target, None)).unwrap();
+    let reply = net
+        .query(addr(900), &find_node_query(target, None))
+        .unwrap();
     let got: Vec<NodeId> = reply_nodes(&reply).into_iter().map(|n| n.id).collect();
     let mut want: Vec<NodeId> = net.nodes.iter().map(|(_, n)| n.id(false)).collect();
     want.sort_by_key(|id| crate::id::Distance::between(&target, &id.0));
@@ -168,7 +175,11 @@ fn queriers_are_verified_then_handed_out() {
     }
     net.run(Duration::from_secs(5));
     for (_, n) in &net.nodes[30..] {
-        assert!(n.routing_table(false).len() > K, "{}", n.routing_table(false).len());
+        assert!(
+            n.routing_table(false).len() > K,
+            "{}",
+            n.routing_table(false).len()
+        );
     }
     // The router's own routing table holds verified nodes too.
     assert!(net.router.node().routing_table(false).len() >= K);
@@ -197,15 +208,26 @@ fn unanswered_or_forged_answers_do_not_enter_the_cache() {
         &NodeId([0x33; 20]),
         &crate::krpc::ResponseOut::default(),
     );
-    assert!(!net.router.handle_datagram(net.now, silent, &forged, &mut Vec::new()));
+    assert!(!net
+        .router
+        .handle_datagram(net.now, silent, &forged, &mut Vec::new()));
     assert!(net.router.cache(false).is_empty());
     let tid = net.router.verifier.tid(net.router.secs(net.now), &silent);
     let mut right = Vec::new();
     crate::krpc::write_response(&mut right, &tid, &NodeId([0x33; 20]), &Default::default());
-    net.router.handle_datagram(net.now, addr(2), &right, &mut Vec::new());
-    assert!(net.router.cache(false).is_empty(), "answer from another address");
-    net.router.handle_datagram(net.now, silent, &right, &mut Vec::new());
-    assert_eq!(net.router.cache(false).len(), 1, "the genuine answer counts");
+    net.router
+        .handle_datagram(net.now, addr(2), &right, &mut Vec::new());
+    assert!(
+        net.router.cache(false).is_empty(),
+        "answer from another address"
+    );
+    net.router
+        .handle_datagram(net.now, silent, &right, &mut Vec::new());
+    assert_eq!(
+        net.router.cache(false).len(),
+        1,
+        "the genuine answer counts"
+    );
 }
 
 #[test]
@@ -216,14 +238,16 @@ fn ids_failing_bep42_are_not_cached() {
     let tid = net.router.verifier.tid(secs, &public);
     let mut r = Vec::new();
     crate::krpc::write_response(&mut r, &tid, &NodeId([0x44; 20]), &Default::default());
-    net.router.handle_datagram(net.now, public, &r, &mut Vec::new());
+    net.router
+        .handle_datagram(net.now, public, &r, &mut Vec::new());
     assert!(net.router.cache(false).is_empty());
     assert_eq!(net.router.stats().verify_rejected_bep42, 1);
     let mut rng = StdRng::seed_from_u64(3);
     let good = bep42::node_id_for(public.ip(), &mut rng);
     let mut r = Vec::new();
     crate::krpc::write_response(&mut r, &tid, &good, &Default::default());
-    net.router.handle_datagram(net.now, public, &r, &mut Vec::new());
+    net.router
+        .handle_datagram(net.now, public, &r, &mut Vec::new());
     assert!(net.router.cache(false).contains(&good, &public));
 }
 
@@ -241,7 +265,9 @@ fn dead_nodes_stop_being_handed_out_and_are_dropped() {
     assert_eq!(s.cache_v4, 15, "{s:?}");
     assert_eq!(s.cache_evicted, 5);
     for a in &gone {
-        let reply = net.query(addr(800), &find_node_query([0; 20], None)).unwrap();
+        let reply = net
+            .query(addr(800), &find_node_query([0; 20], None))
+            .unwrap();
         assert!(reply_nodes(&reply).iter().all(|n| n.addr != *a));
     }
     // The living ones stay cached: re-verified, not re-added.
@@ -278,7 +304,12 @@ fn one_bounded_reply_per_query_and_malformed_input_is_counted() {
     for q in &queries {
         let mut reply = Vec::new();
         assert!(net.router.handle_datagram(net.now, from, q, &mut reply));
-        assert!(reply.len() <= MAX_AMPLIFICATION * q.len(), "{} vs {}", reply.len(), q.len());
+        assert!(
+            reply.len() <= MAX_AMPLIFICATION * q.len(),
+            "{} vs {}",
+            reply.len(),
+            q.len()
+        );
         Message::decode(&reply).unwrap();
     }
     // A plain find_node gets K IPv4 nodes; one asking for both families gets both, trimmed.
@@ -291,12 +322,26 @@ fn one_bounded_reply_per_query_and_malformed_input_is_counted() {
     assert!(net.router.stats().replies_trimmed >= 1);
     // get_peers gets nodes and no token; announce_peer an error.
     let r = net.query(from, &queries[2]).unwrap();
-    let Body::Response(args) = Message::decode(&r).unwrap().body else { panic!() };
+    let Body::Response(args) = Message::decode(&r).unwrap().body else {
+        panic!()
+    };
     assert!(args.token.is_none() && args.values.is_none() && args.nodes.is_some());
     let mut q = Vec::new();
-    write_announce_peer(&mut q, b"b", &NodeId([3; 20]), &[9; 20], 1, false, b"tok", false);
+    write_announce_peer(
+        &mut q,
+        b"b",
+        &NodeId([3; 20]),
+        &[9; 20],
+        1,
+        false,
+        b"tok",
+        false,
+    );
     let r = net.query(from, &q).unwrap();
-    assert!(matches!(Message::decode(&r).unwrap().body, Body::Error { code: 203, .. }));
+    assert!(matches!(
+        Message::decode(&r).unwrap().body,
+        Body::Error { code: 203, .. }
+    ));
     // Junk gets nothing back and is counted.
     let before = net.router.stats();
     for junk in [&b"d1:ad2:id20:"[..], b"hello", b"de", &[b'd'; 5000][..]] {
@@ -311,13 +356,21 @@ fn one_bounded_reply_per_query_and_malformed_input_is_counted() {
 #[test]
 fn rate_limit_is_per_source() {
     let mut c = config();
-    c.rate_limit = Some(RateLimit { per_second: 10, burst: 20 });
+    c.rate_limit = Some(RateLimit {
+        per_second: 10,
+        burst: 20,
+    });
     let mut net = Net::new(c, 0);
     let q = find_node_query([1; 20], None);
     let flooder = addr(1);
-    let answered = (0..1000).filter(|_| net.query(flooder, &q).is_some()).count();
+    let answered = (0..1000)
+        .filter(|_| net.query(flooder, &q).is_some())
+        .count();
     assert_eq!(answered, 20);
-    assert!(net.query(addr(2), &q).is_some(), "another source is still answered");
+    assert!(
+        net.query(addr(2), &q).is_some(),
+        "another source is still answered"
+    );
     assert_eq!(net.router.stats().dropped_rate_limited, 980);
 }
 
@@ -329,7 +382,10 @@ fn state_keeps_the_id_and_requeues_the_cache() {
     let state = net.router.save_state(net.now);
     let restored = Router::from_state(config(), net.now, [9; 32], &state).unwrap();
     assert_eq!(restored.id(false), id);
-    assert!(restored.cache(false).is_empty(), "saved nodes must answer again first");
+    assert!(
+        restored.cache(false).is_empty(),
+        "saved nodes must answer again first"
+    );
     assert_eq!(restored.stats().candidates_queued, 12);
     assert!(restored.node().routing_table(false).len() >= K);
     assert!(Router::from_state(config(), net.now, [9; 32], b"d1:vi1ee").is_err());

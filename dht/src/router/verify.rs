@@ -37,12 +37,17 @@ const MAX_AGE_TICKS: u16 = 3;
 /// Most candidates waiting to be pinged; further ones are dropped (and counted).
 pub const MAX_CANDIDATES: usize = 65_536;
 
-/// Entries of the recently-pinged filter (2 bytes each). Addresses that collide share an
-/// entry, which only makes the router skip a ping it could have sent.
-pub const RECENT_FILTER_SLOTS: usize = 1 << 18;
+/// Entries of the recently-pinged filter (2 bytes each, 2 MiB). Addresses that collide share
+/// an entry, which only makes the router skip a ping it could have sent.
+pub const RECENT_FILTER_SLOTS: usize = 1 << 20;
 
-/// A node pinged less than this long ago (seconds) is not pinged again as a new candidate.
-pub const REPING_AFTER_SECS: u32 = 600;
+/// A node pinged less than this long ago (seconds) is not pinged again as a new candidate. Long
+/// enough to cover the burst of queries a joining node sends; short enough that the filter
+/// does not fill up with stale entries on a busy router.
+pub const REPING_AFTER_SECS: u32 = 120;
+
+/// Time resolution of the filter, in seconds.
+const FILTER_TICK_SECS: u32 = 10;
 
 /// A node waiting to be pinged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,14 +131,15 @@ impl Verifier {
     /// Notes that `addr` is being pinged at `now_secs`.
     pub fn mark_pinged(&mut self, now_secs: u32, addr: &SocketAddr) {
         let s = self.recent_slot(addr);
-        self.recent[s] = minute(now_secs);
+        self.recent[s] = filter_time(now_secs);
     }
 
     /// True if `addr` (or an address sharing its filter entry) was pinged in the last
     /// [`REPING_AFTER_SECS`].
     pub fn pinged_recently(&self, now_secs: u32, addr: &SocketAddr) -> bool {
         let m = self.recent[self.recent_slot(addr)];
-        m != 0 && minute(now_secs).wrapping_sub(m) < (REPING_AFTER_SECS / 60) as u16
+        m != 0
+            && filter_time(now_secs).wrapping_sub(m) < (REPING_AFTER_SECS / FILTER_TICK_SECS) as u16
     }
 
     /// Queues a node for a ping unless it was pinged recently. Returns whether it was queued.
@@ -163,9 +169,9 @@ impl Verifier {
     }
 }
 
-/// The minute of `secs` as stored in the recently-pinged filter: never 0, which means "never".
-fn minute(secs: u32) -> u16 {
-    ((secs / 60) as u16).wrapping_add(1).max(1)
+/// `secs` as stored in the recently-pinged filter: never 0, which means "never".
+fn filter_time(secs: u32) -> u16 {
+    ((secs / FILTER_TICK_SECS) as u16).wrapping_add(1).max(1)
 }
 
 #[cfg(test)]
@@ -180,11 +186,17 @@ mod tests {
         let t = v.tid(1000, &a);
         assert!(v.check(1000, &a, &t));
         assert!(v.check(1000 + 2 * u32::from(MAX_AGE_TICKS), &a, &t));
-        assert!(!v.check(1000 + 2 * u32::from(MAX_AGE_TICKS) + 2, &a, &t), "too old");
+        assert!(
+            !v.check(1000 + 2 * u32::from(MAX_AGE_TICKS) + 2, &a, &t),
+            "too old"
+        );
         assert!(!v.check(1000, &b, &t), "other address");
         assert!(!v.check(1000, &a, &t[..3]));
         assert!(Verifier::is_router_tid(&t));
-        assert!(!Verifier::is_router_tid(&[3, 255, 1, 2]), "the node's IDs start below 4");
+        assert!(
+            !Verifier::is_router_tid(&[3, 255, 1, 2]),
+            "the node's IDs start below 4"
+        );
         let mut forged = t;
         forged[3] ^= 1;
         assert!(!v.check(1000, &a, &forged));
@@ -201,7 +213,7 @@ mod tests {
         };
         assert!(v.offer(0, c(1)));
         assert!(!v.offer(30, c(1)), "pinged recently");
-        assert!(v.offer(REPING_AFTER_SECS + 60, c(1)));
+        assert!(v.offer(REPING_AFTER_SECS + FILTER_TICK_SECS, c(1)));
         assert_eq!(v.queued(), 2);
         let mut queued = 2;
         for p in 2..(2 * MAX_CANDIDATES as u32) {

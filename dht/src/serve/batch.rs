@@ -129,7 +129,10 @@ impl Batch {
         }
         let mut failed = 0;
         for i in 0..count {
-            if sock.try_send_to(&self.replies[i], self.reply_to[i]).is_err() {
+            if sock
+                .try_send_to(&self.replies[i], self.reply_to[i])
+                .is_err()
+            {
                 failed += 1;
             }
         }
@@ -165,7 +168,9 @@ mod mmsg {
 
     impl std::fmt::Debug for Buffers {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Buffers").field("len", &self.hdrs.len()).finish()
+            f.debug_struct("Buffers")
+                .field("len", &self.hdrs.len())
+                .finish()
         }
     }
 
@@ -297,9 +302,13 @@ mod mmsg {
             libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
                 // SAFETY: the family says the storage holds a sockaddr_in, which it is large
                 // and aligned enough for.
-                let a: &libc::sockaddr_in = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
+                let a: &libc::sockaddr_in =
+                    unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
                 let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(a.sin_port),
+                )))
             }
             libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
                 // SAFETY: as above, for sockaddr_in6.

@@ -67,7 +67,10 @@ async fn handle(mut stream: TcpStream, server: &Server) -> std::io::Result<()> {
     }
     let line = buf[..len].split(|&b| b == b'\n').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let (status, body) = match (method, path) {
         (b"GET", b"/metrics") => match server.stats().await {
             Ok(stats) => {

@@ -226,7 +226,11 @@ fn unreachable_bind(addr: SocketAddr) -> ServeError {
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         // The IPv4 socket on the same port takes IPv4; without this the IPv6 wildcard would
@@ -335,7 +339,10 @@ impl Task {
     fn flush(&mut self) {
         let mut failed = 0;
         while let Some(t) = self.router.poll_transmit() {
-            let at = self.local.iter().position(|a| a.is_ipv6() == t.to.is_ipv6());
+            let at = self
+                .local
+                .iter()
+                .position(|a| a.is_ipv6() == t.to.is_ipv6());
             match at.map(|i| &self.sockets[i]) {
                 Some(s) if s.try_send_to(&t.data, t.to).is_ok() => {}
                 _ => failed += 1,
