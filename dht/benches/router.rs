@@ -83,17 +83,31 @@ fn populated_router(now: &mut Instant, nodes: usize) -> Router {
     router
 }
 
+/// Resident memory of this process (Linux), in MiB.
+fn resident_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1 << 20) as f64
+}
+
 fn bench(c: &mut Criterion) {
+    let before = resident_mib();
     let mut now = Instant::now();
     let started = Instant::now();
     let mut router = populated_router(&mut now, 1_000_000);
     let s = router.stats();
     eprintln!(
-        "cache: {} of {} slots, {} MiB, filled in {:.1} s",
+        "cache: {} of {} slots, {} MiB allocated, filled in {:.1} s; the whole router adds {:.1} MiB resident ({:.1} bytes per cached node)",
         s.cache_v4,
         router.cache(false).capacity(),
         s.cache_bytes >> 20,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        resident_mib() - before,
+        (resident_mib() - before) * (1 << 20) as f64 / s.cache_v4 as f64
     );
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);

@@ -14,7 +14,9 @@
 //!
 //! Options: `--burrow PATH` (default: `burrow` next to this bench's target directory, or
 //! `$BURROW_BIN`), `--cache-size N` (passed to burrow), `--batch N` (passed to burrow),
-//! `--only burrow|mainline`, `--sockets N`, `--quick` (shorter phases).
+//! `--only burrow|mainline`, `--sockets N`, `--quick` (shorter phases), `--rt` (run both
+//! servers with real-time priority, `chrt -f 1`, so that other work on a shared machine does
+//! not delay them; the generator stays at normal priority).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -48,6 +50,7 @@ struct Opts {
     batch: Option<String>,
     sockets: usize,
     quick: bool,
+    rt: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -60,6 +63,7 @@ fn parse_opts() -> Opts {
         batch: None,
         sockets: 256,
         quick: false,
+        rt: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -72,6 +76,7 @@ fn parse_opts() -> Opts {
             "--batch" => o.batch = args.next(),
             "--sockets" => o.sockets = args.next().and_then(|s| s.parse().ok()).unwrap_or(256),
             "--quick" => o.quick = true,
+            "--rt" => o.rt = true,
             _ => {}
         }
     }
@@ -99,7 +104,7 @@ fn main() {
             stop(child);
         }
         if o.only.as_deref() != Some("burrow") {
-            let (child, addr) = start_mainline();
+            let (child, addr) = start_mainline(&o);
             results.push((
                 "mainline 8 (server mode)".to_owned(),
                 measure(&o, addr, Some(child.id())),
@@ -173,28 +178,32 @@ fn burrow_path(o: &Opts) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// `taskset -c 0 [chrt -f 1] program`.
+fn pinned(o: &Opts, program: &str) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", "0"]);
+    if o.rt {
+        c.args(["chrt", "-f", "1"]);
+    }
+    c.arg(program);
+    c
+}
+
 fn start_burrow(o: &Opts) -> (Child, SocketAddr) {
     let port = free_udp_port();
-    let mut c = Command::new("taskset");
-    c.args([
-        "-c",
-        "0",
-        &burrow_path(o),
-        "dht-node",
-        "--port",
-        &port.to_string(),
-    ])
-    .args([
-        "--bind",
-        "127.0.0.1",
-        "--bootstrap",
-        "127.0.0.1:9",
-        "--log-interval",
-        "0",
-    ])
-    // The limiter runs (its cost is measured) but no generator address reaches it.
-    .args(["--rate-limit", "10000000", "--allow-shared-ip"])
-    .args(["--cache-size", &o.cache_size]);
+    let mut c = pinned(o, &burrow_path(o));
+    c.args(["dht-node", "--port", &port.to_string()])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--log-interval",
+            "0",
+        ])
+        // The limiter runs (its cost is measured) but no generator address reaches it.
+        .args(["--rate-limit", "10000000", "--allow-shared-ip"])
+        .args(["--cache-size", &o.cache_size]);
     if let Some(b) = &o.batch {
         c.args(["--batch", b]);
     }
@@ -205,12 +214,10 @@ fn start_burrow(o: &Opts) -> (Child, SocketAddr) {
     (child, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-fn start_mainline() -> (Child, SocketAddr) {
+fn start_mainline(o: &Opts) -> (Child, SocketAddr) {
     let port = free_udp_port();
     let exe = std::env::current_exe().unwrap();
-    let child = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(exe)
+    let child = pinned(o, &exe.to_string_lossy())
         .args(["serve-mainline", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
