@@ -10,7 +10,11 @@
 //! that its sockets count as live DHT nodes (both servers then have the same population to
 //! hand out). Per server it finds the capacity (a sweep of offered rates, keeping the best
 //! answered rate), measures latency at half of it, then floods at up to ten times the capacity
-//! while watching the server's resident memory.
+//! (valid queries, then junk alone) while watching the server's resident memory. Latency runs
+//! from just before a query's send call to the kernel's receive time stamp of its answer
+//! (`SO_TIMESTAMPNS`), so delays in the generator itself do not count. Server CPU time comes
+//! from `/proc/PID/task/*/schedstat`; answers per CPU-second is the figure least disturbed by
+//! other work on the machine.
 //!
 //! Options: `--burrow PATH` (default: `burrow` next to this bench's target directory, or
 //! `$BURROW_BIN`), `--cache-size N` (passed to burrow), `--batch N` (passed to burrow),
@@ -421,11 +425,10 @@ struct Generator {
     epoll: i32,
     sent_at: Vec<u32>,
     seq: u32,
-    start: Instant,
     hist: Vec<u32>,
     answered: u64,
     rx_bufs: Vec<u8>,
-    rx_meta: Vec<(usize, SocketAddr)>,
+    rx_meta: Vec<(usize, SocketAddr, Option<u32>)>,
     pid: Option<u32>,
     out: Vec<Vec<u8>>,
 }
@@ -441,6 +444,19 @@ impl Generator {
             let ip = Ipv4Addr::new(127, 0, 0, 1 + (i % 16) as u8);
             let s = UdpSocket::bind((ip, 0)).unwrap();
             s.set_nonblocking(true).unwrap();
+            // Kernel receive time stamps: latency is measured to the moment an answer reached
+            // the generator's socket, not to when the (busy) generator got round to reading it.
+            let on: libc::c_int = 1;
+            // SAFETY: a valid socket and option value.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_TIMESTAMPNS,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: i as u64,
@@ -467,18 +483,18 @@ impl Generator {
             epoll,
             sent_at: vec![0; RING],
             seq: 0,
-            start: Instant::now(),
             hist: vec![0; HIST_US + 1],
             answered: 0,
             rx_bufs: vec![0u8; RX_BATCH * RX_LEN],
-            rx_meta: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0))); RX_BATCH],
+            rx_meta: vec![(0, SocketAddr::from(([0, 0, 0, 0], 0)), None); RX_BATCH],
             pid: None,
             out: (0..SEND_BATCH).map(|_| Vec::with_capacity(128)).collect(),
         }
     }
 
+    /// Microseconds on the real-time clock (the clock of kernel receive time stamps), wrapping.
     fn micros(&self) -> u32 {
-        self.start.elapsed().as_micros() as u32
+        realtime_micros()
     }
 
     /// Pings until the node answers (it may still be starting).
@@ -602,7 +618,7 @@ impl Generator {
                 let got = self.recv_batch(i);
                 let now = self.micros();
                 for k in 0..got {
-                    let (len, from) = self.rx_meta[k];
+                    let (len, from, stamp) = self.rx_meta[k];
                     let data = &self.rx_bufs[k * RX_LEN..k * RX_LEN + len];
                     let Ok(msg) = Message::decode(data) else {
                         continue;
@@ -614,7 +630,7 @@ impl Generator {
                             };
                             let seq = u32::from_be_bytes(t);
                             let at = self.sent_at[seq as usize % RING];
-                            let us = now.wrapping_sub(at) as usize;
+                            let us = stamp.unwrap_or(now).wrapping_sub(at) as usize;
                             self.hist[us.min(HIST_US)] += 1;
                             self.answered += 1;
                         }
@@ -645,7 +661,10 @@ impl Generator {
         let mut iov: [libc::iovec; RX_BATCH] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let mut names: [libc::sockaddr_in; RX_BATCH] = unsafe { std::mem::zeroed() };
+        let mut control = [[0u64; 8]; RX_BATCH];
         for k in 0..RX_BATCH {
+            hdrs[k].msg_hdr.msg_control = control[k].as_mut_ptr().cast();
+            hdrs[k].msg_hdr.msg_controllen = std::mem::size_of::<[u64; 8]>() as _;
             iov[k] = libc::iovec {
                 iov_base: self.rx_bufs[k * RX_LEN..].as_mut_ptr().cast(),
                 iov_len: RX_LEN,
@@ -672,7 +691,11 @@ impl Generator {
                 Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                 u16::from_be(a.sin_port),
             ));
-            self.rx_meta[k] = ((hdrs[k].msg_len as usize).min(RX_LEN), from);
+            self.rx_meta[k] = (
+                (hdrs[k].msg_len as usize).min(RX_LEN),
+                from,
+                receive_stamp(&hdrs[k].msg_hdr),
+            );
         }
         got
     }
@@ -693,6 +716,31 @@ impl Generator {
         }
         (p50, p99)
     }
+}
+
+/// The SCM_TIMESTAMPNS time stamp of a received message, in real-time microseconds.
+fn receive_stamp(h: &libc::msghdr) -> Option<u32> {
+    // SAFETY: `h` was filled in by recvmmsg, its control buffer is live; the CMSG macros stay
+    // within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                let us = (ts.tv_sec as u64).wrapping_mul(1_000_000) + ts.tv_nsec as u64 / 1000;
+                return Some(us as u32);
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+fn realtime_micros() -> u32 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs().wrapping_mul(1_000_000) + u64::from(d.subsec_micros())) as u32
 }
 
 fn sockaddr_in(a: &SocketAddr) -> libc::sockaddr_in {
