@@ -204,7 +204,10 @@ impl Router {
         s.cache_v4 = self.caches[0].len();
         s.cache_v6 = self.caches[1].len();
         s.cache_failing = self.caches[0].failing() + self.caches[1].failing();
-        s.cache_capacity = self.caches[0].capacity() + self.caches[1].capacity();
+        s.cache_capacity = (0..2)
+            .filter(|&f| self.enabled_family(f))
+            .map(|f| self.caches[f].capacity())
+            .sum();
         s.cache_bytes = self.caches[0].allocated_bytes() + self.caches[1].allocated_bytes();
         s.candidates_queued = self.verifier.queued();
         s.candidates_dropped = self.verifier.dropped;
