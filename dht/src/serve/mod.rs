@@ -184,45 +184,49 @@ fn bind_all(config: &ServeConfig) -> Result<Vec<UdpSocket>, ServeError> {
     } else {
         config.bind.clone()
     };
-    let mut last_err = None;
-    for _ in 0..PORT_ATTEMPTS {
-        let mut port = config.port;
-        let mut sockets = Vec::new();
-        let mut failed = false;
-        for ip in &ips {
-            let addr = SocketAddr::new(*ip, port);
-            match bind_one(addr) {
-                Ok(s) => {
-                    if port == 0 {
-                        port = s.local_addr().map(|a| a.port()).unwrap_or(0);
-                    }
-                    sockets.push(s);
-                }
-                Err(source) => {
-                    // A port the OS picked for the first socket may be taken for another
-                    // address; try a fresh one.
-                    let retry = config.port == 0 && source.kind() == io::ErrorKind::AddrInUse;
-                    last_err = Some(ServeError::Bind { addr, source });
-                    if !retry {
-                        return Err(last_err.take().unwrap_or_else(|| unreachable_bind(addr)));
-                    }
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if !failed {
-            return Ok(sockets);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match bind_on_one_port(&ips, config.port, config.bind.is_empty()) {
+            Ok(sockets) => return Ok(sockets),
+            // A port the OS picked for the first socket may be taken for another address;
+            // try a fresh one.
+            Err(ServeError::Bind { source, .. })
+                if config.port == 0
+                    && source.kind() == io::ErrorKind::AddrInUse
+                    && attempt < PORT_ATTEMPTS => {}
+            Err(e) => return Err(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| unreachable_bind(SocketAddr::from(([0, 0, 0, 0], 0)))))
 }
 
-fn unreachable_bind(addr: SocketAddr) -> ServeError {
-    ServeError::Bind {
-        addr,
-        source: io::Error::other("no address to bind"),
+/// One socket per address, all on `port` (or, if 0, on the port the OS gives the first one).
+/// With `default_addrs`, a host without IPv6 runs on IPv4 alone.
+fn bind_on_one_port(
+    ips: &[IpAddr],
+    mut port: u16,
+    default_addrs: bool,
+) -> Result<Vec<UdpSocket>, ServeError> {
+    let mut sockets = Vec::new();
+    for ip in ips {
+        let addr = SocketAddr::new(*ip, port);
+        let s = match bind_one(addr) {
+            Ok(s) => s,
+            Err(e) if default_addrs && ip.is_ipv6() && e.kind() != io::ErrorKind::AddrInUse => {
+                tracing::warn!(%addr, error = %e, "no IPv6; serving IPv4 only");
+                continue;
+            }
+            Err(source) => return Err(ServeError::Bind { addr, source }),
+        };
+        if port == 0 {
+            port = s
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?
+                .port();
+        }
+        sockets.push(s);
     }
+    Ok(sockets)
 }
 
 fn bind_one(addr: SocketAddr) -> io::Result<UdpSocket> {
