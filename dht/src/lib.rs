@@ -63,7 +63,10 @@ mod lookup;
 pub mod node;
 pub mod peer_store;
 pub mod rate_limit;
+pub mod router;
 pub mod routing;
+#[cfg(feature = "tokio")]
+pub mod serve;
 mod token;
 mod txn;
 pub mod votes;

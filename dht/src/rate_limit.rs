@@ -55,12 +55,24 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Empty buckets (every source starts with a full burst).
     pub fn new(limit: RateLimit, rng: &mut impl RngCore, now: Instant) -> RateLimiter {
+        RateLimiter::with_slots(limit, RATE_LIMIT_SLOTS, rng, now)
+    }
+
+    /// Like [`RateLimiter::new`] with `slots` token buckets (at least one) instead of
+    /// [`RATE_LIMIT_SLOTS`]: a busy router hears from so many sources that a few thousand
+    /// buckets would be shared by unrelated ones. Each bucket takes 16 bytes.
+    pub fn with_slots(
+        limit: RateLimit,
+        slots: usize,
+        rng: &mut impl RngCore,
+        now: Instant,
+    ) -> RateLimiter {
         let full = Slot {
             tokens: limit.burst as f32,
             last_ms: 0,
         };
         RateLimiter {
-            slots: vec![full; RATE_LIMIT_SLOTS].into_boxed_slice(),
+            slots: vec![full; slots.max(1)].into_boxed_slice(),
             key: [rng.next_u64(), rng.next_u64()],
             limit,
             epoch: now,
@@ -76,7 +88,7 @@ impl RateLimiter {
         h ^= h >> 29;
         h = (h ^ self.key[1]).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h ^= h >> 32;
-        (h as usize) % RATE_LIMIT_SLOTS
+        (h as usize) % self.slots.len()
     }
 
     /// Takes one token for `ip`; false if its bucket is empty.

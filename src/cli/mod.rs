@@ -2,6 +2,7 @@
 
 mod create;
 mod daemon;
+mod dht_node;
 mod download;
 mod nat_check;
 mod progress;
@@ -34,6 +35,8 @@ enum Command {
     NatCheck(nat_check::NatCheckArgs),
     /// Run the seedbox: many torrents, Transmission RPC, web page, metrics.
     Daemon(daemon::DaemonArgs),
+    /// Run a mainline DHT bootstrap node built for heavy traffic.
+    DhtNode(dht_node::DhtNodeArgs),
 }
 
 /// Options shared by commands that join a swarm.
@@ -160,5 +163,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Create(a) => create::create(a),
         Command::NatCheck(a) => nat_check::nat_check(a).await,
         Command::Daemon(a) => daemon::daemon(a).await,
+        Command::DhtNode(a) => dht_node::dht_node(a).await,
     }
 }

@@ -227,6 +227,22 @@ impl Node {
         }
     }
 
+    /// Offers a contact known to be alive because it just answered a query the application
+    /// sent itself (a bootstrap router's verification ping): it enters the routing table if its
+    /// bucket has room. Returns whether it was added.
+    pub fn add_verified_node(&mut self, now: Instant, id: NodeId, addr: SocketAddr) -> bool {
+        let addr = canonical(addr);
+        let family = &mut self.families[fam(&addr)];
+        if !family.enabled || !family.table.has_room_for(&id, &addr, now) {
+            return false;
+        }
+        let verified = bep42::is_verified(&id, addr.ip());
+        matches!(
+            family.table.on_response(id, addr, verified, now),
+            crate::routing::Insertion::Added
+        )
+    }
+
     /// Searches for the nodes closest to `target`.
     pub fn find_node(&mut self, now: Instant, target: NodeId) -> LookupId {
         self.start_lookup(now, Some(target.0), LookupKind::FindNode, true)

@@ -9,6 +9,12 @@ arrive as JSON lines on stdin:
   {"cmd": "find", "session": 3, "info_hash": "<hex>", "peer": "127.0.0.1:46002", "timeout": 30}
   {"cmd": "quit"}
 
+With --isolated the sessions know only the --bootstrap node (not each other), so whatever they
+end up knowing they learned through it; "ready" comes once every session's routing table holds
+--min-nodes nodes (or after --wait seconds). With --router the --bootstrap node is given as
+libtorrent's bootstrap router (`dht_bootstrap_nodes`, as the public routers are), which starts a
+bootstrap search through it; otherwise it is added as a plain node, which libtorrent only pings.
+
 Exit status 2 means python3-libtorrent is not installed.
 """
 
@@ -29,7 +35,7 @@ def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
-def make_session():
+def make_session(router=""):
     mask = (lt.alert.category_t.dht_notification
             | lt.alert.category_t.dht_operation_notification
             | lt.alert.category_t.error_notification)
@@ -37,7 +43,7 @@ def make_session():
         # An explicit loopback interface: with 0.0.0.0 libtorrent starts no DHT on loopback.
         "listen_interfaces": "127.0.0.1:0",
         "enable_dht": True,
-        "dht_bootstrap_nodes": "",
+        "dht_bootstrap_nodes": router,
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
@@ -86,23 +92,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sessions", type=int, default=6)
     ap.add_argument("--bootstrap", required=True, help="host:port of the node under test")
+    ap.add_argument("--isolated", action="store_true", help="sessions know only --bootstrap")
+    ap.add_argument("--router", action="store_true", help="--bootstrap is a bootstrap router")
+    ap.add_argument("--min-nodes", type=int, default=3)
+    ap.add_argument("--wait", type=float, default=30)
     args = ap.parse_args()
 
-    sessions = [make_session() for _ in range(args.sessions)]
+    sessions = [make_session(args.bootstrap if args.router else "") for _ in range(args.sessions)]
     ports = [s.listen_port() for s in sessions]
     host, port = args.bootstrap.rsplit(":", 1)
     for i, s in enumerate(sessions):
-        s.add_dht_node((host, int(port)))
+        if not args.router:
+            s.add_dht_node((host, int(port)))
+        if args.isolated:
+            continue
         for j, p in enumerate(ports):
             if i != j:
                 s.add_dht_node(("127.0.0.1", p))
 
     # Wait until the sessions have formed a DHT among themselves and the node under test.
-    deadline = time.time() + 30
+    deadline = time.time() + args.wait
     counts = []
     while time.time() < deadline:
         counts = [routing_nodes(s) for s in sessions]
-        if min(counts) >= 3:
+        if min(counts) >= args.min_nodes:
             break
         time.sleep(0.5)
     emit({"event": "ready", "ports": ports, "routing_nodes": counts})
