@@ -127,6 +127,8 @@ pub struct SessionCtx {
     registry: Mutex<HashMap<InfoHash, mpsc::UnboundedSender<TaskMsg>>>,
     /// Torrents that may be announced on the LAN (not private).
     lsd_hashes: Mutex<Vec<InfoHash>>,
+    /// Tells LSD about a torrent just added, so it is announced at once.
+    lsd_added: Mutex<Option<mpsc::UnboundedSender<InfoHash>>>,
     /// Our torrents by MSE's `req2` hash, to recognise which one an encrypted peer wants.
     req2: Mutex<HashMap<[u8; 20], InfoHash>>,
     next_key: AtomicU64,
@@ -322,6 +324,7 @@ impl Session {
             dialer,
             registry: Mutex::default(),
             lsd_hashes: Mutex::default(),
+            lsd_added: Mutex::default(),
             req2: Mutex::default(),
             next_key: AtomicU64::new(1),
         });
@@ -334,7 +337,9 @@ impl Session {
             let (found_tx, mut found_rx) = mpsc::unbounded_channel();
             let hashes_ctx = ctx.clone();
             let hashes = move || hashes_ctx.lsd_hashes.lock().expect("lsd lock").clone();
-            if let Some(task) = crate::connectivity::lsd::spawn(port, hashes, found_tx) {
+            let (added_tx, added_rx) = mpsc::unbounded_channel();
+            if let Some(task) = crate::connectivity::lsd::spawn(port, hashes, found_tx, added_rx) {
+                *ctx.lsd_added.lock().expect("lsd lock") = Some(added_tx);
                 accept.push(task);
                 let route_ctx = ctx.clone();
                 accept.push(tokio::spawn(async move {
@@ -382,6 +387,9 @@ impl Session {
         self.ctx.req2.lock().expect("req2 lock").insert(crate::wire::mse::req2_hash(&info_hash), info_hash);
         if !private {
             self.ctx.lsd_hashes.lock().expect("lsd lock").push(info_hash);
+            if let Some(tx) = &*self.ctx.lsd_added.lock().expect("lsd lock") {
+                let _ = tx.send(info_hash);
+            }
         }
         self.torrents.push(handle.clone());
         handle
@@ -391,6 +399,8 @@ impl Session {
     /// on. The caller then calls [`TorrentHandle::shutdown`], which saves its resume data.
     pub fn remove(&mut self, info_hash: &InfoHash) -> Option<TorrentHandle> {
         self.ctx.registry.lock().expect("registry lock").remove(info_hash);
+        self.ctx.lsd_hashes.lock().expect("lsd lock").retain(|h| h != info_hash);
+        self.ctx.req2.lock().expect("req2 lock").remove(&crate::wire::mse::req2_hash(info_hash));
         let i = self.torrents.iter().position(|t| t.info_hash == *info_hash)?;
         Some(self.torrents.swap_remove(i))
     }

@@ -70,12 +70,14 @@ pub fn decode(b: &[u8]) -> Option<LsdAnnounce> {
 }
 
 /// Runs LSD for the session: announces the info-hashes `hashes()` returns every
-/// [`LSD_INTERVAL`], and sends `(info-hash, peer)` for announcements from others. Returns
-/// `None` (with a debug log) when the multicast socket cannot be set up.
+/// [`LSD_INTERVAL`], announces each torrent sent on `added` at once, and sends
+/// `(info-hash, peer)` for announcements from others. Returns `None` (with a debug log) when
+/// the multicast socket cannot be set up.
 pub fn spawn(
     port: u16,
     hashes: impl Fn() -> Vec<InfoHash> + Send + 'static,
     found: mpsc::UnboundedSender<(InfoHash, SocketAddr)>,
+    mut added: mpsc::UnboundedReceiver<InfoHash>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let sock = match bind() {
         Ok(s) => s,
@@ -90,25 +92,37 @@ pub fn spawn(
         let mut buf = vec![0u8; MAX_LSD_MESSAGE + 1];
         let mut seen: HashMap<(InfoHash, IpAddr, u16), ()> = HashMap::new();
         loop {
-            tokio::select! {
+            let announce: Vec<InfoHash> = tokio::select! {
                 _ = tick.tick() => {
                     seen.clear();
-                    for chunk in hashes().chunks(MAX_HASHES_PER_MESSAGE) {
-                        let _ = sock.send_to(&encode(port, chunk, &cookie), SocketAddr::V4(LSD_GROUP_V4)).await;
+                    hashes()
+                }
+                Some(first) = added.recv() => {
+                    // A torrent just added is announced at once (with any others added
+                    // meanwhile), rather than after up to an interval.
+                    let mut new = vec![first];
+                    while let Ok(h) = added.try_recv() {
+                        new.push(h);
                     }
+                    new
                 }
                 r = sock.recv_from(&mut buf) => {
-                    let Ok((n, from)) = r else { continue };
-                    let Some(a) = decode(&buf[..n]) else { continue };
-                    if a.cookie.as_deref() == Some(cookie.as_str()) {
-                        continue;
-                    }
-                    for h in a.info_hashes {
-                        // Bounded: cleared every interval, and at most a few entries per LAN host.
-                        if seen.len() < 10_000 && seen.insert((h, from.ip(), a.port), ()).is_none() {
-                            let _ = found.send((h, SocketAddr::new(from.ip(), a.port)));
+                    if let Ok((n, from)) = r {
+                        if let Some(a) = decode(&buf[..n]).filter(|a| a.cookie.as_deref() != Some(cookie.as_str())) {
+                            for h in a.info_hashes {
+                                // Bounded: cleared every interval, a few entries per LAN host.
+                                if seen.len() < 10_000 && seen.insert((h, from.ip(), a.port), ()).is_none() {
+                                    let _ = found.send((h, SocketAddr::new(from.ip(), a.port)));
+                                }
+                            }
                         }
                     }
+                    Vec::new()
+                }
+            };
+            if !announce.is_empty() {
+                for chunk in announce.chunks(MAX_HASHES_PER_MESSAGE) {
+                    let _ = sock.send_to(&encode(port, chunk, &cookie), SocketAddr::V4(LSD_GROUP_V4)).await;
                 }
             }
         }
