@@ -45,6 +45,8 @@ pub struct SessionConfig {
     pub transports: Transports,
     /// Ask the gateway to forward our port (PCP, NAT-PMP, UPnP-IGD).
     pub port_mapping: bool,
+    /// Lease to ask the gateway for; mappings are renewed at half of it.
+    pub mapping_lease: std::time::Duration,
     /// Local service discovery (BEP 14) on the LAN.
     pub lsd: bool,
 }
@@ -73,6 +75,7 @@ impl Default for SessionConfig {
             dht: Some(crate::dht::DhtConfig::default()),
             transports: Transports::Both,
             port_mapping: true,
+            mapping_lease: crate::nat::DEFAULT_LEASE,
             lsd: true,
         }
     }
@@ -216,7 +219,7 @@ impl Session {
         let port = sockets.port();
         let sender = sockets.udp.sender();
         let udp_tracker = UdpTracker::new(Arc::new(MuxTransport { transactions: sockets.udp.tracker_transactions(), sender: sender.clone() }));
-        let mapper = config.port_mapping.then(|| PortMapper::spawn(MapperConfig::new(port)));
+        let mapper = config.port_mapping.then(|| PortMapper::spawn(MapperConfig { lifetime: config.mapping_lease, ..MapperConfig::new(port) }));
         let reach = Reachability::spawn(port, mapper.as_ref().map(|m| m.subscribe()));
         let dht = match (config.dht.clone(), sockets.udp.take_dht_inbox()) {
             (Some(mut c), Some(inbox)) => {
