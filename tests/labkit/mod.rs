@@ -165,3 +165,8 @@ pub fn session_totals(output: &str) -> Option<(u64, u64)> {
 pub fn start(name: &str, cmd: Command, dir: &Path) -> Proc {
     Proc::spawn(name, cmd, dir)
 }
+
+/// Whether to print every process's log even when a test passes (`BURROW_LAB_LOGS=1`).
+pub fn show_logs() -> bool {
+    std::env::var_os("BURROW_LAB_LOGS").is_some()
+}
