@@ -93,8 +93,19 @@ impl Host {
     /// share it as TCP makes them.)
     pub fn limit_upload(&self, kbit: u32, queue_ms: u32) -> Result<(), LabError> {
         self.exec(&[
-            "tc", "qdisc", "replace", "dev", "wan0", "root", "tbf", "rate", &format!("{kbit}kbit"),
-            "burst", "16kb", "latency", &format!("{queue_ms}ms"),
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "wan0",
+            "root",
+            "tbf",
+            "rate",
+            &format!("{kbit}kbit"),
+            "burst",
+            "16kb",
+            "latency",
+            &format!("{queue_ms}ms"),
         ])
         .map(drop)
     }
