@@ -54,7 +54,10 @@ fn nat_check(test: &str, make: impl FnOnce(&mut Lab) -> Home) -> Option<(Value, 
     let hosts: Vec<_> = (1..=3)
         .map(|i| lab.public_host(&format!("dht{i}")).unwrap())
         .collect();
-    let nodes: Vec<String> = hosts.iter().map(|h| format!("{}:{PORT}", h.ipv4())).collect();
+    let nodes: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{}:{PORT}", h.ipv4()))
+        .collect();
     let mut running = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         let mut args = vec!["--mode", "node", "--timeout", "90"];
@@ -78,12 +81,20 @@ fn nat_check(test: &str, make: impl FnOnce(&mut Lab) -> Home) -> Option<(Value, 
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "nat-check failed:\n{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     eprintln!("{test}:\n{report:#}");
     // Nothing may be left forwarded to the host once nat-check is done.
     if home.router.forwarding_rules().is_ok() {
-        assert_eq!(forwards_to(&home.router, lan), (false, false), "{test}: mapping left behind");
+        assert_eq!(
+            forwards_to(&home.router, lan),
+            (false, false),
+            "{test}: mapping left behind"
+        );
     }
     Some((report, home))
 }
@@ -124,13 +135,19 @@ fn lab_nat_check_endpoint_independent_with_mapping() {
     assert_eq!(r["external_ipv4"], wan.as_str());
     assert_eq!(r["double_nat"], false);
     let mappings = r["mappings"].as_array().unwrap();
-    let mut transports: Vec<&str> = mappings.iter().map(|m| m["transport"].as_str().unwrap()).collect();
+    let mut transports: Vec<&str> = mappings
+        .iter()
+        .map(|m| m["transport"].as_str().unwrap())
+        .collect();
     transports.sort();
     assert_eq!(transports, ["tcp", "udp"]);
     for m in mappings {
         assert_eq!(m["protocol"], "pcp", "PCP is tried first");
         assert_eq!(m["external"], format!("{wan}:{PORT}").as_str());
-        assert_eq!(m["internal"], format!("{}:{PORT}", home.hosts[0].ipv4()).as_str());
+        assert_eq!(
+            m["internal"],
+            format!("{}:{PORT}", home.hosts[0].ipv4()).as_str()
+        );
     }
     assert_eq!(advice(&r), Advice::Forwarded, "{}", r["advice"]);
 }
@@ -143,7 +160,10 @@ fn lab_nat_check_endpoint_dependent() {
         return;
     };
     assert_eq!(r["nat_behaviour"], "endpoint-dependent");
-    assert_eq!(r["external_ipv4"], home.router.wan_ipv4().to_string().as_str());
+    assert_eq!(
+        r["external_ipv4"],
+        home.router.wan_ipv4().to_string().as_str()
+    );
     assert_eq!(r["double_nat"], false);
     assert_eq!(r["mappings"], Value::Array(vec![]));
     assert_eq!(advice(&r), Advice::EnableMapping, "{}", r["advice"]);
@@ -177,15 +197,28 @@ fn lab_nat_check_router_without_mapping_service() {
         return;
     };
     assert_eq!(r["nat_behaviour"], "endpoint-independent");
-    assert_eq!(r["external_ipv4"], home.router.wan_ipv4().to_string().as_str());
+    assert_eq!(
+        r["external_ipv4"],
+        home.router.wan_ipv4().to_string().as_str()
+    );
     assert_eq!(r["double_nat"], false);
     assert_eq!(r["mappings"], Value::Array(vec![]));
     let protocols = r["protocols"].as_array().unwrap();
-    assert_eq!(protocols.len(), 3, "every protocol was tried: {protocols:?}");
-    assert!(protocols.iter().all(|p| p["answered"] == false), "{protocols:?}");
+    assert_eq!(
+        protocols.len(),
+        3,
+        "every protocol was tried: {protocols:?}"
+    );
+    assert!(
+        protocols.iter().all(|p| p["answered"] == false),
+        "{protocols:?}"
+    );
     assert_eq!(advice(&r), Advice::EnableMapping, "{}", r["advice"]);
     assert!(
-        r["advice"].as_str().unwrap().ends_with(&format!("to {}.", home.hosts[0].ipv4())),
+        r["advice"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("to {}.", home.hosts[0].ipv4())),
         "{}",
         r["advice"]
     );
