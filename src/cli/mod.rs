@@ -63,6 +63,9 @@ pub struct SwarmArgs {
     /// Do not ask the router to forward our port (PCP, NAT-PMP, UPnP).
     #[arg(long)]
     pub no_port_mapping: bool,
+    /// Lease in seconds to ask the gateway for (renewed at half of it).
+    #[arg(long, value_name = "SECS", default_value_t = burrow_swarm::nat::DEFAULT_LEASE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub mapping_lease: u64,
     /// Do not announce torrents on the local network (BEP 14).
     #[arg(long)]
     pub no_lsd: bool,
@@ -123,6 +126,7 @@ impl SwarmArgs {
             }
         }
         c.port_mapping = !self.no_port_mapping;
+        c.mapping_lease = std::time::Duration::from_secs(self.mapping_lease);
         c.lsd = !self.no_lsd;
         c.encryption = match self.encryption {
             EncryptionArg::PreferPlain => burrow_swarm::wire::mse::EncryptionPolicy::PlaintextPreferred,

@@ -49,6 +49,8 @@ pub struct SessionConfig {
     pub transports: Transports,
     /// Ask the gateway to forward our port (PCP, NAT-PMP, UPnP-IGD).
     pub port_mapping: bool,
+    /// Lease to ask the gateway for; mappings are renewed at half of it.
+    pub mapping_lease: std::time::Duration,
     /// Local service discovery (BEP 14) on the LAN.
     pub lsd: bool,
     /// Message stream encryption (MSE/PE): what we accept and offer.
@@ -87,6 +89,7 @@ impl Default for SessionConfig {
             dht: Some(crate::dht::DhtConfig::default()),
             transports: Transports::Both,
             port_mapping: true,
+            mapping_lease: crate::nat::DEFAULT_LEASE,
             lsd: true,
             encryption: EncryptionPolicy::PlaintextPreferred,
             checkpoint_interval: crate::torrent::task::CHECKPOINT_INTERVAL,
@@ -302,7 +305,7 @@ impl Session {
         let port = sockets.port();
         let sender = sockets.udp.sender();
         let udp_tracker = UdpTracker::new(Arc::new(MuxTransport { transactions: sockets.udp.tracker_transactions(), sender: sender.clone() }));
-        let mapper = config.port_mapping.then(|| PortMapper::spawn(MapperConfig::new(port)));
+        let mapper = config.port_mapping.then(|| PortMapper::spawn(MapperConfig { lifetime: config.mapping_lease, ..MapperConfig::new(port) }));
         let reach = Reachability::spawn(port, mapper.as_ref().map(|m| m.subscribe()));
         let dht = match (config.dht.clone(), sockets.udp.take_dht_inbox()) {
             (Some(mut c), Some(inbox)) => {

@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("--enc", choices=["forced", "enabled", "disabled"],
                     help="MSE/PE policy for both directions (default: plain out, either in)")
+    ap.add_argument("--upload-mode", action="store_true",
+                    help="join the swarm without requesting anything (libtorrent's upload mode)")
     args = ap.parse_args()
 
     utp = args.transport in ("utp", "both")
@@ -88,6 +90,8 @@ def main():
     params.save_path = args.save
     if args.mode == "seed":
         params.flags |= lt.torrent_flags.seed_mode
+    if args.upload_mode:
+        params.flags |= lt.torrent_flags.upload_mode
     # Start at once: an auto-managed torrent waits for the queue and turns peers away meanwhile.
     params.flags &= ~lt.torrent_flags.auto_managed
     params.flags &= ~lt.torrent_flags.paused

@@ -129,6 +129,17 @@ impl PeerPool {
         self.known.get(addr).is_some_and(|k| k.flags & crate::wire::PexFlags::REACHABLE != 0)
     }
 
+    /// Whether PEX said `addr` speaks holepunch but has not been reached by an outgoing
+    /// connection (no `reachable` flag): most likely behind a NAT or firewall, so a direct
+    /// dial alone would only time out. Such a peer gets a rendezvous along with the dial
+    /// (BEP 55 is for peers "that cannot receive inbound connections").
+    pub fn wants_rendezvous(&self, addr: &SocketAddr) -> bool {
+        use crate::wire::PexFlags;
+        self.known.get(addr).is_some_and(|k| {
+            k.source == PeerSource::Pex && k.flags & PexFlags::HOLEPUNCH != 0 && k.flags & PexFlags::REACHABLE == 0 && !k.relays.is_empty()
+        })
+    }
+
     /// Remembers that `addr` is a seed.
     pub fn mark_seed(&mut self, addr: SocketAddr) {
         if let Some(k) = self.known.get_mut(&addr) {
@@ -288,6 +299,24 @@ mod tests {
         pool.ban(std::net::Ipv4Addr::from(0x0a00_0001).into());
         assert_eq!(pool.len(), MAX_KNOWN_PEERS - 1);
         assert!(!pool.add(SocketAddr::from(([10, 0, 0, 1], 2)), PeerSource::Manual, t));
+    }
+
+    #[test]
+    fn unreachable_holepunch_peers_want_a_rendezvous_with_the_dial() {
+        use crate::wire::PexFlags;
+        let mut pool = PeerPool::default();
+        let t = Instant::now();
+        let relay = a(100);
+        pool.add_pex(a(1), PexFlags::HOLEPUNCH, relay, t);
+        pool.add_pex(a(2), PexFlags::HOLEPUNCH | PexFlags::REACHABLE, relay, t);
+        pool.add_pex(a(3), 0, relay, t);
+        pool.add(a(4), PeerSource::Tracker, t);
+        assert!(pool.wants_rendezvous(&a(1)), "NATed by the look of it, and speaks holepunch");
+        assert!(!pool.wants_rendezvous(&a(2)), "somebody dialled it: try directly first");
+        assert!(!pool.wants_rendezvous(&a(3)), "no holepunch");
+        assert!(!pool.wants_rendezvous(&a(4)), "no relay");
+        assert_eq!(pool.punch_candidates(a(1), t), vec![relay]);
+        assert!(pool.punch_candidates(a(1), t).is_empty(), "once per retry interval");
     }
 
     #[test]

@@ -21,6 +21,9 @@ use super::udp_client::{GatewaySocket, Retry};
 use super::upnp::{self, UpnpGateway};
 use super::{gateway, natpmp, pcp, MapError, MappingProtocol, Transport};
 
+/// The lease requested unless configured otherwise: two hours, renewed every hour.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(7200);
+
 /// What to map and how persistently.
 #[derive(Debug, Clone)]
 pub struct MapperConfig {
@@ -51,7 +54,7 @@ impl MapperConfig {
             port,
             transports: vec![Transport::Tcp, Transport::Udp],
             protocols: MappingProtocol::ORDER.to_vec(),
-            lifetime: Duration::from_secs(7200),
+            lifetime: DEFAULT_LEASE,
             gateway: None,
             retry: Retry::default(),
             upnp_search: Duration::from_secs(3),

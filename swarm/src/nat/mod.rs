@@ -20,7 +20,7 @@ pub use udp_client::Retry;
 pub mod upnp;
 pub mod voter;
 
-pub use mapper::{MapperConfig, MapperState, Mapping, PortMapper, ProtocolStatus};
+pub use mapper::{MapperConfig, MapperState, Mapping, PortMapper, ProtocolStatus, DEFAULT_LEASE};
 pub use report::Report;
 pub use voter::{AddressVoter, MappingBehaviour, Vote, VoteSource};
 

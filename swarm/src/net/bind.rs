@@ -14,6 +14,16 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// request at `net.core.rmem_max`/`wmem_max`.
 pub const UDP_SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
+/// Most bytes a peer connection lets wait unsent in the kernel (`TCP_NOTSENT_LOWAT`; accepted
+/// sockets inherit it from the listener). The peer writer puts control messages — PEX,
+/// holepunch `connect`, choke, have — ahead of the blocks it still holds, but not ahead of
+/// what the kernel already took: without this bound the kernel takes hundreds of KiB, and on
+/// a slow uplink a holepunch `connect` arrives seconds late. Measured in the NAT lab (relay
+/// on a 1 Mbit/s uplink serving two leechers): PEX and `connect` took 4–5 s to arrive
+/// without the bound, 2–3 s with 128 KiB, under 1.5 s with 32 KiB. Loopback seeding at
+/// ~200 MB/s per connection lost up to a fifth of its rate with 32 KiB.
+pub const TCP_NOTSENT_LOWAT_BYTES: u32 = 32 * 1024;
+
 /// Backlog of the TCP listeners.
 pub const TCP_LISTEN_BACKLOG: i32 = 1024;
 
@@ -51,6 +61,8 @@ pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<Socket> {
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
+    // Best effort (Linux and a few others): without it only control latency suffers.
+    let _ = socket.set_tcp_notsent_lowat(TCP_NOTSENT_LOWAT_BYTES);
     Ok(socket)
 }
 
@@ -60,4 +72,22 @@ pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener
     socket.bind(&addr.into())?;
     socket.listen(TCP_LISTEN_BACKLOG)?;
     Ok(socket.into())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_sockets_keep_little_unsent_data_in_the_kernel() {
+        let listener = tcp_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dialer = tcp_socket(&addr).unwrap();
+        assert_eq!(dialer.tcp_notsent_lowat().unwrap(), TCP_NOTSENT_LOWAT_BYTES);
+        let _ = dialer.connect(&addr.into());
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let accepted = socket2::SockRef::from(&accepted);
+        assert_eq!(accepted.tcp_notsent_lowat().unwrap(), TCP_NOTSENT_LOWAT_BYTES, "inherited from the listener");
+    }
 }

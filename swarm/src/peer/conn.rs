@@ -243,14 +243,30 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 bytes += r.len as usize;
                 batch.push(serves.pop_front().expect("front exists"));
             }
+            let lens: Vec<usize> = batch.iter().map(|(r, _)| r.len as usize).collect();
             let data = tokio::task::spawn_blocking(move || read_blocks(&batch)).await.map_err(std::io::Error::other)??;
             if !out.is_empty() {
                 wr.write_all(&out).await?;
                 out.clear();
             }
-            limit.acquire(data.len()).await;
-            wr.write_all(&data).await?;
-            uploaded.fetch_add(bytes as u64, Ordering::Relaxed);
+            // Block by block, and what the torrent sent meanwhile goes out in between: on a
+            // slow uplink a batch takes seconds, and a holepunch `connect` or a PEX message
+            // must not wait behind it.
+            let mut at = 0;
+            for len in lens {
+                let end = at + PIECE_HEADER_LEN + len;
+                limit.acquire(end - at).await;
+                wr.write_all(&data[at..end]).await?;
+                uploaded.fetch_add(len as u64, Ordering::Relaxed);
+                at = end;
+                while let Ok(cmd) = rx.try_recv() {
+                    handle(cmd, &mut out, &mut serves, fast, &mut closing);
+                }
+                if !out.is_empty() {
+                    wr.write_all(&out).await?;
+                    out.clear();
+                }
+            }
         }
         if !out.is_empty() {
             wr.write_all(&out).await?;
@@ -288,9 +304,12 @@ fn handle(cmd: Outgoing, out: &mut BytesMut, serves: &mut VecDeque<(BlockRef, Ar
     }
 }
 
+/// Bytes of a `piece` message before its block: length prefix, id, index and offset.
+const PIECE_HEADER_LEN: usize = 13;
+
 /// Reads blocks and lays them out as complete `piece` messages.
 fn read_blocks(batch: &[(BlockRef, Arc<Storage>)]) -> std::io::Result<BytesMut> {
-    let total: usize = batch.iter().map(|(r, _)| 13 + r.len as usize).sum();
+    let total: usize = batch.iter().map(|(r, _)| PIECE_HEADER_LEN + r.len as usize).sum();
     let mut out = BytesMut::with_capacity(total);
     for (r, storage) in batch {
         Message::encode_piece_header(&mut out, r.piece, r.offset, r.len as usize);
@@ -300,4 +319,54 @@ fn read_blocks(batch: &[(BlockRef, Arc<Storage>)]) -> std::io::Result<BytesMut> 
         storage.read(at, &mut out[start..])?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
+    use crate::types::PieceIndex;
+
+    /// A message the torrent sends while a batch of blocks is on its way goes out between two
+    /// blocks, not after the whole batch: on a slow link the batch takes seconds.
+    #[tokio::test]
+    async fn control_messages_overtake_a_batch_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![7u8; 512 * 1024]).unwrap();
+        let opts = CreateOptions { piece_length: Some(SERVE_BATCH_BYTES as u32), ..Default::default() };
+        let info = Metainfo::from_bytes(&create_torrent(&dir.path().join("f"), &opts).unwrap()).unwrap().info;
+        let storage = Arc::new(Storage::new(&info, dir.path()));
+        // A small pipe: the writer blocks after a few KiB until the reader drains it.
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(async move {
+            let limit = super::super::limit::LimitSet::default();
+            write_loop(ours, rx, true, Arc::new(AtomicU64::new(0)), &limit).await
+        });
+        let blocks = SERVE_BATCH_BYTES as u32 / 16384;
+        for i in 0..blocks {
+            tx.send(Outgoing::Serve(BlockRef { piece: PieceIndex(0), offset: i * 16384, len: 16384 }, storage.clone())).unwrap();
+        }
+        let mut buf = BytesMut::new();
+        let mut pieces_before_have = None;
+        let mut pieces = 0;
+        while pieces_before_have.is_none() {
+            assert!(theirs.read_buf(&mut buf).await.unwrap() > 0, "writer closed");
+            while let Some(m) = Message::decode(&mut buf).unwrap() {
+                match m {
+                    Message::Piece { .. } => {
+                        pieces += 1;
+                        if pieces == 1 {
+                            tx.send(Outgoing::Msg(Message::Have(PieceIndex(1)))).unwrap();
+                        }
+                    }
+                    Message::Have(PieceIndex(1)) => pieces_before_have = Some(pieces),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        let before = pieces_before_have.unwrap();
+        assert!(before < blocks - 1, "`have` waited for {before} of {blocks} blocks");
+        writer.abort();
+    }
 }

@@ -499,6 +499,10 @@ impl Task {
         let open = self.links.len() + self.pool.connecting();
         let n = max.saturating_sub(open).min(self.ctx.config.max_connecting.saturating_sub(self.pool.connecting()));
         for addr in self.pool.next_to_dial(Instant::now(), n, seeding) {
+            if self.pool.wants_rendezvous(&addr) {
+                // Do not wait for the dial to time out at the peer's NAT first.
+                self.ask_rendezvous(addr, Instant::now());
+            }
             let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
             tokio::spawn(async move {
                 let r = ctx.connect_peer(addr, ih).await;

@@ -87,6 +87,29 @@ impl Host {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Caps what the host sends to the internet (its `wan0`) at `kbit` kilobits per second
+    /// with a token bucket holding at most `queue_ms` of packets: an uplink of that speed,
+    /// whatever the software above does. (The lab's kernel has no fair-queuing qdisc, so flows
+    /// share it as TCP makes them.)
+    pub fn limit_upload(&self, kbit: u32, queue_ms: u32) -> Result<(), LabError> {
+        self.exec(&[
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "wan0",
+            "root",
+            "tbf",
+            "rate",
+            &format!("{kbit}kbit"),
+            "burst",
+            "16kb",
+            "latency",
+            &format!("{queue_ms}ms"),
+        ])
+        .map(drop)
+    }
+
     /// Starts a long-running command inside the host; it is killed when the lab is torn down.
     /// Its stdout and stderr go to `log` (a file path) when given, else are discarded.
     pub fn spawn(&self, args: &[&str], log: Option<&std::path::Path>) -> Result<u32, LabError> {

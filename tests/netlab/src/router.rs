@@ -267,6 +267,12 @@ fn yes_no(b: bool) -> &'static str {
 
 /// The ruleset of a home router. IPv4 is masqueraded on `wan0` unless routed; forwarding is
 /// stateful (replies and LAN-originated traffic pass, plus whatever miniupnpd opens).
+///
+/// Unsolicited TCP and UDP from the WAN to the router itself is dropped, as home routers do.
+/// That matters for hole punching: a packet the router accepted for its own (closed) port
+/// leaves a conntrack entry, which then takes the port-preserving mapping a LAN host's
+/// packet toward the same remote would have had, and the host is masqueraded onto another
+/// port. A dropped packet leaves no entry.
 pub(crate) fn home_ruleset(nat: Nat, open_firewall: bool) -> String {
     let masquerade = match nat {
         Nat::EndpointIndependent => "meta nfproto ipv4 oifname \"wan0\" masquerade",
@@ -283,6 +289,8 @@ pub(crate) fn home_ruleset(nat: Nat, open_firewall: bool) -> String {
   chain input {{
     type filter hook input priority 0; policy accept;
     jump mapping_filter
+    iifname \"wan0\" ct state established,related accept
+    iifname \"wan0\" meta l4proto {{ tcp, udp }} drop
   }}
   chain mapping_filter {{ }}
   chain forward {{
@@ -309,7 +317,8 @@ pub(crate) fn home_ruleset(nat: Nat, open_firewall: bool) -> String {
     )
 }
 
-/// The ruleset of a carrier-grade NAT: forwards everything, masquerades onto its WAN.
+/// The ruleset of a carrier-grade NAT: forwards everything, masquerades onto its WAN, drops
+/// unsolicited TCP and UDP to itself from the WAN (see [`home_ruleset`]).
 pub(crate) fn carrier_ruleset(nat: Nat) -> String {
     let random = if nat == Nat::EndpointDependent {
         " random"
@@ -318,6 +327,11 @@ pub(crate) fn carrier_ruleset(nat: Nat) -> String {
     };
     format!(
         "table ip {TABLE} {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+    iifname \"wan0\" ct state established,related accept
+    iifname \"wan0\" meta l4proto {{ tcp, udp }} drop
+  }}
   chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
     oifname \"wan0\" masquerade{random}

@@ -42,3 +42,51 @@ pub async fn tcp_echo_reply(listener: TcpListener) {
         });
     }
 }
+
+impl crate::Host {
+    /// Starts a TCP echo server ([`tcp_echo_reply`]) on `addr` for the lab's lifetime. The
+    /// socket is bound before this returns, so a client may connect at once.
+    pub fn serve_tcp_echo(&self, addr: SocketAddr) -> Result<(), crate::LabError> {
+        let listener = self
+            .run(move || std::net::TcpListener::bind(addr))?
+            .map_err(|source| crate::LabError::Io {
+                what: format!("binding TCP {addr} in {}", self.name()),
+                source,
+            })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| crate::LabError::Io {
+                what: "nonblocking".into(),
+                source,
+            })?;
+        self.background_for_lab(move || async move {
+            match TcpListener::from_std(listener) {
+                Ok(l) => tcp_echo_reply(l).await,
+                Err(e) => panic!("registering the echo listener: {e}"),
+            }
+        })
+    }
+
+    /// Starts a UDP echo server ([`udp_echo_reply`]) on `addr` for the lab's lifetime. The
+    /// socket is bound before this returns.
+    pub fn serve_udp_echo(&self, addr: SocketAddr) -> Result<(), crate::LabError> {
+        let socket = self
+            .run(move || std::net::UdpSocket::bind(addr))?
+            .map_err(|source| crate::LabError::Io {
+                what: format!("binding UDP {addr} in {}", self.name()),
+                source,
+            })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| crate::LabError::Io {
+                what: "nonblocking".into(),
+                source,
+            })?;
+        self.background_for_lab(move || async move {
+            match UdpSocket::from_std(socket) {
+                Ok(s) => udp_echo_reply(s).await,
+                Err(e) => panic!("registering the echo socket: {e}"),
+            }
+        })
+    }
+}

@@ -4,23 +4,16 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use burrow_netlab::{
-    parse_echo_reply, tcp_echo_reply, udp_echo_reply, HomeSpec, Host, Lab, Nat, Upstream,
-};
+use burrow_netlab::{parse_echo_reply, HomeSpec, Host, Lab, Nat, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
 const ECHO_PORT: u16 = 7000;
 
-/// Starts a UDP echo server on `host` for the lab's lifetime.
+/// Starts a UDP echo server on `host` for the lab's lifetime (bound before this returns).
 fn udp_echo(host: &Host) {
-    host.background_for_lab(|| async {
-        let socket = UdpSocket::bind(("0.0.0.0", ECHO_PORT))
-            .await
-            .expect("bind echo");
-        udp_echo_reply(socket).await
-    })
-    .unwrap();
+    host.serve_udp_echo(SocketAddr::from(([0, 0, 0, 0], ECHO_PORT)))
+        .unwrap();
 }
 
 /// From `client`, sends one datagram from ONE socket to each target; returns what each saw.
@@ -152,27 +145,13 @@ fn ipv6_firewall_blocks_unsolicited_inbound_and_passes_replies() {
     let lan_v6 = lan.ipv6().unwrap();
     let a_v6 = a.ipv6().unwrap();
     for host in [&a, &lan] {
-        host.background_for_lab(|| async {
-            let l = TcpListener::bind(("::", 7001)).await.unwrap();
-            tcp_echo_reply(l).await
-        })
-        .unwrap();
+        host.serve_tcp_echo(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 7001)))
+            .unwrap();
     }
     // Outbound from the LAN: the reply passes and the remote sees the LAN's own address.
     let seen = lan
         .block_on(move || async move {
-            // The listener on `a` starts in the background; give it a moment to bind.
-            let mut s = None;
-            for _ in 0..100 {
-                match TcpStream::connect((a_v6, 7001)).await {
-                    Ok(c) => {
-                        s = Some(c);
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                }
-            }
-            let mut s = s.expect("listener on the public host never came up");
+            let mut s = TcpStream::connect((a_v6, 7001)).await.unwrap();
             let mut buf = [0u8; 64];
             let n = s.read(&mut buf).await.unwrap();
             s.write_all(b"ping").await.unwrap();

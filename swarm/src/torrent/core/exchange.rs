@@ -105,8 +105,16 @@ impl TorrentCore {
         if self.is_private() || msg.added.is_empty() {
             return;
         }
-        let via = self.peers[&key].dialable().unwrap_or(self.peers[&key].addr);
-        self.actions.push_back(Action::PexPeers { via, via_key: key, peers: msg.added });
+        let from = &self.peers[&key];
+        // Some peers list us among their peers (libtorrent does): the address this peer says
+        // it sees us at, with our listen port, is not a peer to dial.
+        let us = from.ext.as_ref().and_then(|e| e.yourip).zip(self.config.listen_port).map(|(ip, port)| SocketAddr::new(ip, port));
+        let peers: Vec<PexPeer> = msg.added.into_iter().filter(|p| Some(p.addr) != us).collect();
+        if peers.is_empty() {
+            return;
+        }
+        let via = from.dialable().unwrap_or(from.addr);
+        self.actions.push_back(Action::PexPeers { via, via_key: key, peers });
     }
 
     /// Sends a holepunch message to a connected peer (the task uses this to ask a relay for a

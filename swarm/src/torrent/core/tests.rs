@@ -339,6 +339,25 @@ fn pex_tells_each_peer_about_the_others_once_a_minute() {
 }
 
 #[test]
+fn pex_listing_ourselves_is_not_a_peer_to_dial() {
+    let (info, _) = torrent(50_000, 16 * 1024);
+    let mut c = node(&info, None, 1, false).core;
+    c.set_listen_port(Some(6881));
+    let now = Instant::now();
+    let relay: SocketAddr = "57.66.1.1:6881".parse().unwrap();
+    c.peer_connected(1, PeerState::new(relay, Handshake::ours(info.info_hash, PeerId([7; 20])), Route::OutgoingTcp, now), now);
+    let hs = crate::wire::ExtHandshake { ids: crate::wire::LOCAL_EXTENSIONS, yourip: Some("57.66.2.1".parse().unwrap()), ..Default::default() };
+    c.peer_messages(1, [Message::Extended { id: 0, payload: hs.encode().into() }], now);
+    while c.poll_action().is_some() {}
+    let other = PexPeer { addr: "57.66.2.2:6881".parse().unwrap(), flags: PexFlags(PexFlags::HOLEPUNCH) };
+    let us = PexPeer { addr: "57.66.2.1:6881".parse().unwrap(), flags: PexFlags(PexFlags::HOLEPUNCH) };
+    let msg = PexMessage { added: vec![us, other], dropped: vec![] };
+    c.peer_messages(1, [Message::Extended { id: 1, payload: msg.encode().into() }], now);
+    let got: Vec<_> = std::iter::from_fn(|| c.poll_action()).filter_map(|a| match a { Action::PexPeers { peers, .. } => Some(peers), _ => None }).collect();
+    assert_eq!(got, vec![vec![other]]);
+}
+
+#[test]
 fn extension_handshake_carries_both_families_and_learns_the_other() {
     let (info, _) = torrent(50_000, 16 * 1024);
     let mut c = node(&info, None, 1, false).core;

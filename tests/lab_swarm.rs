@@ -1,0 +1,139 @@
+//! A small swarm in the NAT lab: one public burrow seeder on a slow uplink and eight burrow
+//! peers, each behind its own home router — four endpoint-independent, four
+//! endpoint-dependent, none mapping a port. Every peer must complete with the right bytes;
+//! the test prints how every connection between them was made. Needs root; prints
+//! `SKIPPED (needs root)` without.
+
+mod common;
+mod labkit;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use burrow_netlab::{HomeSpec, Lab, Nat};
+use labkit::*;
+
+const FILES: &[(&str, usize)] = &[("album/one.bin", 400_000), ("album/two.bin", 650_000)];
+
+/// The seeder's uplink: slow enough that the NATed peers gain by trading among themselves.
+const SEED_UPLINK_KBIT: u32 = 2000;
+
+/// Time between two peers joining.
+const JOIN_INTERVAL: Duration = Duration::from_secs(1);
+
+#[test]
+fn lab_swarm_of_natted_peers_completes() {
+    let Some(mut lab) = Lab::new_or_skip("lab_swarm_of_natted_peers_completes") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = Data::new(d, FILES);
+    let public = lab.public_host("seed").unwrap();
+    public.limit_upload(SEED_UPLINK_KBIT, 50).unwrap();
+    let mut seed = start(
+        "seed",
+        burrow_in(
+            &public,
+            &[
+                "seed",
+                data.torrent_arg(),
+                "--data",
+                data.src.to_str().unwrap(),
+                "--no-port-mapping",
+            ],
+            &d.join("seed-state"),
+            &[],
+        ),
+        d,
+    );
+    seed.wait_for_output("seeding", Duration::from_secs(20));
+    let seed_addr = format!("{}:{PORT}", public.ipv4());
+
+    // Who is who, by the address the others see: the seeder and each home's WAN address.
+    let mut names: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    names.insert(public.ipv4(), "seed".into());
+    let mut peers = Vec::new();
+    let started = Instant::now();
+    for i in 0..8 {
+        let nat = if i % 2 == 0 {
+            Nat::EndpointIndependent
+        } else {
+            Nat::EndpointDependent
+        };
+        let name = format!("p{i}-{}", if i % 2 == 0 { "eim" } else { "edm" });
+        let home = lab.home(&format!("h{i}"), HomeSpec::new(nat)).unwrap();
+        names.insert(home.router.wan_ipv4(), name.clone());
+        let proc = start(
+            &name,
+            burrow_in(
+                &home.hosts[0],
+                &[
+                    "download",
+                    data.torrent_arg(),
+                    "-o",
+                    d.join(format!("{name}-out")).to_str().unwrap(),
+                    "--peer",
+                    &seed_addr,
+                    "--no-port-mapping",
+                    "--seed",
+                ],
+                &d.join(format!("{name}-state")),
+                &[],
+            ),
+            d,
+        );
+        peers.push((name, proc));
+        std::thread::sleep(JOIN_INTERVAL);
+    }
+    for (name, proc) in peers.iter_mut() {
+        proc.wait_for_output("seeding 100.0%", Duration::from_secs(60));
+        eprintln!("{name} complete after {:?}", started.elapsed());
+    }
+    let mut direct = 0;
+    eprintln!("\nconnections made (peer: other(route) ...):");
+    for (name, proc) in peers.iter_mut() {
+        assert!(proc.terminate(Duration::from_secs(15)).success(), "{name} exit\n{}", proc.output());
+        data.assert_in(&d.join(format!("{name}-out")));
+        let log = proc.output();
+        let mut made = Vec::new();
+        for line in log.lines().filter(|l| l.contains("peer connected")) {
+            let field = |key: &str| {
+                line.split(key)
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(|v| v.trim_matches('"').to_string())
+            };
+            let (Some(addr), Some(route)) = (field("addr="), field("route=")) else { continue };
+            let ip: Option<Ipv4Addr> = addr.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok());
+            let other = ip.and_then(|ip| names.get(&ip).cloned()).unwrap_or(addr);
+            if other != "seed" {
+                direct += 1;
+            }
+            made.push(format!("{other}({route})"));
+        }
+        if show_logs() {
+            eprintln!("--- {name}\n{log}");
+        }
+        let totals = session_totals(&log).unwrap_or_default();
+        eprintln!(
+            "  {name}: {} — downloaded {} B, uploaded {} B",
+            made.join(" "),
+            totals.0,
+            totals.1
+        );
+    }
+    assert!(
+        direct > 0,
+        "no NATed peer connected to another; only the seeder served"
+    );
+    assert!(seed.terminate(Duration::from_secs(15)).success());
+    let (_, seeded) = session_totals(&seed.output()).unwrap();
+    let total: u64 = data.files.iter().map(|(_, b)| b.len() as u64).sum();
+    eprintln!(
+        "seed uploaded {seeded} B for 8 copies of {total} B ({:.1} copies); {:?} in all",
+        seeded as f64 / total as f64,
+        started.elapsed()
+    );
+}
