@@ -1,13 +1,15 @@
 //! A small swarm in the NAT lab: one public burrow seeder on a slow uplink and eight burrow
 //! peers, each behind its own home router — four endpoint-independent, four
-//! endpoint-dependent, none mapping a port. Every peer must complete with the right bytes;
-//! the test prints how every connection between them was made. Needs root; prints
+//! endpoint-dependent, none mapping a port. Every peer must complete with the right bytes,
+//! and the endpoint-independent peers must end up connected to each other pairwise (PEX
+//! and holepunch rendezvous through the seeder, which peers that finish early keep as an
+//! anchor). The test prints how every connection was made. Needs root; prints
 //! `SKIPPED (needs root)` without.
 
 mod common;
 mod labkit;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -89,9 +91,11 @@ fn lab_swarm_of_natted_peers_completes() {
     }
     for (name, proc) in peers.iter_mut() {
         proc.wait_for_output("seeding 100.0%", Duration::from_secs(60));
-        eprintln!("{name} complete after {:?}", started.elapsed());
+        let done = proc.output().lines().find(|l| l.contains("download complete")).and_then(|l| l.split_whitespace().next().map(str::to_string));
+        eprintln!("{name} complete at {}", done.unwrap_or_default());
     }
     let mut direct = 0;
+    let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
     eprintln!("\nconnections made (peer: other(route) ...):");
     for (name, proc) in peers.iter_mut() {
         assert!(proc.terminate(Duration::from_secs(15)).success(), "{name} exit\n{}", proc.output());
@@ -110,6 +114,8 @@ fn lab_swarm_of_natted_peers_completes() {
             let other = ip.and_then(|ip| names.get(&ip).cloned()).unwrap_or(addr);
             if other != "seed" {
                 direct += 1;
+                let (a, b) = if *name < other { (name.clone(), other.clone()) } else { (other.clone(), name.clone()) };
+                pairs.insert((a, b));
             }
             made.push(format!("{other}({route})"));
         }
@@ -128,6 +134,15 @@ fn lab_swarm_of_natted_peers_completes() {
         direct > 0,
         "no NATed peer connected to another; only the seeder served"
     );
+    let eim: Vec<&String> = peers.iter().map(|(n, _)| n).filter(|n| n.ends_with("eim")).collect();
+    for (i, a) in eim.iter().enumerate() {
+        for b in &eim[i + 1..] {
+            assert!(
+                pairs.contains(&((*a).clone(), (*b).clone())),
+                "{a} and {b} (both endpoint-independent) never connected; pairs: {pairs:?}"
+            );
+        }
+    }
     assert!(seed.terminate(Duration::from_secs(15)).success());
     let (_, seeded) = session_totals(&seed.output()).unwrap();
     let total: u64 = data.files.iter().map(|(_, b)| b.len() as u64).sum();

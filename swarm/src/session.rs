@@ -134,6 +134,9 @@ pub struct SessionCtx {
     lsd_added: Mutex<Option<mpsc::UnboundedSender<InfoHash>>>,
     /// Our torrents by MSE's `req2` hash, to recognise which one an encrypted peer wants.
     req2: Mutex<HashMap<[u8; 20], InfoHash>>,
+    /// Addresses we dialled for a holepunch lately: a connection from one of them is the
+    /// other half of the punch, not evidence that the outside reaches us.
+    punches: Mutex<HashMap<IpAddr, std::time::Instant>>,
     next_key: AtomicU64,
 }
 
@@ -153,6 +156,22 @@ impl SessionCtx {
         match &self.config.resume_store {
             Some(s) => s.clone(),
             None => Arc::new(FileResumeStore::new(self.config.state_dir.join("resume"))),
+        }
+    }
+
+    /// How an accepted connection came about: one from an address we are punching toward
+    /// answers our holepunch.
+    fn incoming_route(&self, addr: SocketAddr, route: Route) -> Route {
+        let punched = self
+            .punches
+            .lock()
+            .expect("punches lock")
+            .get(&addr.ip())
+            .is_some_and(|at| at.elapsed() < PUNCH_MEMORY);
+        match route {
+            Route::IncomingTcp if punched => Route::HolepunchedTcp,
+            Route::IncomingUtp if punched => Route::HolepunchedUtp,
+            other => other,
         }
     }
 
@@ -203,6 +222,12 @@ impl SessionCtx {
     /// the [`PREDICTED_PORTS`] ports above it. Bounded: at most that many extra SYNs, each
     /// retried by µTP's own timers, all cancelled once one connects.
     pub async fn dial_punch(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<(Box<dyn PeerIo>, SocketAddr, Route)> {
+        {
+            let now = std::time::Instant::now();
+            let mut punches = self.punches.lock().expect("punches lock");
+            punches.retain(|_, at| now.duration_since(*at) < PUNCH_MEMORY);
+            punches.insert(addr.ip(), now);
+        }
         let mut attempts = tokio::task::JoinSet::new();
         let me = self.clone();
         attempts.spawn(async move {
@@ -240,6 +265,9 @@ impl SessionCtx {
 
 /// Ports above the relay-observed one that a holepunch also tries (port prediction).
 pub const PREDICTED_PORTS: u16 = 8;
+
+/// How long a connection from a peer we dialled for a holepunch counts as part of it.
+const PUNCH_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Head start of the direct holepunch attempt before predicted ports are tried.
 pub const PREDICTION_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -329,6 +357,7 @@ impl Session {
             lsd_hashes: Mutex::default(),
             lsd_added: Mutex::default(),
             req2: Mutex::default(),
+            punches: Mutex::default(),
             next_key: AtomicU64::new(1),
         });
         let tcp = Arc::new(tcp);
@@ -502,6 +531,7 @@ async fn route_incoming(stream: Box<dyn PeerIo>, addr: SocketAddr, route: Route,
     if named.is_some_and(|n| n != ih) {
         return; // The encrypted handshake named one torrent, the BitTorrent one another.
     }
+    let route = ctx.incoming_route(addr, route);
     let tx = ctx.registry.lock().expect("registry lock").get(&ih).cloned();
     if let Some(tx) = tx {
         let _ = tx.send(TaskMsg::Incoming { stream, addr, reserved, route });

@@ -127,9 +127,11 @@ async fn run(
                     ReachEvent::YourIp { reported, by } => {
                         voter.add(Vote { source: VoteSource::PeerYourIp, reporter: by, address: reported, udp_port: None }, now)
                     }
+                    // A holepunched connection says only that the punch worked.
                     ReachEvent::Incoming { from, route } if is_public(from.ip()) => match route {
                         Route::IncomingUtp => snap.incoming_utp += 1,
-                        _ => snap.incoming_tcp += 1,
+                        Route::IncomingTcp => snap.incoming_tcp += 1,
+                        _ => {}
                     },
                     ReachEvent::UnsolicitedUdp { from } if is_public(from.ip()) => snap.unsolicited_udp += 1,
                     _ => {}

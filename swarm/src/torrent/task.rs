@@ -603,6 +603,8 @@ impl Task {
         let mapped = snap.report.mappings.iter().find(|m| m.transport == crate::nat::Transport::Tcp).map(|m| m.external.port());
         self.core.set_listen_port(Some(mapped.unwrap_or(self.ctx.port)));
         self.core.set_own_addresses(snap.report.external_ipv4, self.own_v6());
+        let reached = snap.incoming_tcp + snap.incoming_utp > 0;
+        self.core.set_anchors(if reached { 0 } else { super::core::ANCHORS });
     }
 
     /// Our own listen address as trackers echo it back to us.

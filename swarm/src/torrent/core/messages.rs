@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, Assembly, CloseReason, Phase, TorrentCore, MAX_HASH_STRIKES};
+use super::{Action, Assembly, CloseReason, TorrentCore, MAX_HASH_STRIKES};
 use crate::peer::{PeerHas, PeerKey, MAX_ALLOWED_FAST, MAX_PENDING_HAVES};
 use crate::torrent::bitfield::Bitfield;
 use crate::torrent::picker::{Has, Received};
@@ -162,7 +162,7 @@ impl TorrentCore {
         if let Some(picker) = &mut self.picker {
             super::add_to_picker(picker, &p.has);
         }
-        if self.phase == Phase::Complete && p.upload_only() && self.config.seed {
+        if self.is_useless(key) {
             self.drop_peer(key, CloseReason::Useless);
             return Ok(());
         }
@@ -317,7 +317,7 @@ impl TorrentCore {
                 }
                 self.request_metadata(now);
             }
-            if self.phase == Phase::Complete && self.peers[&key].upload_only() && self.config.seed {
+            if self.is_useless(key) {
                 self.drop_peer(key, CloseReason::Useless);
             }
             return Ok(());

@@ -43,7 +43,14 @@ pub struct CoreConfig {
     pub our_ipv4: Option<std::net::Ipv4Addr>,
     /// Our global IPv6 address, sent as `ipv6` (BEP 10) once known.
     pub our_ipv6: Option<std::net::Ipv6Addr>,
+    /// How many links to reachable seeds we keep once complete, although neither side has
+    /// anything to download from the other (see [`TorrentCore::keeps_as_anchor`]).
+    pub anchors: usize,
 }
+
+/// Links to reachable peers a seed keeps while nobody is known to reach it from outside: a
+/// peer behind a NAT that dropped every seed it knows would be out of everybody's reach.
+pub const ANCHORS: usize = 2;
 
 impl Default for CoreConfig {
     fn default() -> Self {
@@ -56,6 +63,7 @@ impl Default for CoreConfig {
             seed: true,
             our_ipv4: None,
             our_ipv6: None,
+            anchors: ANCHORS,
         }
     }
 }
@@ -272,6 +280,59 @@ impl TorrentCore {
         self.config.listen_port = port;
     }
 
+    /// How many links to reachable seeds to keep once complete: [`ANCHORS`] while nobody
+    /// is known to reach us from outside, none once somebody has. Surplus links close on
+    /// the next tick.
+    pub fn set_anchors(&mut self, n: usize) {
+        self.config.anchors = n;
+    }
+
+    /// Whether a link to a peer with nothing to download from us stays open once we are
+    /// complete: it is the path by which others reach us through a holepunch rendezvous
+    /// (BEP 55). A peer that dialled us decides for itself whether it needs us; a reachable
+    /// peer we dialled is kept while we want anchors; a holepunched one never is.
+    fn keeps_as_anchor(&self, key: PeerKey) -> bool {
+        let Some(p) = self.peers.get(&key) else { return false };
+        if p.ext.is_none() {
+            // Decided when its extension handshake says whether it relays.
+            return p.handshake.supports_extensions();
+        }
+        if !p.supports_holepunch() || p.route.is_holepunched() {
+            return false;
+        }
+        if !p.route.is_outgoing() {
+            return true;
+        }
+        let older = self
+            .peers
+            .iter()
+            .filter(|(k, q)| **k < key && q.route.is_outgoing() && q.supports_holepunch() && q.upload_only())
+            .count();
+        // The oldest links are the anchors, whatever order they are looked at in.
+        older < self.config.anchors
+    }
+
+    /// Whether a link is no use to either side: we are a complete seed and so is it (or it
+    /// says it only uploads), and it is not an anchor.
+    fn is_useless(&self, key: PeerKey) -> bool {
+        self.phase == Phase::Complete
+            && self.config.seed
+            && self.peers.get(&key).is_some_and(|p| p.upload_only())
+            && !self.keeps_as_anchor(key)
+    }
+
+    /// Closes links that [`is_useless`](Self::is_useless) (called from `tick`: the number
+    /// of anchors wanted changes, and extension handshakes arrive late).
+    pub(super) fn close_useless(&mut self) {
+        if self.phase != Phase::Complete || !self.config.seed {
+            return;
+        }
+        let useless: Vec<PeerKey> = self.peers.keys().copied().filter(|k| self.is_useless(*k)).collect();
+        for k in useless {
+            self.drop_peer(k, CloseReason::Useless);
+        }
+    }
+
     /// Our own addresses, announced in extension handshakes from now on (BEP 10 `ipv4` and
     /// `ipv6`): a peer that knows us over one family can then try the other.
     pub fn set_own_addresses(&mut self, v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>) {
@@ -398,9 +459,8 @@ impl TorrentCore {
             self.actions.push_back(Action::Completed);
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for k in keys {
-                let p = &self.peers[&k];
-                if p.upload_only() || !self.config.seed {
-                    self.actions.push_back(Action::Close(k, CloseReason::Useless));
+                if !self.config.seed || self.is_useless(k) {
+                    self.drop_peer(k, CloseReason::Useless);
                 }
             }
         } else if self.phase == Phase::Complete && !picker.is_complete() {

@@ -129,8 +129,69 @@ fn leecher_downloads_everything_from_a_seed() {
     let s = nodes[1].core.stats();
     assert_eq!(s.downloaded, 1_000_000);
     assert_eq!(s.hash_failures, 0);
-    // Both were seeds after completion: the connection is closed as useless.
-    assert_eq!(s.peers, 0);
+    // Both are seeds; the leecher dialled the seed and nobody has reached it from outside,
+    // so it keeps the link as an anchor for holepunch rendezvous.
+    assert_eq!(s.peers, 1);
+    // Once somebody reaches it, the link is useless and closes on the next tick.
+    nodes[1].core.set_anchors(0);
+    let now = Instant::now() + Duration::from_secs(60);
+    nodes[1].core.tick(now);
+    pump(&mut nodes, now);
+    assert_eq!(nodes[1].core.stats().peers, 0);
+    assert_eq!(nodes[0].core.stats().peers, 0);
+}
+
+/// A complete seed keeps links to seeds only where they are a rendezvous path: up to
+/// [`ANCHORS`] it dialled, every one that dialled it (the dialler decides), none that a
+/// holepunch made or that cannot relay.
+#[test]
+fn complete_seed_keeps_anchors_and_closes_other_seed_links() {
+    let (info, data) = torrent(100_000, 16 * 1024);
+    let now = Instant::now();
+    let mut us = node(&info, Some(&data), 1, false).core;
+    let ext = |holepunch: bool| {
+        let ids = if holepunch { LOCAL_EXTENSIONS } else { crate::wire::ExtensionIds { ut_holepunch: None, ..LOCAL_EXTENSIONS } };
+        Message::Extended { id: 0, payload: ExtHandshake { ids, ..Default::default() }.encode().into() }
+    };
+    let peer = |k: u8, route: Route| {
+        let hs = Handshake::ours(info.info_hash, PeerId([k + 10; 20]));
+        PeerState::new(SocketAddr::from(([10, 0, 1, k], 6881)), hs, route, now)
+    };
+    // Four seeds we dialled (one cannot relay), one that dialled us, one holepunched.
+    let links = [
+        (1, Route::OutgoingTcp, true),
+        (2, Route::OutgoingUtp, true),
+        (3, Route::OutgoingTcp, true),
+        (4, Route::OutgoingTcp, false),
+        (5, Route::IncomingTcp, true),
+        (6, Route::HolepunchedUtp, true),
+    ];
+    for (k, route, holepunch) in links {
+        us.peer_connected(k as u64, peer(k, route), now);
+        us.peer_messages(k as u64, [ext(holepunch), Message::HaveAll], now);
+    }
+    us.tick(now + Duration::from_secs(1));
+    let mut closed = Vec::new();
+    while let Some(a) = us.poll_action() {
+        if let Action::Close(k, CloseReason::Useless) = a {
+            us.peer_closed(k);
+            closed.push(k);
+        }
+    }
+    closed.sort();
+    assert_eq!(closed, vec![3, 4, 6], "kept two dialled anchors and the one that dialled us");
+    // Reached from outside: no anchors wanted, only the link the other side keeps stays.
+    us.set_anchors(0);
+    us.tick(now + Duration::from_secs(2));
+    while let Some(a) = us.poll_action() {
+        if let Action::Close(k, CloseReason::Useless) = a {
+            us.peer_closed(k);
+            closed.push(k);
+        }
+    }
+    closed[3..].sort();
+    assert_eq!(closed, vec![3, 4, 6, 1, 2]);
+    assert_eq!(us.stats().peers, 1);
 }
 
 #[test]

@@ -41,6 +41,7 @@ impl TorrentCore {
         }
         self.request_metadata(now);
         self.pex_round(now);
+        self.close_useless();
     }
 
     fn choke_round(&mut self, now: Instant) {
