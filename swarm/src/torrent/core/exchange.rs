@@ -13,8 +13,10 @@ use crate::wire::{HolepunchError, HolepunchMsg, HolepunchType, Message, PexFlags
 
 /// Time between PEX messages to one peer (BEP 11: at most one a minute).
 pub const PEX_INTERVAL: Duration = Duration::from_secs(60);
-/// Wait after a connection opens before the first PEX message, so the handshakes settle.
-pub const PEX_FIRST_DELAY: Duration = Duration::from_secs(3);
+/// Wait after a connection opens before the first PEX message: long enough for the
+/// extension handshakes to cross, short because a newcomer behind a NAT learns from this
+/// message whom it can meet by holepunch.
+pub const PEX_FIRST_DELAY: Duration = Duration::from_secs(1);
 /// Rendezvous one peer may ask us to relay per [`RELAY_WINDOW`].
 pub const MAX_RELAYS_PER_WINDOW: usize = 10;
 /// The window of the relay rate limit.

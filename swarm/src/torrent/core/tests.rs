@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 
+use super::exchange::PEX_FIRST_DELAY;
 use super::*;
 use crate::connectivity::Route;
 use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
@@ -375,9 +376,9 @@ fn pex_tells_each_peer_about_the_others_once_a_minute() {
         out.sort_by_key(|x| x.0);
         out
     };
-    c.tick(now + Duration::from_secs(1));
+    c.tick(now + PEX_FIRST_DELAY / 2);
     assert!(pex_of(&mut c).is_empty(), "not before the first delay");
-    c.tick(now + Duration::from_secs(4));
+    c.tick(now + PEX_FIRST_DELAY);
     let sent = pex_of(&mut c);
     assert_eq!(sent.len(), 2);
     // Peer 1 hears of peer 2 at its announced listen port; peer 2 of peer 1, flagged reachable.
