@@ -59,6 +59,8 @@ fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
         },
     );
     eprintln!("{test}: mapped {mapped_in:?} after start");
+    // The seeder tells its user what it found, once that has settled.
+    seed.wait_for_output("Your router forwards port 6881 for us", Duration::from_secs(20));
 
     // libtorrent on the internet, told the seeder's external address.
     let peer = wan.to_string();

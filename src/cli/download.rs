@@ -2,6 +2,7 @@
 //! keep seeding until interrupted).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use burrow_swarm::metainfo::{Magnet, Metainfo};
@@ -68,8 +69,16 @@ async fn run(source: TorrentSource, dir: PathBuf, seed: bool, swarm: &SwarmArgs)
     let handle = session.add(AddTorrent { source, download_dir: dir, peers, seed });
     let mut watch = handle.watch();
     let mut progress = Progress::new();
+    let reach = session.reachability().clone();
+    let mut network = NetworkNotes::default();
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let interrupted = loop {
         tokio::select! {
+            _ = every_second.tick() => {
+                if let Some(line) = network.due(reach.snapshot().report.summary_line(), Instant::now()) {
+                    progress.note(&line);
+                }
+            }
             changed = watch.changed() => {
                 if changed.is_err() {
                     break false;
@@ -96,6 +105,61 @@ async fn run(source: TorrentSource, dir: PathBuf, seed: bool, swarm: &SwarmArgs)
         anyhow::bail!("interrupted at {:.1}%; run the same command again to resume", st.progress() * 100.0);
     }
     Ok(())
+}
+
+/// What the session found about the network, told once it has held still for
+/// [`NetworkNotes::SETTLE`] and again whenever it changes.
+#[derive(Default)]
+struct NetworkNotes {
+    told: Option<String>,
+    pending: Option<(String, Instant)>,
+}
+
+impl NetworkNotes {
+    const SETTLE: Duration = Duration::from_secs(5);
+
+    /// The line to print now, if any, given the current one.
+    fn due(&mut self, line: Option<String>, now: Instant) -> Option<String> {
+        let line = line?;
+        if self.told.as_ref() == Some(&line) {
+            self.pending = None;
+            return None;
+        }
+        match &self.pending {
+            Some((p, since)) if *p == line => {
+                if now.duration_since(*since) < Self::SETTLE {
+                    return None;
+                }
+                self.pending = None;
+                self.told = Some(line.clone());
+                Some(line)
+            }
+            _ => {
+                self.pending = Some((line, now));
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_line_waits_until_it_settles_and_repeats_only_changes() {
+        let mut n = NetworkNotes::default();
+        let t = Instant::now();
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(n.due(None, t), None);
+        assert_eq!(n.due(s("a"), t), None);
+        assert_eq!(n.due(s("b"), t + Duration::from_secs(3)), None, "changed: wait again");
+        assert_eq!(n.due(s("b"), t + Duration::from_secs(7)), None);
+        assert_eq!(n.due(s("b"), t + Duration::from_secs(8)), s("b"));
+        assert_eq!(n.due(s("b"), t + Duration::from_secs(20)), None, "told once");
+        assert_eq!(n.due(s("c"), t + Duration::from_secs(21)), None);
+        assert_eq!(n.due(s("c"), t + Duration::from_secs(26)), s("c"));
+    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -93,6 +93,14 @@ impl Progress {
         }
     }
 
+    /// A line of its own above the bar (or in the log).
+    pub fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     pub fn finish(&mut self, st: &TorrentStatus) {
         let had_bar = self.bar.take().map(|bar| bar.finish_and_clear()).is_some();
         if had_bar || self.last_state != Some(st.state.label()) {

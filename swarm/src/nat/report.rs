@@ -99,6 +99,25 @@ impl Report {
         report
     }
 
+    /// Whether anything is known yet: a gateway, a mapping protocol's answer, the NAT's
+    /// behaviour or our external address.
+    pub fn has_findings(&self) -> bool {
+        self.gateway.is_some() || !self.protocols.is_empty() || self.nat_behaviour != MappingBehaviour::Unknown || self.external_ipv4.is_some()
+    }
+
+    /// One line for a running download or seed: what was found, then the advice. `None`
+    /// until there are findings.
+    pub fn summary_line(&self) -> Option<String> {
+        if !self.has_findings() {
+            return None;
+        }
+        let mapping = match self.mappings.first() {
+            Some(m) => format!("port {} mapped by {}", m.external.port(), m.protocol),
+            None => "no port mapping".to_string(),
+        };
+        Some(format!("network: external address {}, NAT {}, {mapping}. {}", opt(&self.external_ipv4), self.nat_behaviour, self.advice))
+    }
+
     /// Recomputes [`Report::advice`] from the other fields.
     pub fn refresh_advice(&mut self) {
         self.advice = self.compute_advice();
@@ -125,7 +144,7 @@ impl Report {
             let via = self.mappings[0].protocol;
             return format!("Your router forwards port {port} for us ({via}); nothing to do.");
         }
-        if self.gateway.is_none() && self.protocols.is_empty() && self.nat_behaviour == MappingBehaviour::Unknown && self.external_ipv4.is_none() {
+        if !self.has_findings() {
             return "Not enough reports yet to judge reachability: stay connected to the swarm a little longer.".into();
         }
         let lan = self
