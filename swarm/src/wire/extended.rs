@@ -97,7 +97,7 @@ impl ExtHandshake {
         let small = |v: Option<i64>| v.and_then(|x| u32::try_from(x).ok());
         Ok(ExtHandshake {
             ids: ExtensionIds { ut_metadata: id(b"ut_metadata"), ut_pex: id(b"ut_pex"), ut_holepunch: id(b"ut_holepunch") },
-            client: raw.v.map(|v| String::from_utf8_lossy(&v.0[..v.0.len().min(64)]).into_owned()),
+            client: raw.v.map(|v| client_name(v.0)),
             listen_port: raw.p.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0),
             yourip: raw.yourip.and_then(|b| ip_from(b.0)),
             ipv4: raw.ipv4.and_then(|b| match ip_from(b.0) {
@@ -145,9 +145,35 @@ impl ExtHandshake {
     }
 }
 
+/// A peer's client name for display: at most [`MAX_CLIENT_NAME`] bytes of it, invalid UTF-8
+/// replaced, cut on a character boundary so that the name survives being sent on unchanged.
+fn client_name(raw: &[u8]) -> String {
+    let mut name = String::from_utf8_lossy(&raw[..raw.len().min(MAX_CLIENT_NAME)]).into_owned();
+    let mut end = name.len().min(MAX_CLIENT_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
+/// Longest client name kept from an extension handshake.
+pub const MAX_CLIENT_NAME: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_name_is_bounded_and_survives_a_round_trip() {
+        // Invalid UTF-8 grows when replaced: the name is still cut to the limit, on a
+        // character boundary, and decodes to itself when sent on.
+        let raw = [0xffu8; 100];
+        let name = client_name(&raw);
+        assert!(name.len() <= MAX_CLIENT_NAME && name.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert_eq!(client_name(name.as_bytes()), name);
+        assert_eq!(client_name(b"burrow 0.1"), "burrow 0.1");
+    }
 
     #[test]
     fn round_trip() {
