@@ -140,6 +140,11 @@ impl PeerPool {
         })
     }
 
+    /// Whether `addr` is known to be a seed (from PEX flags or an earlier connection).
+    pub fn is_seed(&self, addr: &SocketAddr) -> bool {
+        self.known.get(addr).is_some_and(|k| k.seed)
+    }
+
     /// Remembers that `addr` is a seed.
     pub fn mark_seed(&mut self, addr: SocketAddr) {
         if let Some(k) = self.known.get_mut(&addr) {

@@ -546,7 +546,11 @@ impl Task {
     /// connected to both of us. Costs one small message; nothing is spent on peers without a
     /// relay.
     fn ask_rendezvous(&mut self, addr: SocketAddr, now: Instant) {
-        for relay in self.pool.punch_candidates(addr, now) {
+        // Relays we dialled first: they are reachable, so they are likely to stay connected
+        // to the target long enough to pass `connect` on.
+        let mut relays = self.pool.punch_candidates(addr, now);
+        relays.sort_by_key(|r| !self.links.values().any(|(_, a, route)| a == r && route.is_outgoing()));
+        for relay in relays {
             let key = self.links.iter().find(|(_, (_, a, _))| *a == relay).map(|(k, _)| *k);
             if let Some(k) = key {
                 let msg = crate::wire::HolepunchMsg { kind: crate::wire::HolepunchType::Rendezvous, addr, error: crate::wire::HolepunchError::None };
@@ -563,6 +567,9 @@ impl Task {
     fn punch(&mut self, addr: SocketAddr, via: SocketAddr) {
         if self.links.values().any(|(_, a, _)| *a == addr) || self.pool.is_connected(&addr) || self.pool.is_banned(&addr.ip()) {
             return;
+        }
+        if self.core.phase() == Phase::Complete && self.pool.is_seed(&addr) {
+            return; // Two seeds have nothing to trade.
         }
         tracing::debug!(%addr, %via, "holepunch: dialling");
         let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
