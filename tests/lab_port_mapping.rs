@@ -9,26 +9,46 @@ mod labkit;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use burrow_netlab::{HomeSpec, Host, Lab, MappingProtocols, Nat};
+use burrow_netlab::{Home, HomeSpec, Host, Lab, MappingProtocols, Nat};
 use labkit::*;
 
 const FILES: &[(&str, usize)] = &[("data.bin", 1_500_000), ("notes.txt", 4_321)];
 
+/// A lab with one host on the internet and one home behind an endpoint-independent router
+/// that offers only `protocols`, with a torrent's data ready to seed.
+struct MappedHome {
+    dir: tempfile::TempDir,
+    data: Data,
+    outside: Host,
+    home: Home,
+    /// The router's external address with the session port.
+    wan: SocketAddr,
+    // Dropped last: everything above lives in its namespaces.
+    _lab: Lab,
+}
+
+impl MappedHome {
+    fn new(test: &str, protocols: MappingProtocols) -> Option<MappedHome> {
+        let mut lab = Lab::new_or_skip(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let data = Data::new(dir.path(), FILES);
+        let outside = lab.public_host("out").unwrap();
+        let mut spec = HomeSpec::new(Nat::EndpointIndependent);
+        spec.mapping = Some(protocols);
+        let home = lab.home("home", spec).unwrap();
+        let wan = SocketAddr::new(home.router.wan_ipv4().into(), PORT);
+        Some(MappedHome { dir, data, outside, home, wan, _lab: lab })
+    }
+}
+
 /// A burrow seeder in the LAN behind a router offering only `protocols`; a libtorrent and
 /// then a burrow leecher on the internet download through the mapping; SIGTERM removes it.
 fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
-    let Some(mut lab) = Lab::new_or_skip(test) else {
+    let Some(setup) = MappedHome::new(test, protocols) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let data = Data::new(d, FILES);
-    let outside = lab.public_host("out").unwrap();
-    let mut spec = HomeSpec::new(Nat::EndpointIndependent);
-    spec.mapping = Some(protocols);
-    let home = lab.home("home", spec).unwrap();
-    let lan = &home.hosts[0];
-    let wan = SocketAddr::new(home.router.wan_ipv4().into(), PORT);
+    let MappedHome { dir, data, outside, home, wan, .. } = &setup;
+    let (d, lan, wan) = (dir.path(), &home.hosts[0], *wan);
 
     let mut seed = start(
         "seed",
@@ -170,18 +190,11 @@ fn lab_seed_behind_pcp_only_router() {
 /// runs behind it with a short lease: the mapping is back within a lease, and an outsider
 /// downloads through it.
 fn maps_again_after_router_restart(test: &str, protocols: MappingProtocols) {
-    let Some(mut lab) = Lab::new_or_skip(test) else {
+    let Some(setup) = MappedHome::new(test, protocols) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let data = Data::new(d, FILES);
-    let outside = lab.public_host("out").unwrap();
-    let mut spec = HomeSpec::new(Nat::EndpointIndependent);
-    spec.mapping = Some(protocols);
-    let home = lab.home("home", spec).unwrap();
-    let lan = &home.hosts[0];
-    let wan = SocketAddr::new(home.router.wan_ipv4().into(), PORT);
+    let MappedHome { dir, data, outside, home, wan, .. } = &setup;
+    let (d, lan, wan) = (dir.path(), &home.hosts[0], *wan);
     let lease = Duration::from_secs(6);
 
     let mut seed = start(
