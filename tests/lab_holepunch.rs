@@ -133,29 +133,9 @@ fn pair(
         p.wait_for_output("\"listening\"", Duration::from_secs(20));
         lab_procs.push(p);
     }
-    let leech = |name: &str, host: &Host| {
-        start(
-            name,
-            burrow_in(
-                host,
-                &[
-                    "download",
-                    data.torrent_arg(),
-                    "-o",
-                    d.join(format!("{name}-out")).to_str().unwrap(),
-                    "--peer",
-                    &seed_addr,
-                    "--no-port-mapping",
-                    // Stay after completing, so the slower one can still get pieces from it.
-                    "--seed",
-                ],
-                &d.join(format!("{name}-state")),
-                &[],
-            ),
-            d,
-        )
-    };
-    // b1 joins after the relay's first PEX message to a1 (burrow sends it 3 s after a
+    // Both stay after completing, so the slower one can still get pieces from the other.
+    let leech = |name: &str, host: &Host| natted_leech(name, host, data, &seed_addr, d);
+    // b1 joins after the relay's first PEX message to a1 (burrow sends it 1 s after a
     // connection opens, libtorrent within about 6 s), as peers joining a swarm at different
     // times do: b1 hears of a1 at once, a1 of b1 only in the next round a minute later, so
     // only a rendezvous can bring them together. (Told about each other at the same moment,

@@ -67,25 +67,7 @@ fn lab_swarm_of_natted_peers_completes() {
         let name = format!("p{i}-{}", if i % 2 == 0 { "eim" } else { "edm" });
         let home = lab.home(&format!("h{i}"), HomeSpec::new(nat)).unwrap();
         names.insert(home.router.wan_ipv4(), name.clone());
-        let proc = start(
-            &name,
-            burrow_in(
-                &home.hosts[0],
-                &[
-                    "download",
-                    data.torrent_arg(),
-                    "-o",
-                    d.join(format!("{name}-out")).to_str().unwrap(),
-                    "--peer",
-                    &seed_addr,
-                    "--no-port-mapping",
-                    "--seed",
-                ],
-                &d.join(format!("{name}-state")),
-                &[],
-            ),
-            d,
-        );
+        let proc = natted_leech(&name, &home.hosts[0], &data, &seed_addr, d);
         peers.push((name, proc));
         std::thread::sleep(JOIN_INTERVAL);
     }

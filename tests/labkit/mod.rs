@@ -170,3 +170,21 @@ pub fn start(name: &str, cmd: Command, dir: &Path) -> Proc {
 pub fn show_logs() -> bool {
     std::env::var_os("BURROW_LAB_LOGS").is_some()
 }
+
+/// `burrow download --seed` of `data` on `host`, told of one peer (`peer`), without port
+/// mapping: a peer behind its NAT that stays to seed. Output goes to `dir/{name}-out`, state
+/// to `dir/{name}-state`.
+pub fn natted_leech(name: &str, host: &Host, data: &Data, peer: &str, dir: &Path) -> Proc {
+    let out = dir.join(format!("{name}-out"));
+    let args = [
+        "download",
+        data.torrent_arg(),
+        "-o",
+        out.to_str().expect("UTF-8 path"),
+        "--peer",
+        peer,
+        "--no-port-mapping",
+        "--seed",
+    ];
+    start(name, burrow_in(host, &args, &dir.join(format!("{name}-state")), &[]), dir)
+}
