@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use burrow_netlab::{Home, HomeSpec, Host, Lab, MappingProtocols, Nat};
+use common::Proc;
 use labkit::*;
 
 const FILES: &[(&str, usize)] = &[("data.bin", 1_500_000), ("notes.txt", 4_321)];
@@ -39,6 +40,14 @@ impl MappedHome {
         let wan = SocketAddr::new(home.router.wan_ipv4().into(), PORT);
         Some(MappedHome { dir, data, outside, home, wan, _lab: lab })
     }
+
+    /// `burrow seed` of the data on the LAN host, with port mapping on, plus `extra` options.
+    fn start_seed(&self, extra: &[&str]) -> Proc {
+        let d = self.dir.path();
+        let mut args = vec!["seed", self.data.torrent_arg(), "--data", self.data.src.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        start("seed", burrow_in(&self.home.hosts[0], &args, &d.join("seed-state"), &[]), d)
+    }
 }
 
 /// A burrow seeder in the LAN behind a router offering only `protocols`; a libtorrent and
@@ -50,21 +59,7 @@ fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
     let MappedHome { dir, data, outside, home, wan, .. } = &setup;
     let (d, lan, wan) = (dir.path(), &home.hosts[0], *wan);
 
-    let mut seed = start(
-        "seed",
-        burrow_in(
-            lan,
-            &[
-                "seed",
-                data.torrent_arg(),
-                "--data",
-                data.src.to_str().unwrap(),
-            ],
-            &d.join("seed-state"),
-            &[],
-        ),
-        d,
-    );
+    let mut seed = setup.start_seed(&[]);
     let mapped_in = wait_until(
         "the seeder's TCP and UDP mappings",
         Duration::from_secs(30),
@@ -197,23 +192,7 @@ fn maps_again_after_router_restart(test: &str, protocols: MappingProtocols) {
     let (d, lan, wan) = (dir.path(), &home.hosts[0], *wan);
     let lease = Duration::from_secs(6);
 
-    let mut seed = start(
-        "seed",
-        burrow_in(
-            lan,
-            &[
-                "seed",
-                data.torrent_arg(),
-                "--data",
-                data.src.to_str().unwrap(),
-                "--mapping-lease",
-                &lease.as_secs().to_string(),
-            ],
-            &d.join("seed-state"),
-            &[],
-        ),
-        d,
-    );
+    let mut seed = setup.start_seed(&["--mapping-lease", &lease.as_secs().to_string()]);
     wait_until(
         "the first mappings",
         Duration::from_secs(30),
