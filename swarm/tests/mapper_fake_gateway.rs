@@ -26,6 +26,8 @@ struct GatewayState {
     started: Instant,
     port_offset: u16,
     speaks_pcp: bool,
+    /// Drop PCP requests without a word (as a NAT-PMP-only miniupnpd does).
+    ignores_pcp: bool,
     seen: Vec<Seen>,
 }
 
@@ -40,6 +42,7 @@ impl Gateway {
                 started: Instant::now(),
                 port_offset: 1000,
                 speaks_pcp,
+                ignores_pcp: false,
                 seen: Vec::new(),
             })),
         };
@@ -63,6 +66,10 @@ impl Gateway {
         s.port_offset = new_offset;
     }
 
+    fn ignore_pcp(&self) {
+        self.inner.lock().unwrap().ignores_pcp = true;
+    }
+
     fn seen(&self) -> Vec<Seen> {
         self.inner.lock().unwrap().seen.clone()
     }
@@ -71,6 +78,7 @@ impl Gateway {
         let mut s = self.inner.lock().unwrap();
         let epoch = s.started.elapsed().as_secs() as u32;
         match req.first()? {
+            2 if s.ignores_pcp => None,
             2 if s.speaks_pcp && req.len() >= 60 && req[1] == 1 => {
                 let transport = if req[36] == 6 {
                     Transport::Tcp
@@ -245,6 +253,21 @@ async fn falls_back_from_pcp_to_natpmp() {
     mapper.shutdown().await;
     let deletes = gw.seen().iter().filter(|r| r.0 == 0 && r.4 == 0).count();
     assert_eq!(deletes, 2);
+}
+
+#[tokio::test]
+async fn silent_pcp_is_given_up_soon_after_natpmp_answers() {
+    let addr = Ipv4Addr::new(127, 77, 4, 1);
+    let gw = Gateway::start(addr, false, 3600).await;
+    gw.ignore_pcp();
+    let mut cfg = config(addr, 120);
+    // Waiting out PCP's whole retry budget would take 15.75 s.
+    cfg.retry = Retry { initial: Duration::from_millis(250), attempts: 6 };
+    let mapper = PortMapper::spawn(cfg);
+    let s = wait_for(&mapper, "mappings", Duration::from_secs(5), |s| s.mappings.len() == 2).await;
+    assert_eq!(s.active, Some(MappingProtocol::NatPmp));
+    assert!(!s.probes[0].answered && s.probes[0].protocol == MappingProtocol::Pcp, "{:?}", s.probes);
+    mapper.shutdown().await;
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The port-mapping task: asks the gateway to forward our port (TCP and UDP) by PCP, NAT-PMP
-//! or UPnP-IGD, in that order, keeps the mappings alive, re-creates them when the gateway
+//! or UPnP-IGD, preferred in that order (all three are probed at once first, see
+//! `Worker::probe`), keeps the mappings alive, re-creates them when the gateway
 //! forgets them, and removes them on shutdown. State changes are published on a watch channel
 //! that the session and `burrow nat-check` read.
 //!
@@ -197,10 +198,62 @@ impl Active {
 }
 
 /// The task's working state.
+/// How long a preferred mapping protocol may stay silent after a less preferred one answered.
+pub const PROBE_GRACE: Duration = Duration::from_secs(1);
+
+/// What probing found out about one protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    /// The gateway replied (possibly with an error: mapping will tell).
+    Answered,
+    /// No reply within the retry budget, or none soon after another protocol replied.
+    Silent,
+    /// Not known yet (or not needed: a preferred protocol answered).
+    Pending,
+    /// The question could not be asked (a socket error): the mapping attempt will say why.
+    Unknown,
+}
+
+/// One protocol's probe result.
+enum Answer {
+    Heard,
+    Silent,
+    Failed,
+    /// The SSDP search's result, kept so that mapping need not search again.
+    Upnp(Result<UpnpGateway, MapError>),
+}
+
+/// Asks the gateway one question in `protocol` that maps nothing. Any reply from port 5351
+/// counts, even an error or a NAT-PMP server's "unsupported version" to PCP.
+async fn ask(protocol: MappingProtocol, gw: Ipv4Addr, local: Ipv4Addr, retry: Retry, search: Duration) -> Answer {
+    let replied = |b: &[u8]| (b.len() >= 2).then_some(());
+    let heard = match protocol {
+        MappingProtocol::Upnp => return Answer::Upnp(upnp::discover(local, search).await),
+        MappingProtocol::Pcp => match GatewaySocket::connect(gw, pcp::SERVER_PORT).await {
+            Ok(s) => match s.local_ip() {
+                Ok(ip) => s.exchange(&pcp::encode_announce(IpAddr::V4(ip)), retry, replied).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        MappingProtocol::NatPmp => match GatewaySocket::connect(gw, natpmp::SERVER_PORT).await {
+            Ok(s) => s.exchange(&natpmp::encode_external_address(), retry, replied).await,
+            Err(e) => Err(e),
+        },
+    };
+    match heard {
+        Ok(Some(())) => Answer::Heard,
+        Err(_) => Answer::Failed,
+        Ok(None) => Answer::Silent,
+    }
+}
+
 struct Worker {
     config: MapperConfig,
     tx: watch::Sender<MapperState>,
     epoch: EpochTracker,
+    /// What the last probe round's SSDP search found, for `open` to use.
+    upnp_found: Option<Result<UpnpGateway, MapError>>,
 }
 
 async fn run(
@@ -212,6 +265,7 @@ async fn run(
         config,
         tx,
         epoch: EpochTracker::new(),
+        upnp_found: None,
     };
     loop {
         let established = tokio::select! {
@@ -263,7 +317,15 @@ impl Worker {
         });
         let mut probes = Vec::new();
         let mut last_error = None;
-        for protocol in self.config.protocols.clone() {
+        let heard = self.probe(gw, local).await;
+        for (protocol, heard) in heard {
+            if heard == Heard::Silent {
+                tracing::debug!(%protocol, "port mapping protocol silent");
+                let e = MapError::NoAnswer(protocol);
+                probes.push(ProtocolStatus { protocol, answered: false, error: Some(e.to_string()) });
+                last_error = Some(e.to_string());
+                continue;
+            }
             let attempt = match self.open(protocol, gw, local).await {
                 Ok(mut active) => match self.map_all(&mut active).await {
                     Ok(()) => Ok(active),
@@ -310,6 +372,65 @@ impl Worker {
         None
     }
 
+    /// Asks every configured protocol at once something that maps nothing (PCP ANNOUNCE,
+    /// NAT-PMP's external address, an SSDP search), so that a silent gateway costs one
+    /// retry budget rather than one per protocol. A protocol still silent [`PROBE_GRACE`]
+    /// after a less preferred one was heard is given up: PCP and NAT-PMP share the gateway's
+    /// port 5351, and a gateway that answers one way answers at once. Returns the protocols
+    /// in order of preference with what was heard.
+    async fn probe(&mut self, gw: Ipv4Addr, local: Ipv4Addr) -> Vec<(MappingProtocol, Heard)> {
+        let protocols = self.config.protocols.clone();
+        let (retry, search) = (self.config.retry, self.config.upnp_search);
+        self.upnp_found = None;
+        let mut asks = tokio::task::JoinSet::new();
+        for &protocol in &protocols {
+            asks.spawn(async move { (protocol, ask(protocol, gw, local, retry, search).await) });
+        }
+        let mut heard: Vec<(MappingProtocol, Heard)> = protocols.iter().map(|p| (*p, Heard::Pending)).collect();
+        let mut first_heard: Option<Instant> = None;
+        loop {
+            // Done once every protocol preferred to the best one heard has an outcome.
+            let best = heard.iter().position(|(_, h)| *h == Heard::Answered).unwrap_or(heard.len());
+            if heard[..best].iter().all(|(_, h)| *h != Heard::Pending) {
+                break;
+            }
+            let next = match first_heard {
+                Some(t) => match tokio::time::timeout_at(t + PROBE_GRACE, asks.join_next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        // Too late: the preferred protocols still pending are silent.
+                        for (_, h) in &mut heard[..best] {
+                            if *h == Heard::Pending {
+                                *h = Heard::Silent;
+                            }
+                        }
+                        break;
+                    }
+                },
+                None => asks.join_next().await,
+            };
+            let Some(Ok((protocol, answer))) = next else { break };
+            let outcome = match answer {
+                Answer::Heard => Heard::Answered,
+                Answer::Silent => Heard::Silent,
+                Answer::Failed => Heard::Unknown,
+                Answer::Upnp(found) => {
+                    let silent = matches!(found, Err(MapError::NoAnswer(_)));
+                    self.upnp_found = Some(found);
+                    if silent { Heard::Silent } else { Heard::Answered }
+                }
+            };
+            if outcome == Heard::Answered {
+                first_heard.get_or_insert_with(Instant::now);
+            }
+            if let Some(slot) = heard.iter_mut().find(|(p, _)| *p == protocol) {
+                slot.1 = outcome;
+            }
+        }
+        asks.abort_all();
+        heard
+    }
+
     fn locate(&self) -> Result<(Ipv4Addr, Ipv4Addr), MapError> {
         let gw = match self.config.gateway {
             Some(gw) => gw,
@@ -339,7 +460,10 @@ impl Worker {
                 socket: GatewaySocket::connect(gw, natpmp::SERVER_PORT).await?,
             },
             MappingProtocol::Upnp => Active::Upnp {
-                gateway: upnp::discover(local, self.config.upnp_search).await?,
+                gateway: match self.upnp_found.take() {
+                    Some(found) => found?,
+                    None => upnp::discover(local, self.config.upnp_search).await?,
+                },
             },
         })
     }
