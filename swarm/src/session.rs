@@ -159,9 +159,18 @@ impl SessionCtx {
         }
     }
 
-    /// How an accepted connection came about: one from an address we are punching toward
-    /// answers our holepunch.
-    fn incoming_route(&self, addr: SocketAddr, route: Route) -> Route {
+    /// Remembers that a holepunch toward `ip` is under way (we asked a relay for a
+    /// rendezvous, or one told us to dial).
+    pub fn note_punch(&self, ip: IpAddr) {
+        let now = std::time::Instant::now();
+        let mut punches = self.punches.lock().expect("punches lock");
+        punches.retain(|_, at| now.duration_since(*at) < PUNCH_MEMORY);
+        punches.insert(ip, now);
+    }
+
+    /// How a connection came about: one with an address we are punching toward, whichever
+    /// side dialled, exists thanks to the rendezvous.
+    fn punched_route(&self, addr: SocketAddr, route: Route) -> Route {
         let punched = self
             .punches
             .lock()
@@ -169,8 +178,8 @@ impl SessionCtx {
             .get(&addr.ip())
             .is_some_and(|at| at.elapsed() < PUNCH_MEMORY);
         match route {
-            Route::IncomingTcp if punched => Route::HolepunchedTcp,
-            Route::IncomingUtp if punched => Route::HolepunchedUtp,
+            Route::IncomingTcp | Route::OutgoingTcp if punched => Route::HolepunchedTcp,
+            Route::IncomingUtp | Route::OutgoingUtp if punched => Route::HolepunchedUtp,
             other => other,
         }
     }
@@ -193,7 +202,8 @@ impl SessionCtx {
     pub async fn connect_peer(&self, addr: SocketAddr, info_hash: InfoHash) -> Result<(Box<dyn PeerIo>, Handshake, Route), String> {
         let timeout = crate::torrent::task::CONNECT_TIMEOUT;
         let dial = || async {
-            tokio::time::timeout(timeout, self.dial(addr)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())
+            let (s, route) = tokio::time::timeout(timeout, self.dial(addr)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
+            Ok::<_, String>((s, self.punched_route(addr, route)))
         };
         let encrypted = || async {
             let (s, route) = dial().await?;
@@ -222,12 +232,7 @@ impl SessionCtx {
     /// the [`PREDICTED_PORTS`] ports above it. Bounded: at most that many extra SYNs, each
     /// retried by µTP's own timers, all cancelled once one connects.
     pub async fn dial_punch(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<(Box<dyn PeerIo>, SocketAddr, Route)> {
-        {
-            let now = std::time::Instant::now();
-            let mut punches = self.punches.lock().expect("punches lock");
-            punches.retain(|_, at| now.duration_since(*at) < PUNCH_MEMORY);
-            punches.insert(addr.ip(), now);
-        }
+        self.note_punch(addr.ip());
         let mut attempts = tokio::task::JoinSet::new();
         let me = self.clone();
         attempts.spawn(async move {
@@ -531,7 +536,7 @@ async fn route_incoming(stream: Box<dyn PeerIo>, addr: SocketAddr, route: Route,
     if named.is_some_and(|n| n != ih) {
         return; // The encrypted handshake named one torrent, the BitTorrent one another.
     }
-    let route = ctx.incoming_route(addr, route);
+    let route = ctx.punched_route(addr, route);
     let tx = ctx.registry.lock().expect("registry lock").get(&ih).cloned();
     if let Some(tx) = tx {
         let _ = tx.send(TaskMsg::Incoming { stream, addr, reserved, route });

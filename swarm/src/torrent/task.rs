@@ -556,6 +556,7 @@ impl Task {
                 let msg = crate::wire::HolepunchMsg { kind: crate::wire::HolepunchType::Rendezvous, addr, error: crate::wire::HolepunchError::None };
                 if self.core.send_holepunch(k, msg) {
                     tracing::debug!(%addr, %relay, "asking for a holepunch rendezvous");
+                    self.ctx.note_punch(addr.ip());
                     self.drain_actions();
                     return;
                 }
