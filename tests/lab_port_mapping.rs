@@ -82,7 +82,7 @@ fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
     let mut lt = start(
         "lt-leech",
         lt_in(
-            &outside,
+            outside,
             &[
                 "--mode",
                 "download",
@@ -105,7 +105,7 @@ fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
     let mut leech = start(
         "burrow-leech",
         burrow_in(
-            &outside,
+            outside,
             &[
                 "download",
                 data.torrent_arg(),
@@ -136,7 +136,7 @@ fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
         "mapping left behind:\n{}",
         home.router.forwarding_rules().unwrap()
     );
-    assert_unreachable_after_exit(lan, &outside, wan);
+    assert_unreachable_after_exit(lan, outside, wan);
 }
 
 /// After the seeder exited, something listening on its port in the LAN again is not reachable
@@ -220,7 +220,7 @@ fn maps_again_after_router_restart(test: &str, protocols: MappingProtocols) {
     let mut leech = start(
         "burrow-leech",
         burrow_in(
-            &outside,
+            outside,
             &[
                 "download",
                 data.torrent_arg(),
@@ -239,7 +239,7 @@ fn maps_again_after_router_restart(test: &str, protocols: MappingProtocols) {
     data.assert_in(&d.join("out"));
     assert!(seed.terminate(Duration::from_secs(15)).success());
     assert_eq!(forwards_to(&home.router, lan), (false, false));
-    assert_unreachable_after_exit(lan, &outside, wan);
+    assert_unreachable_after_exit(lan, outside, wan);
 }
 
 #[test]

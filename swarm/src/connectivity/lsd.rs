@@ -57,11 +57,10 @@ pub fn decode(b: &[u8]) -> Option<LsdAnnounce> {
         let v = v.trim();
         match k.trim().to_ascii_lowercase().as_str() {
             "port" => a.port = v.parse().ok()?,
-            "infohash" => {
-                if a.info_hashes.len() < MAX_HASHES_PER_MESSAGE {
+            "infohash"
+                if a.info_hashes.len() < MAX_HASHES_PER_MESSAGE => {
                     a.info_hashes.push(InfoHash::from_hex(v)?);
                 }
-            }
             "cookie" => a.cookie = Some(v.chars().take(64).collect()),
             _ => {}
         }

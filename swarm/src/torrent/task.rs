@@ -415,11 +415,10 @@ impl Task {
                 Action::OtherFamily { key, addr } => {
                     // Kept for when this connection ends: then the other family is a second
                     // way back to the peer. Dialling it now would only make a duplicate.
-                    if (addr.is_ipv6() && self.own_v6().is_some()) || addr.is_ipv4() {
-                        if self.other_family.len() < 4 * self.ctx.config.max_peers_per_torrent {
+                    if ((addr.is_ipv6() && self.own_v6().is_some()) || addr.is_ipv4())
+                        && self.other_family.len() < 4 * self.ctx.config.max_peers_per_torrent {
                             self.other_family.insert(key, addr);
                         }
-                    }
                 }
                 Action::YourIp { reported, by } => self.ctx.reach.observe(ReachEvent::YourIp { reported, by }),
                 Action::DhtNode(addr) => {

@@ -161,7 +161,7 @@ impl TorrentCore {
                 self.metadata = MetadataFetch { failures, ..Default::default() };
                 // Sizes announced by other peers will be taken afresh.
                 let sizes: Vec<u32> = self.peers.values().filter_map(|p| p.ext.as_ref().and_then(|e| e.metadata_size)).collect();
-                if let Some(&s) = sizes.iter().rev().next() {
+                if let Some(&s) = sizes.iter().next_back() {
                     self.metadata.set_size(s);
                 }
             }
