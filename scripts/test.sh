@@ -35,7 +35,7 @@ export BURROW_SKIP_LOG="${BURROW_SKIP_LOG:-$(mktemp)}"
 : > "$BURROW_SKIP_LOG"
 LOG="$(mktemp)"
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$LOG"
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 # One µTP connection carries 1 GiB each way: release build, so it runs in seconds.
 if [ "$status" -eq 0 ]; then
