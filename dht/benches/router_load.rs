@@ -20,7 +20,9 @@
 //! `$BURROW_BIN`), `--cache-size N` (passed to burrow), `--batch N` (passed to burrow),
 //! `--only burrow|mainline`, `--sockets N`, `--quick` (shorter phases), `--rt` (run both
 //! servers with real-time priority, `chrt -f 1`, so that other work on a shared machine does
-//! not delay them; the generator stays at normal priority).
+//! not delay them; the generator stays at normal priority), `--cpu-quota PCT` (cap each server
+//! at PCT% of a core with a cgroup CPU quota, so that the flood really reaches ten times its
+//! capacity; root).
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -55,6 +57,8 @@ struct Opts {
     sockets: usize,
     quick: bool,
     rt: bool,
+    /// Cap each server at this percentage of a core (a cgroup v1 CPU quota; needs root).
+    cpu_quota: Option<u32>,
 }
 
 fn parse_opts() -> Opts {
@@ -68,6 +72,7 @@ fn parse_opts() -> Opts {
         sockets: 256,
         quick: false,
         rt: false,
+        cpu_quota: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -81,6 +86,7 @@ fn parse_opts() -> Opts {
             "--sockets" => o.sockets = args.next().and_then(|s| s.parse().ok()).unwrap_or(256),
             "--quick" => o.quick = true,
             "--rt" => o.rt = true,
+            "--cpu-quota" => o.cpu_quota = args.next().and_then(|s| s.parse().ok()),
             _ => {}
         }
     }
@@ -101,6 +107,7 @@ fn main() {
     } else {
         if o.only.as_deref() != Some("mainline") {
             let (child, addr) = start_burrow(&o);
+            let _quota = o.cpu_quota.map(|pct| CpuQuota::apply(child.id(), pct));
             results.push((
                 "burrow dht-node".to_owned(),
                 measure(&o, addr, Some(child.id())),
@@ -109,6 +116,7 @@ fn main() {
         }
         if o.only.as_deref() != Some("burrow") {
             let (child, addr) = start_mainline(&o);
+            let _quota = o.cpu_quota.map(|pct| CpuQuota::apply(child.id(), pct));
             results.push((
                 "mainline 8 (server mode)".to_owned(),
                 measure(&o, addr, Some(child.id())),
@@ -228,6 +236,28 @@ fn start_mainline(o: &Opts) -> (Child, SocketAddr) {
         .spawn()
         .expect("cannot start the mainline server");
     (child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A cgroup v1 `cpu` group holding one server, capped at a share of a core; removed on drop
+/// (after the server has stopped). With the server this slow, one generator core can offer
+/// ten times its capacity.
+struct CpuQuota(std::path::PathBuf);
+
+impl CpuQuota {
+    fn apply(pid: u32, percent: u32) -> CpuQuota {
+        let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup/cpu/burrow-bench-{pid}"));
+        std::fs::create_dir_all(&dir).expect("--cpu-quota needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu");
+        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("cpu.cfs_period_us");
+        std::fs::write(dir.join("cpu.cfs_quota_us"), (percent.max(1) * 1000).to_string()).expect("cpu.cfs_quota_us");
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("cgroup.procs");
+        CpuQuota(dir)
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 fn stop(mut child: Child) {
