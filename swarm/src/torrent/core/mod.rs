@@ -52,6 +52,10 @@ pub struct CoreConfig {
 /// peer behind a NAT that dropped every seed it knows would be out of everybody's reach.
 pub const ANCHORS: usize = 2;
 
+/// How long a complete seed keeps a link to another seed open waiting for the extension
+/// handshake that would say whether it can be an anchor.
+pub const EXT_HANDSHAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
@@ -207,6 +211,8 @@ pub struct TorrentCore {
     metadata: MetadataFetch,
     choker: Choker,
     last_choke: Option<Instant>,
+    /// The time of the latest tick.
+    last_tick: Option<Instant>,
     strikes: HashMap<IpAddr, u32>,
     actions: VecDeque<Action>,
     stats: CoreStats,
@@ -233,6 +239,7 @@ impl TorrentCore {
             spare_buffers: Vec::new(),
             metadata: MetadataFetch::default(),
             last_choke: None,
+            last_tick: None,
             strikes: HashMap::new(),
             actions: VecDeque::new(),
             stats: CoreStats::default(),
@@ -294,8 +301,10 @@ impl TorrentCore {
     fn keeps_as_anchor(&self, key: PeerKey) -> bool {
         let Some(p) = self.peers.get(&key) else { return false };
         if p.ext.is_none() {
-            // Decided when its extension handshake says whether it relays.
-            return p.handshake.supports_extensions();
+            // Decided when its extension handshake says whether it relays; a peer that
+            // promised one and has not sent it within EXT_HANDSHAKE_WAIT never will.
+            let waited = self.last_tick.map_or(std::time::Duration::ZERO, |t| t.saturating_duration_since(p.connected_at));
+            return p.handshake.supports_extensions() && waited < EXT_HANDSHAKE_WAIT;
         }
         if !p.supports_holepunch() || p.route.is_holepunched() {
             return false;

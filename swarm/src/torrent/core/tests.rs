@@ -193,6 +193,15 @@ fn complete_seed_keeps_anchors_and_closes_other_seed_links() {
     closed[3..].sort();
     assert_eq!(closed, vec![3, 4, 6, 1, 2]);
     assert_eq!(us.stats().peers, 1);
+    // A seed that announced the extension protocol but never sends its handshake is waited
+    // for, then closed.
+    let later = now + Duration::from_secs(3);
+    us.peer_connected(7, peer(7, Route::OutgoingTcp), later);
+    us.peer_messages(7, [Message::HaveAll], later);
+    us.tick(later + Duration::from_secs(1));
+    assert!(std::iter::from_fn(|| us.poll_action()).all(|a| !matches!(a, Action::Close(7, _))), "closed before its handshake could arrive");
+    us.tick(later + EXT_HANDSHAKE_WAIT);
+    assert!(std::iter::from_fn(|| us.poll_action()).any(|a| matches!(a, Action::Close(7, CloseReason::Useless))));
 }
 
 #[test]

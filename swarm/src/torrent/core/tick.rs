@@ -16,6 +16,7 @@ pub const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
 impl TorrentCore {
     /// Call about once a second.
     pub fn tick(&mut self, now: Instant) {
+        self.last_tick = Some(now);
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for &k in &keys {
             let p = self.peers.get_mut(&k).expect("present");
