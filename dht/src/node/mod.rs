@@ -13,7 +13,7 @@
 
 mod client;
 mod maintenance;
-mod persist;
+pub(crate) mod persist;
 mod server;
 mod types;
 

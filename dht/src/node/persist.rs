@@ -36,6 +36,15 @@ pub enum StateError {
     Version(i64),
 }
 
+/// A state file's `v` must be the version this build writes.
+pub(crate) fn check_version(found: Option<i64>, expected: i64) -> Result<(), StateError> {
+    match found {
+        Some(v) if v == expected => Ok(()),
+        Some(v) => Err(StateError::Version(v)),
+        None => Err(StateError::Invalid("v")),
+    }
+}
+
 impl Node {
     /// Serialises our IDs and the contacts that have answered us (at most [`MAX_SAVED_NODES`]
     /// per family, good ones first).
@@ -98,11 +107,7 @@ impl Node {
             }
         }
         d.finish()?;
-        match version {
-            Some(STATE_VERSION) => {}
-            Some(v) => return Err(StateError::Version(v)),
-            None => return Err(StateError::Invalid("v")),
-        }
+        check_version(version, STATE_VERSION)?;
         let id4 = ids[0].ok_or(StateError::Invalid("id"))?;
         let id6 = ids[1].unwrap_or(id4);
         let mut node = Node::new(config, now, seed);

@@ -13,6 +13,7 @@ use crate::bencode::Decoder;
 use crate::bencode::Encoder;
 use crate::compact::decode_nodes;
 use crate::node::{Node, StateError};
+use crate::node::persist::check_version;
 
 /// Most cached nodes saved per family (26 or 38 bytes each in the file).
 pub const MAX_SAVED_CACHE: usize = 32_768;
@@ -72,11 +73,7 @@ impl Router {
             }
         }
         d.finish()?;
-        match version {
-            Some(STATE_VERSION) => {}
-            Some(v) => return Err(StateError::Version(v)),
-            None => return Err(StateError::Invalid("v")),
-        }
+        check_version(version, STATE_VERSION)?;
         let node_state = node_state.ok_or(StateError::Invalid("node"))?;
         let node = Node::from_state(node_config(&config), now, seed, node_state)?;
         let mut router = Router::with_node(config, node, now, seed);

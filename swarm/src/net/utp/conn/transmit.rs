@@ -26,34 +26,14 @@ impl Connection {
                     self.need_probe = false;
                     if let Some(i) = self.send.probe_candidate() {
                         self.send.mark_probe_sent(i, now);
-                        let p = self.send.packet(i);
-                        let (kind, seq, payload) = (
-                            if p.fin {
-                                PacketType::Fin
-                            } else {
-                                PacketType::Data
-                            },
-                            p.seq,
-                            p.payload.clone(),
-                        );
-                        self.emit(now, kind, seq, &payload, out);
+                        self.emit_buffered(i, now, out);
                         return true;
                     }
                 }
                 let window = self.cc.window().min(self.peer_wnd);
                 if let Some(i) = self.send.next_to_send(window, self.cfg.mss) {
                     self.send.mark_sent(i, now);
-                    let p = self.send.packet(i);
-                    let (kind, seq, payload) = (
-                        if p.fin {
-                            PacketType::Fin
-                        } else {
-                            PacketType::Data
-                        },
-                        p.seq,
-                        p.payload.clone(),
-                    );
-                    self.emit(now, kind, seq, &payload, out);
+                    self.emit_buffered(i, now, out);
                     // Selective ACKs ride only on ST_STATE, so data packets stay within the
                     // MTU; while a gap exists, a STATE follows each data packet.
                     self.need_ack = self.recv.has_gap();
@@ -82,6 +62,14 @@ impl Connection {
     /// libtorrent ignores packets numbered beyond the end of the stream.
     fn state_seq(&self) -> Seq {
         self.send.fin_seq().unwrap_or(self.send.next_seq())
+    }
+
+    /// Emits the send buffer's packet `i` (data, or the FIN) as it stands.
+    fn emit_buffered(&mut self, i: usize, now: Instant, out: &mut Vec<u8>) {
+        let p = self.send.packet(i);
+        let kind = if p.fin { PacketType::Fin } else { PacketType::Data };
+        let (seq, payload) = (p.seq, p.payload.clone());
+        self.emit(now, kind, seq, &payload, out);
     }
 
     fn emit(
