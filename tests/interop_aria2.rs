@@ -10,19 +10,51 @@ use common::*;
 
 #[test]
 fn aria2_downloads_from_burrow_seed() {
-    let ok = Command::new("aria2c").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "aria2c is not installed (apt-get install aria2); this interop test cannot run");
+    let ok = Command::new("aria2c")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "aria2c is not installed (apt-get install aria2); this interop test cannot run"
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let tracker = tracker::Tracker::start();
-    let set = make_set(&d.join("src"), "set", &[("one.bin", 3_000_000), ("two/three.bin", 123_457)]);
-    let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &["--tracker", &tracker.url()]);
+    let set = make_set(
+        &d.join("src"),
+        "set",
+        &[("one.bin", 3_000_000), ("two/three.bin", 123_457)],
+    );
+    let (torrent, _) = create_torrent(
+        &d.join("src/set"),
+        &d.join("set.torrent"),
+        &["--tracker", &tracker.url()],
+    );
     let port = free_port();
-    let mut seed = Proc::spawn("burrow-seed", &mut burrow(&["seed", torrent.to_str().unwrap(), "--data", d.join("src").to_str().unwrap()], port, &d.join("state")), d);
+    let mut seed = Proc::spawn(
+        "burrow-seed",
+        &mut burrow(
+            &[
+                "seed",
+                torrent.to_str().unwrap(),
+                "--data",
+                d.join("src").to_str().unwrap(),
+            ],
+            port,
+            &d.join("state"),
+        ),
+        d,
+    );
     seed.wait_for_output("seeding", Duration::from_secs(30));
     let start = std::time::Instant::now();
     while tracker.announces.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "burrow never announced:\n{}", seed.output());
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "burrow never announced:\n{}",
+            seed.output()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let aria_port = free_port().to_string();

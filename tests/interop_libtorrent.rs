@@ -8,21 +8,52 @@ use std::time::Duration;
 
 use common::*;
 
-const FILES: &[(&str, usize)] = &[("big.bin", 9_000_000), ("sub/dir/small.txt", 1_234), ("sub/empty", 0), ("sub/mid.bin", 700_001)];
+const FILES: &[(&str, usize)] = &[
+    ("big.bin", 9_000_000),
+    ("sub/dir/small.txt", 1_234),
+    ("sub/empty", 0),
+    ("sub/mid.bin", 700_001),
+];
 
 #[test]
 fn burrow_downloads_from_libtorrent_seed_by_torrent_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let set = make_set(&d.join("src"), "set", FILES);
-    let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &["--piece-length", "65536"]);
-    let mut seed = Proc::spawn("lt-seed", libtorrent(&["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", d.join("src").to_str().unwrap()]), d);
+    let (torrent, _) = create_torrent(
+        &d.join("src/set"),
+        &d.join("set.torrent"),
+        &["--piece-length", "65536"],
+    );
+    let mut seed = Proc::spawn(
+        "lt-seed",
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("src").to_str().unwrap(),
+        ]),
+        d,
+    );
     let lt = lt_port(&mut seed);
     let port = free_port();
     let peer = format!("127.0.0.1:{lt}");
     let mut dl = Proc::spawn(
         "burrow-download",
-        &mut burrow(&["download", torrent.to_str().unwrap(), "-o", d.join("out").to_str().unwrap(), "--peer", &peer], port, &d.join("state")),
+        &mut burrow(
+            &[
+                "download",
+                torrent.to_str().unwrap(),
+                "-o",
+                d.join("out").to_str().unwrap(),
+                "--peer",
+                &peer,
+            ],
+            port,
+            &d.join("state"),
+        ),
         d,
     );
     dl.wait_success(Duration::from_secs(60));
@@ -36,17 +67,46 @@ fn burrow_downloads_magnet_found_through_a_tracker_only() {
     let d = dir.path();
     let tracker = tracker::Tracker::start();
     let set = make_set(&d.join("src"), "set", FILES);
-    let (torrent, magnet) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &["--tracker", &tracker.url()]);
-    let _seed = Proc::spawn("lt-seed", libtorrent(&["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", d.join("src").to_str().unwrap()]), d);
+    let (torrent, magnet) = create_torrent(
+        &d.join("src/set"),
+        &d.join("set.torrent"),
+        &["--tracker", &tracker.url()],
+    );
+    let _seed = Proc::spawn(
+        "lt-seed",
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("src").to_str().unwrap(),
+        ]),
+        d,
+    );
     // The seed must be known to the tracker before burrow asks it.
     let start = std::time::Instant::now();
     while tracker.announces.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "libtorrent never announced");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "libtorrent never announced"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(magnet.contains("&tr="), "magnet carries the tracker: {magnet}");
+    assert!(
+        magnet.contains("&tr="),
+        "magnet carries the tracker: {magnet}"
+    );
     let port = free_port();
-    let mut dl = Proc::spawn("burrow-magnet", &mut burrow(&["download", &magnet, "-o", d.join("out").to_str().unwrap()], port, &d.join("state")), d);
+    let mut dl = Proc::spawn(
+        "burrow-magnet",
+        &mut burrow(
+            &["download", &magnet, "-o", d.join("out").to_str().unwrap()],
+            port,
+            &d.join("state"),
+        ),
+        d,
+    );
     dl.wait_success(Duration::from_secs(60));
     assert_set(&d.join("out"), "set", &set);
     assert!(dl.output().contains("metadata received"), "{}", dl.output());
@@ -59,18 +119,46 @@ fn libtorrent_downloads_from_burrow_seed() {
     let set = make_set(&d.join("src"), "set", FILES);
     let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &[]);
     let port = free_port();
-    let mut seed = Proc::spawn("burrow-seed", &mut burrow(&["seed", torrent.to_str().unwrap(), "--data", d.join("src").to_str().unwrap()], port, &d.join("state")), d);
+    let mut seed = Proc::spawn(
+        "burrow-seed",
+        &mut burrow(
+            &[
+                "seed",
+                torrent.to_str().unwrap(),
+                "--data",
+                d.join("src").to_str().unwrap(),
+            ],
+            port,
+            &d.join("state"),
+        ),
+        d,
+    );
     seed.wait_for_output("seeding", Duration::from_secs(30));
     let peer = format!("127.0.0.1:{port}");
     let mut lt = Proc::spawn(
         "lt-download",
-        libtorrent(&["--mode", "download", "--torrent", torrent.to_str().unwrap(), "--save", d.join("out").to_str().unwrap(), "--peer", &peer, "--timeout", "60"]),
+        libtorrent(&[
+            "--mode",
+            "download",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("out").to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--timeout",
+            "60",
+        ]),
         d,
     );
     lt.wait_success(Duration::from_secs(70));
     assert_set(&d.join("out"), "set", &set);
     let st = seed.terminate(Duration::from_secs(10));
-    assert!(st.success(), "burrow seed did not exit cleanly on SIGTERM: {st}\n{}", seed.output());
+    assert!(
+        st.success(),
+        "burrow seed did not exit cleanly on SIGTERM: {st}\n{}",
+        seed.output()
+    );
 }
 
 /// libtorrent as it ships (`out_enc_policy` enabled: its outgoing connections open with an MSE
@@ -82,12 +170,38 @@ fn default_libtorrent_connects_to_burrow_with_mse() {
     let set = make_set(&d.join("src"), "set", &[("x.bin", 2_500_000)]);
     let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &[]);
     let port = free_port();
-    let mut seed = Proc::spawn("burrow-seed", burrow(&["seed", torrent.to_str().unwrap(), "--data", d.join("src").to_str().unwrap()], port, &d.join("state")), d);
+    let mut seed = Proc::spawn(
+        "burrow-seed",
+        burrow(
+            &[
+                "seed",
+                torrent.to_str().unwrap(),
+                "--data",
+                d.join("src").to_str().unwrap(),
+            ],
+            port,
+            &d.join("state"),
+        ),
+        d,
+    );
     seed.wait_for_output("seeding", Duration::from_secs(30));
     let peer = format!("127.0.0.1:{port}");
     let mut lt = Proc::spawn(
         "lt-download-enc",
-        libtorrent(&["--mode", "download", "--torrent", torrent.to_str().unwrap(), "--save", d.join("out").to_str().unwrap(), "--peer", &peer, "--enc", "enabled", "--timeout", "60"]),
+        libtorrent(&[
+            "--mode",
+            "download",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("out").to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--enc",
+            "enabled",
+            "--timeout",
+            "60",
+        ]),
         d,
     );
     lt.wait_success(Duration::from_secs(70));
@@ -104,14 +218,34 @@ fn forced_encryption_libtorrent_both_directions() {
     let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &[]);
     let mut seed = Proc::spawn(
         "lt-seed-forced",
-        libtorrent(&["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", d.join("src").to_str().unwrap(), "--enc", "forced"]),
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("src").to_str().unwrap(),
+            "--enc",
+            "forced",
+        ]),
         d,
     );
     let peer = format!("127.0.0.1:{}", lt_port(&mut seed));
     let port = free_port();
     let mut dl = Proc::spawn(
         "burrow-download",
-        burrow(&["download", torrent.to_str().unwrap(), "-o", d.join("out").to_str().unwrap(), "--peer", &peer], port, &d.join("state")),
+        burrow(
+            &[
+                "download",
+                torrent.to_str().unwrap(),
+                "-o",
+                d.join("out").to_str().unwrap(),
+                "--peer",
+                &peer,
+            ],
+            port,
+            &d.join("state"),
+        ),
         d,
     );
     dl.wait_success(Duration::from_secs(60));
@@ -120,14 +254,38 @@ fn forced_encryption_libtorrent_both_directions() {
     let port2 = free_port();
     let mut seed2 = Proc::spawn(
         "burrow-seed",
-        burrow(&["seed", torrent.to_str().unwrap(), "--data", d.join("out").to_str().unwrap(), "--encryption", "require"], port2, &d.join("state2")),
+        burrow(
+            &[
+                "seed",
+                torrent.to_str().unwrap(),
+                "--data",
+                d.join("out").to_str().unwrap(),
+                "--encryption",
+                "require",
+            ],
+            port2,
+            &d.join("state2"),
+        ),
         d,
     );
     seed2.wait_for_output("seeding", Duration::from_secs(30));
     let peer2 = format!("127.0.0.1:{port2}");
     let mut lt = Proc::spawn(
         "lt-leech-forced",
-        libtorrent(&["--mode", "download", "--torrent", torrent.to_str().unwrap(), "--save", d.join("out2").to_str().unwrap(), "--peer", &peer2, "--enc", "forced", "--timeout", "60"]),
+        libtorrent(&[
+            "--mode",
+            "download",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("out2").to_str().unwrap(),
+            "--peer",
+            &peer2,
+            "--enc",
+            "forced",
+            "--timeout",
+            "60",
+        ]),
         d,
     );
     lt.wait_success(Duration::from_secs(70));

@@ -30,16 +30,27 @@ struct Tap {
 }
 
 impl AsyncRead for Tap {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.received.lock().unwrap().extend_from_slice(&buf.filled()[before..]);
+        self.received
+            .lock()
+            .unwrap()
+            .extend_from_slice(&buf.filled()[before..]);
         r
     }
 }
 
 impl AsyncWrite for Tap {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -52,17 +63,30 @@ impl AsyncWrite for Tap {
 
 fn tap(inner: TcpStream) -> (Tap, Arc<Mutex<Vec<u8>>>) {
     let received = Arc::new(Mutex::new(Vec::new()));
-    (Tap { inner, received: received.clone() }, received)
+    (
+        Tap {
+            inner,
+            received: received.clone(),
+        },
+        received,
+    )
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A one-file torrent in `dir`, and its info-hash.
 fn torrent(dir: &Path) -> (std::path::PathBuf, InfoHash) {
     make_set(dir, "set", &[("data.bin", 100_000)]);
-    let opts = CreateOptions { piece_length: Some(16 * 1024), ..Default::default() };
+    let opts = CreateOptions {
+        piece_length: Some(16 * 1024),
+        ..Default::default()
+    };
     let bytes = create_torrent(&dir.join("set"), &opts).unwrap();
     let path = dir.join("set.torrent");
     std::fs::write(&path, &bytes).unwrap();
@@ -70,7 +94,18 @@ fn torrent(dir: &Path) -> (std::path::PathBuf, InfoHash) {
 }
 
 fn seed(dir: &Path, torrent: &Path, enc: &str, peer: Option<u16>) -> Proc {
-    let mut args = vec!["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", dir.to_str().unwrap(), "--enc", enc, "--timeout", "60"];
+    let mut args = vec![
+        "--mode",
+        "seed",
+        "--torrent",
+        torrent.to_str().unwrap(),
+        "--save",
+        dir.to_str().unwrap(),
+        "--enc",
+        enc,
+        "--timeout",
+        "60",
+    ];
     let peer = peer.map(|p| format!("127.0.0.1:{p}"));
     if let Some(p) = &peer {
         args.extend(["--peer", p]);
@@ -81,13 +116,20 @@ fn seed(dir: &Path, torrent: &Path, enc: &str, peer: Option<u16>) -> Proc {
 /// Runs the BitTorrent handshake on an opened stream (ours goes first unless it already went
 /// inside the MSE handshake) and reads until libtorrent has sent its extension handshake and
 /// told what it has. Returns libtorrent's handshake.
-async fn bittorrent_exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut MseStream<S>, ih: InfoHash, ours_sent: bool) -> Handshake {
+async fn bittorrent_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut MseStream<S>,
+    ih: InfoHash,
+    ours_sent: bool,
+) -> Handshake {
     let ours = Handshake::ours(ih, PeerId::generate()).encode();
     if !ours_sent {
         s.write_all(&ours).await.unwrap();
     }
     let mut theirs = [0u8; HANDSHAKE_LEN];
-    tokio::time::timeout(STEP, s.read_exact(&mut theirs)).await.expect("libtorrent's handshake in time").unwrap();
+    tokio::time::timeout(STEP, s.read_exact(&mut theirs))
+        .await
+        .expect("libtorrent's handshake in time")
+        .unwrap();
     let h = Handshake::decode(&theirs).expect("a BitTorrent handshake");
     assert_eq!(h.info_hash, ih);
     assert!(h.supports_extensions() && h.supports_fast());
@@ -96,7 +138,10 @@ async fn bittorrent_exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut MseStrea
     let deadline = tokio::time::Instant::now() + STEP;
     while !(ext && has) {
         let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk)).await.expect("libtorrent's first messages in time").unwrap();
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("libtorrent's first messages in time")
+            .unwrap();
         assert!(n > 0, "libtorrent closed the connection");
         buf.extend_from_slice(&chunk[..n]);
         // Length-prefixed messages; only their ids and the extension handshake matter here.
@@ -112,7 +157,9 @@ async fn bittorrent_exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut MseStrea
                     assert!(contains(&msg, b"ut_metadata"), "extension handshake");
                     ext = true;
                 }
-                Some(id) if id == MessageId::HaveAll as u8 || id == MessageId::Bitfield as u8 => has = true,
+                Some(id) if id == MessageId::HaveAll as u8 || id == MessageId::Bitfield as u8 => {
+                    has = true
+                }
                 _ => {}
             }
         }
@@ -125,7 +172,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// libtorrent dials us with `enc`; we answer with `policy`.
-fn libtorrent_dials(enc: &str, policy: EncryptionPolicy) -> (Result<Option<Crypto>, MseError>, Vec<u8>) {
+fn libtorrent_dials(
+    enc: &str,
+    policy: EncryptionPolicy,
+) -> (Result<Option<Crypto>, MseError>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (t, ih) = torrent(d);
@@ -134,10 +184,15 @@ fn libtorrent_dials(enc: &str, policy: EncryptionPolicy) -> (Result<Option<Crypt
     let port = listener.local_addr().unwrap().port();
     let lt = seed(d, &t, enc, Some(port));
     let r = rt.block_on(async {
-        let (sock, _) = tokio::time::timeout(STEP, listener.accept()).await.expect("libtorrent dials in time").unwrap();
+        let (sock, _) = tokio::time::timeout(STEP, listener.accept())
+            .await
+            .expect("libtorrent dials in time")
+            .unwrap();
         let (sock, received) = tap(sock);
         let known = move |h: &[u8; 20]| (req2_hash(&ih) == *h).then_some(ih);
-        let accepted = tokio::time::timeout(STEP, accept(sock, known, policy)).await.expect("handshake in time");
+        let accepted = tokio::time::timeout(STEP, accept(sock, known, policy))
+            .await
+            .expect("handshake in time");
         let r = match accepted {
             Err(e) => Err(e),
             Ok(a) => {
@@ -160,8 +215,14 @@ fn libtorrent_dials(enc: &str, policy: EncryptionPolicy) -> (Result<Option<Crypt
 fn libtorrent_forcing_encryption_reaches_accept_with_rc4() {
     let (r, raw) = libtorrent_dials("forced", EncryptionPolicy::Rc4Preferred);
     assert_eq!(r.unwrap(), Some(Crypto::Rc4));
-    assert!(!contains(&raw, PROTOCOL), "BitTorrent handshake visible on the wire");
-    assert!(!contains(&raw, b"ut_metadata"), "extension handshake visible on the wire");
+    assert!(
+        !contains(&raw, PROTOCOL),
+        "BitTorrent handshake visible on the wire"
+    );
+    assert!(
+        !contains(&raw, b"ut_metadata"),
+        "extension handshake visible on the wire"
+    );
 }
 
 #[test]
@@ -217,16 +278,25 @@ fn we_dial_libtorrent_forcing_encryption() {
             assert_eq!(s.crypto(), Some(want), "{policy:?}");
             bittorrent_exchange(&mut s, ih, handshake_inside).await;
             let raw = received.lock().unwrap().clone();
-            assert_eq!(contains(&raw, PROTOCOL), want == Crypto::Plaintext, "{policy:?}");
+            assert_eq!(
+                contains(&raw, PROTOCOL),
+                want == Crypto::Plaintext,
+                "{policy:?}"
+            );
         });
     }
     // A plain handshake is refused by a libtorrent that forces encryption: proof that the
     // connections above really went through MSE.
     rt.block_on(async {
         let mut sock = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        sock.write_all(&Handshake::ours(ih, PeerId::generate()).encode()).await.unwrap();
+        sock.write_all(&Handshake::ours(ih, PeerId::generate()).encode())
+            .await
+            .unwrap();
         let mut b = [0u8; 1];
-        let n = tokio::time::timeout(STEP, sock.read(&mut b)).await.expect("closed in time").unwrap_or(0);
+        let n = tokio::time::timeout(STEP, sock.read(&mut b))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
         assert_eq!(n, 0, "libtorrent answered a plain handshake");
     });
 }

@@ -38,15 +38,31 @@ impl MappedHome {
         spec.mapping = Some(protocols);
         let home = lab.home("home", spec).unwrap();
         let wan = SocketAddr::new(home.router.wan_ipv4().into(), PORT);
-        Some(MappedHome { dir, data, outside, home, wan, _lab: lab })
+        Some(MappedHome {
+            dir,
+            data,
+            outside,
+            home,
+            wan,
+            _lab: lab,
+        })
     }
 
     /// `burrow seed` of the data on the LAN host, with port mapping on, plus `extra` options.
     fn start_seed(&self, extra: &[&str]) -> Proc {
         let d = self.dir.path();
-        let mut args = vec!["seed", self.data.torrent_arg(), "--data", self.data.src.to_str().unwrap()];
+        let mut args = vec![
+            "seed",
+            self.data.torrent_arg(),
+            "--data",
+            self.data.src.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
-        start("seed", burrow_in(&self.home.hosts[0], &args, &d.join("seed-state"), &[]), d)
+        start(
+            "seed",
+            burrow_in(&self.home.hosts[0], &args, &d.join("seed-state"), &[]),
+            d,
+        )
     }
 }
 
@@ -56,7 +72,14 @@ fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
     let Some(setup) = MappedHome::new(test, protocols) else {
         return;
     };
-    let MappedHome { dir, data, outside, home, wan, .. } = &setup;
+    let MappedHome {
+        dir,
+        data,
+        outside,
+        home,
+        wan,
+        ..
+    } = &setup;
     let (d, lan, wan) = (dir.path(), &home.hosts[0], *wan);
 
     let mut seed = setup.start_seed(&[]);
@@ -75,7 +98,10 @@ fn seeds_through_the_mapping(test: &str, protocols: MappingProtocols) {
     );
     eprintln!("{test}: mapped {mapped_in:?} after start");
     // The seeder tells its user what it found, once that has settled.
-    seed.wait_for_output("Your router forwards port 6881 for us", Duration::from_secs(20));
+    seed.wait_for_output(
+        "Your router forwards port 6881 for us",
+        Duration::from_secs(20),
+    );
 
     // libtorrent on the internet, told the seeder's external address.
     let peer = wan.to_string();
@@ -188,7 +214,14 @@ fn maps_again_after_router_restart(test: &str, protocols: MappingProtocols) {
     let Some(setup) = MappedHome::new(test, protocols) else {
         return;
     };
-    let MappedHome { dir, data, outside, home, wan, .. } = &setup;
+    let MappedHome {
+        dir,
+        data,
+        outside,
+        home,
+        wan,
+        ..
+    } = &setup;
     let (d, lan, wan) = (dir.path(), &home.hosts[0], *wan);
     let lease = Duration::from_secs(6);
 

@@ -73,14 +73,22 @@ fn lab_swarm_of_natted_peers_completes() {
     }
     for (name, proc) in peers.iter_mut() {
         proc.wait_for_output("seeding 100.0%", Duration::from_secs(60));
-        let done = proc.output().lines().find(|l| l.contains("download complete")).and_then(|l| l.split_whitespace().next().map(str::to_string));
+        let done = proc
+            .output()
+            .lines()
+            .find(|l| l.contains("download complete"))
+            .and_then(|l| l.split_whitespace().next().map(str::to_string));
         eprintln!("{name} complete at {}", done.unwrap_or_default());
     }
     let mut direct = 0;
     let mut pairs: BTreeSet<(String, String)> = BTreeSet::new();
     eprintln!("\nconnections made (peer: other(route) ...):");
     for (name, proc) in peers.iter_mut() {
-        assert!(proc.terminate(Duration::from_secs(15)).success(), "{name} exit\n{}", proc.output());
+        assert!(
+            proc.terminate(Duration::from_secs(15)).success(),
+            "{name} exit\n{}",
+            proc.output()
+        );
         data.assert_in(&d.join(format!("{name}-out")));
         let log = proc.output();
         let mut made = Vec::new();
@@ -91,12 +99,18 @@ fn lab_swarm_of_natted_peers_completes() {
                     .and_then(|r| r.split_whitespace().next())
                     .map(|v| v.trim_matches('"').to_string())
             };
-            let (Some(addr), Some(route)) = (field("addr="), field("route=")) else { continue };
+            let (Some(addr), Some(route)) = (field("addr="), field("route=")) else {
+                continue;
+            };
             let ip: Option<Ipv4Addr> = addr.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok());
             let other = ip.and_then(|ip| names.get(&ip).cloned()).unwrap_or(addr);
             if other != "seed" {
                 direct += 1;
-                let (a, b) = if *name < other { (name.clone(), other.clone()) } else { (other.clone(), name.clone()) };
+                let (a, b) = if *name < other {
+                    (name.clone(), other.clone())
+                } else {
+                    (other.clone(), name.clone())
+                };
                 pairs.insert((a, b));
             }
             made.push(format!("{other}({route})"));
@@ -116,7 +130,11 @@ fn lab_swarm_of_natted_peers_completes() {
         direct > 0,
         "no NATed peer connected to another; only the seeder served"
     );
-    let eim: Vec<&String> = peers.iter().map(|(n, _)| n).filter(|n| n.ends_with("eim")).collect();
+    let eim: Vec<&String> = peers
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.ends_with("eim"))
+        .collect();
     for (i, a) in eim.iter().enumerate() {
         for b in &eim[i + 1..] {
             assert!(

@@ -8,7 +8,11 @@ use std::time::Duration;
 use common::*;
 
 fn session_downloaded(out: &str) -> u64 {
-    let line = out.lines().rev().find(|l| l.starts_with("this session: downloaded")).unwrap_or_else(|| panic!("no session line in:\n{out}"));
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("this session: downloaded"))
+        .unwrap_or_else(|| panic!("no session line in:\n{out}"));
     line.split_whitespace().nth(3).unwrap().parse().unwrap()
 }
 
@@ -17,27 +21,62 @@ fn interrupted_download_resumes_without_fetching_verified_pieces_again() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let total = 8 * 1024 * 1024;
-    let set = make_set(&d.join("src"), "set", &[("a.bin", total - 100_000), ("b.bin", 100_000)]);
-    let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &["--piece-length", "65536"]);
+    let set = make_set(
+        &d.join("src"),
+        "set",
+        &[("a.bin", total - 100_000), ("b.bin", 100_000)],
+    );
+    let (torrent, _) = create_torrent(
+        &d.join("src/set"),
+        &d.join("set.torrent"),
+        &["--piece-length", "65536"],
+    );
     // A seed capped at 2 MiB/s so the download is still running when it is stopped.
     let mut seed = Proc::spawn(
         "lt-seed",
-        libtorrent(&["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", d.join("src").to_str().unwrap(), "--upload-limit", "2000000"]),
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("src").to_str().unwrap(),
+            "--upload-limit",
+            "2000000",
+        ]),
         d,
     );
     let peer = format!("127.0.0.1:{}", lt_port(&mut seed));
     let state = d.join("state");
     let out = d.join("out");
     let port = free_port();
-    let args = ["download", torrent.to_str().unwrap(), "-o", out.to_str().unwrap(), "--peer", &peer];
+    let args = [
+        "download",
+        torrent.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--peer",
+        &peer,
+    ];
     let mut first = Proc::spawn("burrow-first", burrow(&args, port, &state), d);
     std::thread::sleep(Duration::from_millis(2500));
     let st = first.terminate(Duration::from_secs(10));
-    assert!(!st.success(), "stopped before completion must exit non-zero:\n{}", first.output());
+    assert!(
+        !st.success(),
+        "stopped before completion must exit non-zero:\n{}",
+        first.output()
+    );
     let first_out = first.output();
-    assert!(first_out.contains("run the same command again to resume"), "{first_out}");
+    assert!(
+        first_out.contains("run the same command again to resume"),
+        "{first_out}"
+    );
     let got_first = session_downloaded(&first_out);
-    assert!(got_first > 1_000_000 && got_first < total as u64, "first run downloaded {got_first}:\n{first_out}\n{}", seed.output());
+    assert!(
+        got_first > 1_000_000 && got_first < total as u64,
+        "first run downloaded {got_first}:\n{first_out}\n{}",
+        seed.output()
+    );
 
     let mut second = Proc::spawn("burrow-second", burrow(&args, port, &state), d);
     second.wait_success(Duration::from_secs(60));

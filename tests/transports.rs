@@ -19,19 +19,45 @@ fn burrow_downloads_from_libtorrent_over_utp_only() {
     let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &[]);
     let mut seed = Proc::spawn(
         "lt-seed-utp",
-        libtorrent(&["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", d.join("src").to_str().unwrap(), "--transport", "utp"]),
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("src").to_str().unwrap(),
+            "--transport",
+            "utp",
+        ]),
         d,
     );
     let peer = format!("127.0.0.1:{}", lt_port(&mut seed));
     let port = free_port();
     let mut dl = Proc::spawn(
         "burrow-utp",
-        burrow(&["download", torrent.to_str().unwrap(), "-o", d.join("out").to_str().unwrap(), "--peer", &peer, "--transport", "utp"], port, &d.join("state")),
+        burrow(
+            &[
+                "download",
+                torrent.to_str().unwrap(),
+                "-o",
+                d.join("out").to_str().unwrap(),
+                "--peer",
+                &peer,
+                "--transport",
+                "utp",
+            ],
+            port,
+            &d.join("state"),
+        ),
         d,
     );
     dl.wait_success(Duration::from_secs(60));
     assert_set(&d.join("out"), "set", &set);
-    assert!(dl.output().contains("outgoing_utp=1"), "connected over µTP:\n{}", dl.output());
+    assert!(
+        dl.output().contains("outgoing_utp=1"),
+        "connected over µTP:\n{}",
+        dl.output()
+    );
 }
 
 #[test]
@@ -41,14 +67,36 @@ fn libtorrent_downloads_from_burrow_over_utp_only() {
     let set = make_set(&d.join("src"), "set", FILES);
     let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &[]);
     let port = free_port();
-    let mut c = burrow(&["seed", torrent.to_str().unwrap(), "--data", d.join("src").to_str().unwrap()], port, &d.join("state"));
+    let mut c = burrow(
+        &[
+            "seed",
+            torrent.to_str().unwrap(),
+            "--data",
+            d.join("src").to_str().unwrap(),
+        ],
+        port,
+        &d.join("state"),
+    );
     c.env("RUST_LOG", "debug");
     let mut seed = Proc::spawn("burrow-seed", c, d);
     seed.wait_for_output("seeding", Duration::from_secs(30));
     let peer = format!("127.0.0.1:{port}");
     let mut lt = Proc::spawn(
         "lt-download-utp",
-        libtorrent(&["--mode", "download", "--torrent", torrent.to_str().unwrap(), "--save", d.join("out").to_str().unwrap(), "--peer", &peer, "--transport", "utp", "--timeout", "60"]),
+        libtorrent(&[
+            "--mode",
+            "download",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("out").to_str().unwrap(),
+            "--peer",
+            &peer,
+            "--transport",
+            "utp",
+            "--timeout",
+            "60",
+        ]),
         d,
     );
     lt.wait_success(Duration::from_secs(70));
@@ -64,22 +112,49 @@ fn download_over_ipv6_loopback() {
     let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &[]);
     let mut seed = Proc::spawn(
         "lt-seed-v6",
-        libtorrent(&["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", d.join("src").to_str().unwrap(), "--listen", "[::1]:0"]),
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("src").to_str().unwrap(),
+            "--listen",
+            "[::1]:0",
+        ]),
         d,
     );
     let peer = format!("[::1]:{}", lt_port(&mut seed));
     let port = free_port();
-    let mut c = burrow(&["download", torrent.to_str().unwrap(), "-o", d.join("out").to_str().unwrap(), "--peer", &peer], port, &d.join("state"));
+    let mut c = burrow(
+        &[
+            "download",
+            torrent.to_str().unwrap(),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--peer",
+            &peer,
+        ],
+        port,
+        &d.join("state"),
+    );
     c.env("RUST_LOG", "debug");
     let mut dl = Proc::spawn("burrow-v6", c, d);
     dl.wait_success(Duration::from_secs(60));
     assert_set(&d.join("out"), "set", &set);
-    assert!(dl.output().contains("addr=[::1]:"), "the peer was reached over IPv6:\n{}", dl.output());
+    assert!(
+        dl.output().contains("addr=[::1]:"),
+        "the peer was reached over IPv6:\n{}",
+        dl.output()
+    );
 }
 
 /// Sockets a process holds, as `ss` reports them: (protocol, local address) pairs.
 fn sockets_of(pid: u32) -> Vec<(String, String)> {
-    let out = Command::new("ss").args(["-Htunap"]).output().expect("ss from iproute2");
+    let out = Command::new("ss")
+        .args(["-Htunap"])
+        .output()
+        .expect("ss from iproute2");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(&format!("pid={pid},")))
@@ -101,7 +176,16 @@ fn one_udp_socket_per_family_serves_dht_and_utp_and_tcp_dials_from_the_listen_po
     let dht_port = lt_port(&mut node);
     let mut seed = Proc::spawn(
         "lt-seed",
-        libtorrent(&["--mode", "seed", "--torrent", torrent.to_str().unwrap(), "--save", d.join("src").to_str().unwrap(), "--upload-limit", "300000"]),
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            torrent.to_str().unwrap(),
+            "--save",
+            d.join("src").to_str().unwrap(),
+            "--upload-limit",
+            "300000",
+        ]),
         d,
     );
     let seed_port = lt_port(&mut seed);
@@ -110,26 +194,56 @@ fn one_udp_socket_per_family_serves_dht_and_utp_and_tcp_dials_from_the_listen_po
     let peer = format!("127.0.0.1:{seed_port}");
     let mut dl = Proc::spawn(
         "burrow",
-        burrow(&["download", torrent.to_str().unwrap(), "-o", d.join("out").to_str().unwrap(), "--peer", &peer, "--dht-bootstrap", &boot, "--transport", "tcp"], port, &d.join("state")),
+        burrow(
+            &[
+                "download",
+                torrent.to_str().unwrap(),
+                "-o",
+                d.join("out").to_str().unwrap(),
+                "--peer",
+                &peer,
+                "--dht-bootstrap",
+                &boot,
+                "--transport",
+                "tcp",
+            ],
+            port,
+            &d.join("state"),
+        ),
         d,
     );
     // Connected and downloading (slowly): look at the sockets while the transfer runs.
     let start = std::time::Instant::now();
     let socks = loop {
         let s = sockets_of(dl.child.id());
-        let connected = s.iter().any(|(p, _)| p == "tcp") && s.iter().filter(|(p, _)| p == "tcp").count() >= 3;
+        let connected =
+            s.iter().any(|(p, _)| p == "tcp") && s.iter().filter(|(p, _)| p == "tcp").count() >= 3;
         if connected || start.elapsed() > Duration::from_secs(20) {
             break s;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let udp: Vec<&String> = socks.iter().filter(|(p, _)| p == "udp").map(|(_, a)| a).collect();
+    let udp: Vec<&String> = socks
+        .iter()
+        .filter(|(p, _)| p == "udp")
+        .map(|(_, a)| a)
+        .collect();
     assert_eq!(udp.len(), 2, "one UDP socket per family: {socks:?}");
-    assert!(udp.iter().all(|a| a.ends_with(&format!(":{port}"))), "both on the session port: {udp:?}");
+    assert!(
+        udp.iter().all(|a| a.ends_with(&format!(":{port}"))),
+        "both on the session port: {udp:?}"
+    );
     // Every TCP socket — the listeners and the outgoing connection to the seed — uses the port.
-    let tcp: Vec<&String> = socks.iter().filter(|(p, _)| p == "tcp").map(|(_, a)| a).collect();
+    let tcp: Vec<&String> = socks
+        .iter()
+        .filter(|(p, _)| p == "tcp")
+        .map(|(_, a)| a)
+        .collect();
     assert!(tcp.len() >= 3, "two listeners and a connection: {socks:?}");
-    assert!(tcp.iter().all(|a| a.ends_with(&format!(":{port}"))), "outgoing TCP leaves from the listen port: {tcp:?}");
+    assert!(
+        tcp.iter().all(|a| a.ends_with(&format!(":{port}"))),
+        "outgoing TCP leaves from the listen port: {tcp:?}"
+    );
     dl.wait_success(Duration::from_secs(60));
     assert_set(&d.join("out"), "set", &set);
 }

@@ -246,9 +246,15 @@ struct CpuQuota(std::path::PathBuf);
 impl CpuQuota {
     fn apply(pid: u32, percent: u32) -> CpuQuota {
         let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup/cpu/burrow-bench-{pid}"));
-        std::fs::create_dir_all(&dir).expect("--cpu-quota needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu");
+        std::fs::create_dir_all(&dir).expect(
+            "--cpu-quota needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu",
+        );
         std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("cpu.cfs_period_us");
-        std::fs::write(dir.join("cpu.cfs_quota_us"), (percent.max(1) * 1000).to_string()).expect("cpu.cfs_quota_us");
+        std::fs::write(
+            dir.join("cpu.cfs_quota_us"),
+            (percent.max(1) * 1000).to_string(),
+        )
+        .expect("cpu.cfs_quota_us");
         std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("cgroup.procs");
         CpuQuota(dir)
     }

@@ -41,16 +41,20 @@ pub struct SeedArgs {
 
 fn load_source(arg: &str) -> anyhow::Result<TorrentSource> {
     if arg.starts_with("magnet:") {
-        return Ok(TorrentSource::Magnet(Magnet::parse(arg).context("invalid magnet link")?));
+        return Ok(TorrentSource::Magnet(
+            Magnet::parse(arg).context("invalid magnet link")?,
+        ));
     }
     let bytes = std::fs::read(arg).with_context(|| format!("cannot read {arg}"))?;
-    let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{arg} is not a valid .torrent"))?;
+    let m =
+        Metainfo::from_bytes(&bytes).with_context(|| format!("{arg} is not a valid .torrent"))?;
     Ok(TorrentSource::Metainfo(Box::new(m)))
 }
 
 pub async fn download(a: DownloadArgs) -> anyhow::Result<()> {
     let source = load_source(&a.torrent)?;
-    std::fs::create_dir_all(&a.output).with_context(|| format!("cannot create {}", a.output.display()))?;
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("cannot create {}", a.output.display()))?;
     run(source, a.output, a.seed, &a.swarm).await
 }
 
@@ -60,13 +64,23 @@ pub async fn seed(a: SeedArgs) -> anyhow::Result<()> {
     run(source, a.data, true, &a.swarm).await
 }
 
-async fn run(source: TorrentSource, dir: PathBuf, seed: bool, swarm: &SwarmArgs) -> anyhow::Result<()> {
+async fn run(
+    source: TorrentSource,
+    dir: PathBuf,
+    seed: bool,
+    swarm: &SwarmArgs,
+) -> anyhow::Result<()> {
     let peers = swarm.resolve_peers().await?;
     let mut session = Session::start(swarm.session_config())
         .await
         .with_context(|| format!("cannot listen on port {}", swarm.port))?;
     tracing::info!(port = session.port(), "listening");
-    let handle = session.add(AddTorrent { source, download_dir: dir, peers, seed });
+    let handle = session.add(AddTorrent {
+        source,
+        download_dir: dir,
+        peers,
+        seed,
+    });
     let mut watch = handle.watch();
     let mut progress = Progress::new();
     let reach = session.reachability().clone();
@@ -102,7 +116,10 @@ async fn run(source: TorrentSource, dir: PathBuf, seed: bool, swarm: &SwarmArgs)
     progress.finish(&st);
     session.shutdown().await;
     if interrupted && !matches!(st.state, TorrentState::Seeding | TorrentState::Complete) {
-        anyhow::bail!("interrupted at {:.1}%; run the same command again to resume", st.progress() * 100.0);
+        anyhow::bail!(
+            "interrupted at {:.1}%; run the same command again to resume",
+            st.progress() * 100.0
+        );
     }
     Ok(())
 }
@@ -165,10 +182,18 @@ mod tests {
         let s = |x: &str| Some(x.to_string());
         assert_eq!(n.due(None, t), None);
         assert_eq!(n.due(s("a"), t), None);
-        assert_eq!(n.due(s("b"), t + Duration::from_secs(3)), None, "changed: wait again");
+        assert_eq!(
+            n.due(s("b"), t + Duration::from_secs(3)),
+            None,
+            "changed: wait again"
+        );
         assert_eq!(n.due(s("b"), t + Duration::from_secs(7)), None);
         assert_eq!(n.due(s("b"), t + Duration::from_secs(8)), s("b"));
-        assert_eq!(n.due(s("b"), t + Duration::from_secs(20)), None, "told once");
+        assert_eq!(
+            n.due(s("b"), t + Duration::from_secs(20)),
+            None,
+            "told once"
+        );
         assert_eq!(n.due(s("c"), t + Duration::from_secs(21)), None);
         assert_eq!(n.due(s("c"), t + Duration::from_secs(26)), s("c"));
     }

@@ -107,14 +107,22 @@ impl SwarmArgs {
             let mut addrs = tokio::net::lookup_host(p.as_str())
                 .await
                 .map_err(|e| anyhow::anyhow!("--peer {p}: {e}"))?;
-            out.push(addrs.next().ok_or_else(|| anyhow::anyhow!("--peer {p}: no address"))?);
+            out.push(
+                addrs
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--peer {p}: no address"))?,
+            );
         }
         Ok(out)
     }
 
     /// Session settings from these options.
     pub fn session_config(&self) -> burrow_swarm::session::SessionConfig {
-        let mut c = burrow_swarm::session::SessionConfig { listen_port: self.port, listen_ip: self.listen, ..Default::default() };
+        let mut c = burrow_swarm::session::SessionConfig {
+            listen_port: self.port,
+            listen_ip: self.listen,
+            ..Default::default()
+        };
         if let Some(d) = &self.state_dir {
             c.state_dir = d.clone();
         }
@@ -129,7 +137,9 @@ impl SwarmArgs {
         c.mapping_lease = std::time::Duration::from_secs(self.mapping_lease);
         c.lsd = !self.no_lsd;
         c.encryption = match self.encryption {
-            EncryptionArg::PreferPlain => burrow_swarm::wire::mse::EncryptionPolicy::PlaintextPreferred,
+            EncryptionArg::PreferPlain => {
+                burrow_swarm::wire::mse::EncryptionPolicy::PlaintextPreferred
+            }
             EncryptionArg::PreferRc4 => burrow_swarm::wire::mse::EncryptionPolicy::Rc4Preferred,
             EncryptionArg::Require => burrow_swarm::wire::mse::EncryptionPolicy::Rc4Required,
         };
@@ -149,7 +159,8 @@ pub fn init_tracing(verbose: u8) {
         1 => "info,burrow=debug,burrow_swarm=debug,burrow_dht=debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

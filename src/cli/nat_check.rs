@@ -23,9 +23,15 @@ pub struct NatCheckArgs {
 }
 
 pub async fn nat_check(a: NatCheckArgs) -> anyhow::Result<()> {
-    let session = Session::start(a.swarm.session_config()).await.with_context(|| format!("cannot listen on port {}", a.swarm.port))?;
+    let session = Session::start(a.swarm.session_config())
+        .await
+        .with_context(|| format!("cannot listen on port {}", a.swarm.port))?;
     if !a.json {
-        eprintln!("checking reachability of port {} for {} s…", session.port(), a.duration);
+        eprintln!(
+            "checking reachability of port {} for {} s…",
+            session.port(),
+            a.duration
+        );
     }
     let reach = session.reachability().clone();
     let mut watch = reach.watch();
@@ -39,7 +45,10 @@ pub async fn nat_check(a: NatCheckArgs) -> anyhow::Result<()> {
         if proven {
             break;
         }
-        if tokio::time::timeout_at(deadline.into(), watch.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline.into(), watch.changed())
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -25,7 +25,11 @@ pub fn human_bytes(b: f64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn human_eta(secs: u64) -> String {
@@ -38,7 +42,10 @@ fn human_eta(secs: u64) -> String {
 
 fn summary(st: &TorrentStatus) -> String {
     let routes: Vec<String> = st.routes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let eta = st.eta_secs().map(|s| format!(" eta {}", human_eta(s))).unwrap_or_default();
+    let eta = st
+        .eta_secs()
+        .map(|s| format!(" eta {}", human_eta(s)))
+        .unwrap_or_default();
     format!(
         "{} {:.1}% {}/{} ↓{}/s ↑{}/s peers {} ({} seeds){}{}",
         st.state.label(),
@@ -50,7 +57,11 @@ fn summary(st: &TorrentStatus) -> String {
         st.peers,
         st.seeds,
         eta,
-        if routes.is_empty() { String::new() } else { format!(" [{}]", routes.join(" ")) }
+        if routes.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", routes.join(" "))
+        }
     )
 }
 
@@ -66,16 +77,28 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        Progress { bar, last_line: None, last_state: None }
+        Progress {
+            bar,
+            last_line: None,
+            last_state: None,
+        }
     }
 
     pub fn update(&mut self, st: &TorrentStatus) {
         if let Some(bar) = &self.bar {
-            bar.set_prefix(st.name.clone().unwrap_or_else(|| st.info_hash.to_hex()[..8].to_string()));
+            bar.set_prefix(
+                st.name
+                    .clone()
+                    .unwrap_or_else(|| st.info_hash.to_hex()[..8].to_string()),
+            );
             bar.set_length(st.wanted_bytes.max(1));
             bar.set_position(st.verified_bytes);
             let msg = match st.state {
-                TorrentState::FetchingMetadata => format!("fetching metadata {:.0}% peers {}", st.metadata_progress * 100.0, st.peers),
+                TorrentState::FetchingMetadata => format!(
+                    "fetching metadata {:.0}% peers {}",
+                    st.metadata_progress * 100.0,
+                    st.peers
+                ),
                 _ => {
                     let s = summary(st);
                     s.split_once(' ').map(|x| x.1.to_string()).unwrap_or(s)
@@ -106,6 +129,9 @@ impl Progress {
         if had_bar || self.last_state != Some(st.state.label()) {
             eprintln!("{}", summary(st));
         }
-        eprintln!("this session: downloaded {} bytes, uploaded {} bytes, {} pieces failed verification", st.downloaded, st.uploaded, st.hash_failures);
+        eprintln!(
+            "this session: downloaded {} bytes, uploaded {} bytes, {} pieces failed verification",
+            st.downloaded, st.uploaded, st.hash_failures
+        );
     }
 }

@@ -134,7 +134,12 @@ impl Default for PeerConfig {
 
 impl Default for RpcConfig {
     fn default() -> Self {
-        RpcConfig { bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 9091)), username: None, password: None, host_whitelist: Vec::new() }
+        RpcConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 9091)),
+            username: None,
+            password: None,
+            host_whitelist: Vec::new(),
+        }
     }
 }
 
@@ -193,7 +198,11 @@ impl Config {
         if !(self.watch_interval_secs >= 0.1 && self.watch_interval_secs <= 3600.0) {
             bail!("watch_interval_secs must be in [0.1, 3600]");
         }
-        if self.limits.seed_ratio.is_some_and(|r| !(r >= 0.0 && r.is_finite())) {
+        if self
+            .limits
+            .seed_ratio
+            .is_some_and(|r| !(r >= 0.0 && r.is_finite()))
+        {
             bail!("limits.seed_ratio must be a non-negative number");
         }
         if self.rpc.username.as_deref() == Some("") || self.rpc.password.as_deref() == Some("") {
@@ -205,7 +214,10 @@ impl Config {
         // Anyone who can reach the RPC can make the daemon write files: off loopback it must
         // ask who is calling.
         if !self.rpc.bind.ip().is_loopback() && !self.auth_enabled() {
-            bail!("rpc.bind {} is not a loopback address: set rpc.username and rpc.password", self.rpc.bind);
+            bail!(
+                "rpc.bind {} is not a loopback address: set rpc.username and rpc.password",
+                self.rpc.bind
+            );
         }
         Ok(())
     }

@@ -18,7 +18,9 @@ pub fn nat_report(session: Option<&Session>) -> Option<Report> {
 /// check when there is one, otherwise whether any peer has connected to us since start.
 pub fn port_is_open(c: &Connectivity) -> bool {
     match &c.nat {
-        Some(r) if r.inbound_tcp.is_some() || r.inbound_udp.is_some() => r.inbound_tcp == Some(true) || r.inbound_udp == Some(true),
+        Some(r) if r.inbound_tcp.is_some() || r.inbound_udp.is_some() => {
+            r.inbound_tcp == Some(true) || r.inbound_udp == Some(true)
+        }
         _ => c.inbound_tcp_seen || c.inbound_utp_seen,
     }
 }

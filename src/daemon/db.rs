@@ -115,19 +115,31 @@ impl Db {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Arc<Db>> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let conn =
+            Connection::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        anyhow::ensure!(mode.eq_ignore_ascii_case("wal"), "{} cannot use WAL mode ({mode})", path.display());
+        anyhow::ensure!(
+            mode.eq_ignore_ascii_case("wal"),
+            "{} cannot use WAL mode ({mode})",
+            path.display()
+        );
         // NORMAL in WAL mode: a committed transaction survives a crash of the process; a power
         // cut may lose the last ones, which only costs re-verifying a few pieces.
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        anyhow::ensure!(version <= SCHEMA_VERSION, "{} was written by a newer burrow (schema {version})", path.display());
+        anyhow::ensure!(
+            version <= SCHEMA_VERSION,
+            "{} was written by a newer burrow (schema {version})",
+            path.display()
+        );
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
-        Ok(Arc::new(Db { conn: Mutex::new(conn) }))
+        Ok(Arc::new(Db {
+            conn: Mutex::new(conn),
+        }))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -178,34 +190,62 @@ impl Db {
     pub fn delete_torrent(&self, id: i64) -> rusqlite::Result<()> {
         let mut c = self.conn();
         let tx = c.transaction()?;
-        tx.execute("DELETE FROM resume WHERE info_hash = (SELECT info_hash FROM torrents WHERE id = ?1)", [id])?;
+        tx.execute(
+            "DELETE FROM resume WHERE info_hash = (SELECT info_hash FROM torrents WHERE id = ?1)",
+            [id],
+        )?;
         tx.execute("DELETE FROM torrents WHERE id = ?1", [id])?;
         tx.commit()
     }
 
     /// Records the user's stop (true) or start (false), and whether the seeding limit was met.
     pub fn set_paused(&self, id: i64, paused: bool, finished: bool) -> rusqlite::Result<()> {
-        self.conn().execute("UPDATE torrents SET paused = ?2, finished = ?3 WHERE id = ?1", params![id, paused, finished]).map(|_| ())
+        self.conn()
+            .execute(
+                "UPDATE torrents SET paused = ?2, finished = ?3 WHERE id = ?1",
+                params![id, paused, finished],
+            )
+            .map(|_| ())
     }
 
     /// Records the time of first completion.
     pub fn set_done(&self, id: i64, at: Option<i64>) -> rusqlite::Result<()> {
-        self.conn().execute("UPDATE torrents SET done_at = ?2 WHERE id = ?1", params![id, at]).map(|_| ())
+        self.conn()
+            .execute(
+                "UPDATE torrents SET done_at = ?2 WHERE id = ?1",
+                params![id, at],
+            )
+            .map(|_| ())
     }
 
     /// Stores the info dictionary fetched from peers, and the name it gives.
     pub fn set_info(&self, id: i64, info: &[u8], name: &str) -> rusqlite::Result<()> {
-        self.conn().execute("UPDATE torrents SET info = ?2, name = ?3 WHERE id = ?1", params![id, info, name]).map(|_| ())
+        self.conn()
+            .execute(
+                "UPDATE torrents SET info = ?2, name = ?3 WHERE id = ?1",
+                params![id, info, name],
+            )
+            .map(|_| ())
     }
 
     /// Stores per-torrent settings (JSON).
     pub fn set_settings(&self, id: i64, json: &str) -> rusqlite::Result<()> {
-        self.conn().execute("UPDATE torrents SET settings = ?2 WHERE id = ?1", params![id, json]).map(|_| ())
+        self.conn()
+            .execute(
+                "UPDATE torrents SET settings = ?2 WHERE id = ?1",
+                params![id, json],
+            )
+            .map(|_| ())
     }
 
     /// Stores seconds spent seeding.
     pub fn set_seeding_secs(&self, id: i64, secs: u64) -> rusqlite::Result<()> {
-        self.conn().execute("UPDATE torrents SET seeding_secs = ?2 WHERE id = ?1", params![id, to_i64(secs)]).map(|_| ())
+        self.conn()
+            .execute(
+                "UPDATE torrents SET seeding_secs = ?2 WHERE id = ?1",
+                params![id, to_i64(secs)],
+            )
+            .map(|_| ())
     }
 
     /// Stores several torrents' seeding times in one transaction.
@@ -226,16 +266,27 @@ impl Db {
 
     /// Lifetime (uploaded, downloaded) totals as of the last checkpoint.
     pub fn totals(&self, id: i64) -> rusqlite::Result<(u64, u64)> {
-        self.conn().query_row("SELECT uploaded, downloaded FROM torrents WHERE id = ?1", [id], |r| {
-            Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64))
-        })
+        self.conn().query_row(
+            "SELECT uploaded, downloaded FROM torrents WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            },
+        )
     }
 
     /// A torrent's resume data.
     pub fn resume(&self, ih: &InfoHash) -> Option<ResumeData> {
         let blob: Vec<u8> = self
             .conn()
-            .query_row("SELECT data FROM resume WHERE info_hash = ?1", [&ih.0[..]], |r| r.get(0))
+            .query_row(
+                "SELECT data FROM resume WHERE info_hash = ?1",
+                [&ih.0[..]],
+                |r| r.get(0),
+            )
             .optional()
             .ok()??;
         ResumeData::decode(&blob)
@@ -269,18 +320,28 @@ impl Db {
 
     /// A session-wide value.
     pub fn meta(&self, key: &str) -> Option<String> {
-        self.conn().query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().ok()?
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .ok()?
     }
 
     /// Sets a session-wide value.
     pub fn set_meta(&self, key: &str, value: &str) -> rusqlite::Result<()> {
-        self.conn().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value]).map(|_| ())
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map(|_| ())
     }
 }
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Resume data kept in the database instead of per-torrent files.
@@ -303,7 +364,15 @@ mod tests {
     use burrow_swarm::torrent::bitfield::Bitfield;
 
     fn new(ih: u8, name: &str) -> NewTorrent<'_> {
-        NewTorrent { info_hash: InfoHash([ih; 20]), name, metainfo: Some(b"d4:infodee"), magnet: None, download_dir: "/d", paused: false, added_at: 5 }
+        NewTorrent {
+            info_hash: InfoHash([ih; 20]),
+            name,
+            metainfo: Some(b"d4:infodee"),
+            magnet: None,
+            download_dir: "/d",
+            paused: false,
+            added_at: 5,
+        }
     }
 
     #[test]
@@ -312,14 +381,29 @@ mod tests {
         let path = dir.path().join("db/daemon.sqlite");
         let db = Db::open(&path).unwrap();
         let id = db.insert_torrent(&new(1, "one")).unwrap();
-        assert!(db.insert_torrent(&new(1, "again")).is_err(), "info-hash is unique");
+        assert!(
+            db.insert_torrent(&new(1, "again")).is_err(),
+            "info-hash is unique"
+        );
         let store = SqliteResumeStore(db.clone());
         let mut have = Bitfield::new(4);
         have.set(2, true);
-        let r = ResumeData { info_hash: InfoHash([1; 20]), root: "/d".into(), have, stamps: vec![None], uploaded: 10, downloaded: 20 };
+        let r = ResumeData {
+            info_hash: InfoHash([1; 20]),
+            root: "/d".into(),
+            have,
+            stamps: vec![None],
+            uploaded: 10,
+            downloaded: 20,
+        };
         store.save(&r).unwrap();
         // No row for a torrent that is not in the database.
-        store.save(&ResumeData { info_hash: InfoHash([2; 20]), ..r.clone() }).unwrap();
+        store
+            .save(&ResumeData {
+                info_hash: InfoHash([2; 20]),
+                ..r.clone()
+            })
+            .unwrap();
         assert_eq!(store.load(&InfoHash([2; 20])), None);
         db.set_paused(id, true, false).unwrap();
         drop(db);
@@ -336,7 +420,10 @@ mod tests {
         db.delete_torrent(id).unwrap();
         assert!(db.torrents().unwrap().is_empty());
         assert_eq!(db.resume(&InfoHash([1; 20])), None);
-        let mode: String = db.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = db
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -62,7 +64,12 @@ impl HttpState {
             engine,
             session_id: Alphanumeric.sample_string(&mut rand::rng(), 48),
             credentials,
-            host_whitelist: config.rpc.host_whitelist.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            host_whitelist: config
+                .rpc
+                .host_whitelist
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         }
     }
 }
@@ -73,8 +80,12 @@ type Resp = Response<Full<Bytes>>;
 pub fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert("X-Content-Type-Options", HeaderValue::from_static("nosniff"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        "X-Content-Type-Options",
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 
@@ -133,8 +144,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn authorized(req: &Request<Incoming>, credentials: &str) -> bool {
-    let Some(value) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(b64) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else { return false };
+    let Some(value) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(b64) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
     match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
         Ok(given) => same(&given, credentials.as_bytes()),
         Err(_) => false,
@@ -146,14 +168,20 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
         Some(c) => {
             if !authorized(&req, c) {
                 let mut r = text(StatusCode::UNAUTHORIZED, "401: Unauthorized\n");
-                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"burrow\""));
+                r.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"burrow\""),
+                );
                 return r;
             }
         }
         None => {
             let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
             if !host_allowed(host, &state.host_whitelist) {
-                return text(StatusCode::MISDIRECTED_REQUEST, "421: unknown Host; add it to rpc.host_whitelist or set credentials\n");
+                return text(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "421: unknown Host; add it to rpc.host_whitelist or set credentials\n",
+                );
             }
         }
     }
@@ -161,7 +189,11 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
     match (req.method(), path.as_str()) {
         (_, "/transmission/rpc" | "/transmission/rpc/") => rpc(state, req).await,
         (&Method::GET, "/metrics") => match state.engine.snapshot().await {
-            Some(s) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", super::metrics::render(&s)),
+            Some(s) => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                super::metrics::render(&s),
+            ),
             None => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         },
         (&Method::GET, _) => super::web::get(state, &path).await,
@@ -177,7 +209,10 @@ async fn rpc(state: &HttpState, req: Request<Incoming>) -> Resp {
             "text/html; charset=utf-8",
             format!("<h1>409: Conflict</h1><p>Your request had an invalid session-id header.</p><p><code>{SESSION_ID_HEADER}: {}</code></p>", state.session_id),
         );
-        r.headers_mut().insert(SESSION_ID_HEADER, HeaderValue::from_str(&state.session_id).expect("alphanumeric"));
+        r.headers_mut().insert(
+            SESSION_ID_HEADER,
+            HeaderValue::from_str(&state.session_id).expect("alphanumeric"),
+        );
         return r;
     }
     if req.method() != Method::POST {
@@ -188,23 +223,45 @@ async fn rpc(state: &HttpState, req: Request<Incoming>) -> Resp {
         Err(r) => return r,
     };
     let out = super::rpc::handle(&state.engine, &state.session_id, &body).await;
-    let mut r = respond(StatusCode::OK, "application/json; charset=utf-8", serde_json::to_vec(&out).unwrap_or_default());
-    r.headers_mut().insert(SESSION_ID_HEADER, HeaderValue::from_str(&state.session_id).expect("alphanumeric"));
+    let mut r = respond(
+        StatusCode::OK,
+        "application/json; charset=utf-8",
+        serde_json::to_vec(&out).unwrap_or_default(),
+    );
+    r.headers_mut().insert(
+        SESSION_ID_HEADER,
+        HeaderValue::from_str(&state.session_id).expect("alphanumeric"),
+    );
     r
 }
 
 /// Reads a request body of at most `max` bytes within [`BODY_TIMEOUT`].
 async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, Resp> {
-    let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, "413: request body too large\n");
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "413: request body too large\n",
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
     let body = Limited::new(req.into_body(), max);
     match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
-        Err(_) => Err(text(StatusCode::REQUEST_TIMEOUT, "408: request body too slow\n")),
+        Err(_) => Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            "408: request body too slow\n",
+        )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(_)) => Err(text(StatusCode::BAD_REQUEST, "400: cannot read request body\n")),
+        Ok(Err(_)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            "400: cannot read request body\n",
+        )),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
 }
@@ -216,10 +273,23 @@ mod tests {
     #[test]
     fn hosts_by_address_and_localhost_pass_names_do_not() {
         let wl = vec!["seedbox.lan".to_string()];
-        for ok in ["127.0.0.1:9091", "127.0.0.1", "[::1]:9091", "localhost:9091", "LOCALHOST", "seedbox.lan:9091", "192.168.1.5:80"] {
+        for ok in [
+            "127.0.0.1:9091",
+            "127.0.0.1",
+            "[::1]:9091",
+            "localhost:9091",
+            "LOCALHOST",
+            "seedbox.lan:9091",
+            "192.168.1.5:80",
+        ] {
             assert!(host_allowed(Some(ok), &wl), "{ok}");
         }
-        for bad in ["evil.example:9091", "evil.example", "127.0.0.1.evil.example:9091", "[evil]:1"] {
+        for bad in [
+            "evil.example:9091",
+            "evil.example",
+            "127.0.0.1.evil.example:9091",
+            "[evil]:1",
+        ] {
             assert!(!host_allowed(Some(bad), &wl), "{bad}");
         }
     }

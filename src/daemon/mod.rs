@@ -32,14 +32,20 @@ pub use config::Config;
 /// Runs the daemon until SIGINT or SIGTERM, then stops every torrent (saving resume data).
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Bind the RPC first: a port in use is reported before any torrent starts.
-    let listener = tokio::net::TcpListener::bind(config.rpc.bind).await.with_context(|| format!("cannot listen for RPC on {}", config.rpc.bind))?;
+    let listener = tokio::net::TcpListener::bind(config.rpc.bind)
+        .await
+        .with_context(|| format!("cannot listen for RPC on {}", config.rpc.bind))?;
     let rpc_addr = listener.local_addr()?;
     let engine = engine::Engine::start(config.clone()).await?;
     let state = Arc::new(http::HttpState::new(engine.clone(), &config));
     let server = tokio::spawn(http::serve(listener, state));
     let watcher = config.watch_dir.clone().map(|dir| {
         let _ = std::fs::create_dir_all(&dir);
-        tokio::spawn(watch::run(dir, Duration::from_secs_f64(config.watch_interval_secs), engine.clone()))
+        tokio::spawn(watch::run(
+            dir,
+            Duration::from_secs_f64(config.watch_interval_secs),
+            engine.clone(),
+        ))
     });
     let port = engine.snapshot().await.map_or(0, |s| s.port);
     tracing::info!(rpc = %format!("http://{rpc_addr}/transmission/rpc"), web = %format!("http://{rpc_addr}/"), peer_port = port, "daemon ready");

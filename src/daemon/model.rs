@@ -142,7 +142,9 @@ impl TorrentView {
 
     /// Total size of the torrent, once known.
     pub fn total_size(&self) -> u64 {
-        self.info.as_ref().map_or(0, |i| i.files.iter().filter(|f| !f.pad).map(|f| f.length).sum())
+        self.info.as_ref().map_or(0, |i| {
+            i.files.iter().filter(|f| !f.pad).map(|f| f.length).sum()
+        })
     }
 
     /// Current payload rates (download, upload) in bytes/s.
@@ -155,7 +157,11 @@ impl TorrentView {
 
     /// Share ratio, see [`ratio`].
     pub fn ratio(&self) -> f64 {
-        ratio(self.uploaded_ever, self.downloaded_ever, self.verified_bytes)
+        ratio(
+            self.uploaded_ever,
+            self.downloaded_ever,
+            self.verified_bytes,
+        )
     }
 }
 
@@ -235,7 +241,10 @@ impl Settings {
     /// Session caps in bytes/s (0: none).
     pub fn rate_caps(&self) -> (u64, u64) {
         let cap = |on: bool, kbps: u64| if on { kbps.saturating_mul(1000) } else { 0 };
-        (cap(self.down_enabled, self.down_kbps), cap(self.up_enabled, self.up_kbps))
+        (
+            cap(self.down_enabled, self.down_kbps),
+            cap(self.up_enabled, self.up_kbps),
+        )
     }
 }
 
@@ -295,6 +304,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Sum of the torrents' rates (download, upload).
     pub fn rates(&self) -> (f64, f64) {
-        self.torrents.iter().map(|t| t.rates()).fold((0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1))
+        self.torrents
+            .iter()
+            .map(|t| t.rates())
+            .fold((0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1))
     }
 }

@@ -79,10 +79,24 @@ mod tests {
         std::fs::create_dir_all(&allowed_dir).unwrap();
         let allowed = resolve_allowed(std::slice::from_ref(&allowed_dir));
         assert_eq!(confine(&allowed_dir, &allowed).unwrap(), allowed[0]);
-        assert_eq!(confine(&allowed_dir.join("new/sub"), &allowed).unwrap(), allowed[0].join("new/sub"));
-        assert_eq!(confine(&dir.path().join("other"), &allowed), Err(PathError::Outside(dir.path().join("other").display().to_string())));
-        assert_eq!(confine(Path::new("rel/x"), &allowed), Err(PathError::NotAbsolute));
-        assert_eq!(confine(&allowed_dir.join("../dl2"), &allowed), Err(PathError::ParentComponent));
+        assert_eq!(
+            confine(&allowed_dir.join("new/sub"), &allowed).unwrap(),
+            allowed[0].join("new/sub")
+        );
+        assert_eq!(
+            confine(&dir.path().join("other"), &allowed),
+            Err(PathError::Outside(
+                dir.path().join("other").display().to_string()
+            ))
+        );
+        assert_eq!(
+            confine(Path::new("rel/x"), &allowed),
+            Err(PathError::NotAbsolute)
+        );
+        assert_eq!(
+            confine(&allowed_dir.join("../dl2"), &allowed),
+            Err(PathError::ParentComponent)
+        );
         assert!(confine(Path::new("/etc"), &allowed).is_err());
         // A prefix of the name is not the folder itself.
         assert!(confine(&dir.path().join("dl-evil"), &allowed).is_err());
@@ -97,6 +111,9 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, allowed_dir.join("link")).unwrap();
         let allowed = resolve_allowed(std::slice::from_ref(&allowed_dir));
-        assert!(matches!(confine(&allowed_dir.join("link/x"), &allowed), Err(PathError::Outside(_))));
+        assert!(matches!(
+            confine(&allowed_dir.join("link/x"), &allowed),
+            Err(PathError::Outside(_))
+        ));
     }
 }

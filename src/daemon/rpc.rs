@@ -30,7 +30,10 @@ pub async fn handle(engine: &EngineHandle, session_id: &str, body: &[u8]) -> Val
     let tag = req.get("tag").cloned();
     let method = req.get("method").and_then(Value::as_str).unwrap_or("");
     let empty = Map::new();
-    let args = req.get("arguments").and_then(Value::as_object).unwrap_or(&empty);
+    let args = req
+        .get("arguments")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let outcome = dispatch(engine, session_id, method, args).await;
     let mut resp = match outcome {
         Ok(arguments) => json!({ "result": "success", "arguments": arguments }),
@@ -42,8 +45,16 @@ pub async fn handle(engine: &EngineHandle, session_id: &str, body: &[u8]) -> Val
     resp
 }
 
-async fn dispatch(engine: &EngineHandle, session_id: &str, method: &str, args: &Map<String, Value>) -> Outcome {
-    let snap = engine.snapshot().await.ok_or("the daemon is shutting down")?;
+async fn dispatch(
+    engine: &EngineHandle,
+    session_id: &str,
+    method: &str,
+    args: &Map<String, Value>,
+) -> Outcome {
+    let snap = engine
+        .snapshot()
+        .await
+        .ok_or("the daemon is shutting down")?;
     match method {
         "torrent-get" => torrent_get(&snap, args).await,
         "torrent-add" => torrent_add(engine, args).await,
@@ -52,7 +63,10 @@ async fn dispatch(engine: &EngineHandle, session_id: &str, method: &str, args: &
         "torrent-stop" => act(engine, &snap, args, Act::Stop).await,
         "torrent-verify" => act(engine, &snap, args, Act::Verify).await,
         "torrent-remove" => {
-            let delete = args.get("delete-local-data").and_then(Value::as_bool).unwrap_or(false);
+            let delete = args
+                .get("delete-local-data")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             act(engine, &snap, args, Act::Remove { delete }).await
         }
         "torrent-set" => torrent_set(engine, &snap, args).await,
@@ -60,7 +74,9 @@ async fn dispatch(engine: &EngineHandle, session_id: &str, method: &str, args: &
         "session-set" => session_set(engine, &snap, args).await,
         "session-stats" => Ok(session_stats(&snap)),
         "free-space" => free_space(args),
-        "port-test" => Ok(json!({ "port-is-open": super::connectivity::port_is_open(&snap.connectivity) })),
+        "port-test" => {
+            Ok(json!({ "port-is-open": super::connectivity::port_is_open(&snap.connectivity) }))
+        }
         "session-close" => Err("session-close is not supported; stop the service instead".into()),
         _ => Err("method name not recognized".into()),
     }
@@ -72,8 +88,14 @@ pub fn select_ids(snap: &Snapshot, args: &Map<String, Value>) -> Vec<i64> {
     let all = || snap.torrents.iter().map(|t| t.id).collect();
     let one = |v: &Value| -> Option<i64> {
         match v {
-            Value::Number(n) => n.as_i64().filter(|id| snap.torrents.iter().any(|t| t.id == *id)),
-            Value::String(s) => snap.torrents.iter().find(|t| t.info_hash.to_hex().eq_ignore_ascii_case(s)).map(|t| t.id),
+            Value::Number(n) => n
+                .as_i64()
+                .filter(|id| snap.torrents.iter().any(|t| t.id == *id)),
+            Value::String(s) => snap
+                .torrents
+                .iter()
+                .find(|t| t.info_hash.to_hex().eq_ignore_ascii_case(s))
+                .map(|t| t.id),
             _ => None,
         }
     };
@@ -86,7 +108,13 @@ pub fn select_ids(snap: &Snapshot, args: &Map<String, Value>) -> Vec<i64> {
 }
 
 async fn torrent_get(snap: &Snapshot, args: &Map<String, Value>) -> Outcome {
-    let fields: Vec<&str> = args.get("fields").and_then(Value::as_array).ok_or("no fields specified")?.iter().filter_map(Value::as_str).collect();
+    let fields: Vec<&str> = args
+        .get("fields")
+        .and_then(Value::as_array)
+        .ok_or("no fields specified")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     let ids = select_ids(snap, args);
     let mut out = Vec::with_capacity(ids.len());
     for t in snap.torrents.iter().filter(|t| ids.contains(&t.id)) {
@@ -102,13 +130,17 @@ async fn torrent_get(snap: &Snapshot, args: &Map<String, Value>) -> Outcome {
 async fn torrent_add(engine: &EngineHandle, args: &Map<String, Value>) -> Outcome {
     let source = if let Some(m) = args.get("metainfo").and_then(Value::as_str) {
         let clean: String = m.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(clean).map_err(|_| "metainfo is not valid base64")?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(clean)
+            .map_err(|_| "metainfo is not valid base64")?;
         AddSource::Metainfo(bytes)
     } else if let Some(f) = args.get("filename").and_then(Value::as_str) {
         if f.starts_with("magnet:") {
             AddSource::Magnet(f.to_string())
         } else if f.contains("://") {
-            return Err("adding torrents by URL is not supported; send the file as metainfo".into());
+            return Err(
+                "adding torrents by URL is not supported; send the file as metainfo".into(),
+            );
         } else {
             let bytes = read_torrent_file(f)?;
             AddSource::Metainfo(bytes)
@@ -116,11 +148,27 @@ async fn torrent_add(engine: &EngineHandle, args: &Map<String, Value>) -> Outcom
     } else {
         return Err("no filename or metainfo specified".into());
     };
-    let download_dir = args.get("download-dir").and_then(Value::as_str).filter(|d| !d.is_empty()).map(PathBuf::from);
+    let download_dir = args
+        .get("download-dir")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
     let paused = args.get("paused").and_then(Value::as_bool).unwrap_or(false);
-    let added = engine.add(AddRequest { source, download_dir, paused }).await?;
-    let key = if added.duplicate { "torrent-duplicate" } else { "torrent-added" };
-    Ok(json!({ key: { "id": added.id, "name": added.name, "hashString": added.info_hash.to_hex() } }))
+    let added = engine
+        .add(AddRequest {
+            source,
+            download_dir,
+            paused,
+        })
+        .await?;
+    let key = if added.duplicate {
+        "torrent-duplicate"
+    } else {
+        "torrent-added"
+    };
+    Ok(
+        json!({ key: { "id": added.id, "name": added.name, "hashString": added.info_hash.to_hex() } }),
+    )
 }
 
 fn read_torrent_file(path: &str) -> Result<Vec<u8>, String> {
@@ -129,7 +177,9 @@ fn read_torrent_file(path: &str) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     // Bounded: a path naming a huge file (or a device) must not exhaust memory.
     let limit = burrow_swarm::metainfo::MAX_METAINFO_SIZE as u64 + 1;
-    f.take(limit).read_to_end(&mut bytes).map_err(|e| format!("cannot read {path}: {e}"))?;
+    f.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
     Ok(bytes)
 }
 
@@ -139,12 +189,16 @@ async fn act(engine: &EngineHandle, snap: &Snapshot, args: &Map<String, Value>, 
 }
 
 fn kbps(v: Option<&Value>) -> Option<u64> {
-    v.and_then(Value::as_f64).filter(|x| *x >= 0.0).map(|x| x as u64)
+    v.and_then(Value::as_f64)
+        .filter(|x| *x >= 0.0)
+        .map(|x| x as u64)
 }
 
 async fn torrent_set(engine: &EngineHandle, snap: &Snapshot, args: &Map<String, Value>) -> Outcome {
     for id in select_ids(snap, args) {
-        let Some(t) = snap.torrents.iter().find(|t| t.id == id) else { continue };
+        let Some(t) = snap.torrents.iter().find(|t| t.id == id) else {
+            continue;
+        };
         let mut s: TorrentSettings = t.settings.clone();
         if let Some(v) = kbps(args.get("downloadLimit")) {
             s.down_kbps = v;
@@ -158,10 +212,18 @@ async fn torrent_set(engine: &EngineHandle, snap: &Snapshot, args: &Map<String, 
         if let Some(v) = args.get("uploadLimited").and_then(Value::as_bool) {
             s.up_enabled = v;
         }
-        if let Some(v) = args.get("seedRatioLimit").and_then(Value::as_f64).filter(|r| *r >= 0.0) {
+        if let Some(v) = args
+            .get("seedRatioLimit")
+            .and_then(Value::as_f64)
+            .filter(|r| *r >= 0.0)
+        {
             s.ratio = v;
         }
-        if let Some(v) = args.get("seedRatioMode").and_then(Value::as_u64).filter(|m| *m <= 2) {
+        if let Some(v) = args
+            .get("seedRatioMode")
+            .and_then(Value::as_u64)
+            .filter(|m| *m <= 2)
+        {
             s.ratio_mode = v as u8;
         }
         if s != t.settings {
@@ -260,7 +322,11 @@ async fn session_set(engine: &EngineHandle, snap: &Snapshot, args: &Map<String, 
         s.up_kbps = v;
     }
     flag("speed-limit-up-enabled", &mut s.up_enabled);
-    if let Some(v) = args.get("seedRatioLimit").and_then(Value::as_f64).filter(|r| *r >= 0.0) {
+    if let Some(v) = args
+        .get("seedRatioLimit")
+        .and_then(Value::as_f64)
+        .filter(|r| *r >= 0.0)
+    {
         s.seed_ratio = v;
     }
     flag("seedRatioLimited", &mut s.seed_ratio_enabled);
@@ -302,14 +368,18 @@ fn session_stats(snap: &Snapshot) -> Value {
 }
 
 fn free_space(args: &Map<String, Value>) -> Outcome {
-    let path = args.get("path").and_then(Value::as_str).ok_or("no path specified")?;
+    let path = args
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or("no path specified")?;
     let (free, total) = statvfs(path).map_err(|e| format!("{path}: {e}"))?;
     Ok(json!({ "path": path, "size-bytes": free, "total_size": total }))
 }
 
 /// Bytes available to us and total bytes of the file system holding `path`.
 pub fn statvfs(path: &str) -> std::io::Result<(u64, u64)> {
-    let c = std::ffi::CString::new(path).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    let c = std::ffi::CString::new(path)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))?;
     // SAFETY: `c` is a valid NUL-terminated string and `st` a properly sized out-parameter.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };

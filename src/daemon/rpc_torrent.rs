@@ -25,7 +25,15 @@ pub fn status_code(a: Activity) -> i64 {
 }
 
 /// Fields that need the torrent's pieces or peers.
-const DETAIL_FIELDS: &[&str] = &["files", "fileStats", "peers", "pieces", "wanted", "priorities", "peersFrom"];
+const DETAIL_FIELDS: &[&str] = &[
+    "files",
+    "fileStats",
+    "peers",
+    "pieces",
+    "wanted",
+    "priorities",
+    "peersFrom",
+];
 
 /// Renders `fields` of one torrent.
 pub async fn torrent_fields(t: &TorrentView, snap: &Snapshot, fields: &[&str]) -> Value {
@@ -71,7 +79,13 @@ fn ratio(t: &TorrentView) -> f64 {
     t.ratio()
 }
 
-fn field(t: &TorrentView, snap: &Snapshot, f: &str, details: Option<&TorrentDetails>, have: Option<&Bitfield>) -> Option<Value> {
+fn field(
+    t: &TorrentView,
+    snap: &Snapshot,
+    f: &str,
+    details: Option<&TorrentDetails>,
+    have: Option<&Bitfield>,
+) -> Option<Value> {
     let st = t.status.as_ref();
     let running = t.handle.is_some();
     let (down, up) = t.rates();
@@ -82,7 +96,11 @@ fn field(t: &TorrentView, snap: &Snapshot, f: &str, details: Option<&TorrentDeta
         "hashString" => json!(t.info_hash.to_hex()),
         "status" => json!(status_code(t.activity)),
         "percentDone" | "percentComplete" => json!(t.progress()),
-        "metadataPercentComplete" => json!(if t.info.is_some() { 1.0 } else { st.map_or(0.0, |s| s.metadata_progress) }),
+        "metadataPercentComplete" => json!(if t.info.is_some() {
+            1.0
+        } else {
+            st.map_or(0.0, |s| s.metadata_progress)
+        }),
         "recheckProgress" => json!(0.0),
         "rateDownload" => json!(down as u64),
         "rateUpload" => json!(up as u64),
@@ -90,15 +108,35 @@ fn field(t: &TorrentView, snap: &Snapshot, f: &str, details: Option<&TorrentDeta
         "sizeWhenDone" => json!(t.wanted_bytes),
         "leftUntilDone" => json!(left),
         "haveValid" => json!(t.verified_bytes),
-        "haveUnchecked" | "desiredAvailable" | "corruptEver" => json!(if f == "corruptEver" { st.map_or(0, |s| s.wasted) } else { 0 }),
+        "haveUnchecked" | "desiredAvailable" | "corruptEver" => json!(if f == "corruptEver" {
+            st.map_or(0, |s| s.wasted)
+        } else {
+            0
+        }),
         "uploadedEver" => json!(t.uploaded_ever),
         "downloadedEver" => json!(t.downloaded_ever),
         "uploadRatio" => json!(ratio(t)),
-        "peersConnected" => json!(if running { st.map_or(0, |s| s.peers) } else { 0 }),
-        "peersSendingToUs" => json!(if running && down > 0.0 { st.map_or(0, |s| s.peers) } else { 0 }),
-        "peersGettingFromUs" => json!(if running && up > 0.0 { st.map_or(0, |s| s.peers) } else { 0 }),
+        "peersConnected" => json!(if running {
+            st.map_or(0, |s| s.peers)
+        } else {
+            0
+        }),
+        "peersSendingToUs" => json!(if running && down > 0.0 {
+            st.map_or(0, |s| s.peers)
+        } else {
+            0
+        }),
+        "peersGettingFromUs" => json!(if running && up > 0.0 {
+            st.map_or(0, |s| s.peers)
+        } else {
+            0
+        }),
         "webseedsSendingToUs" => json!(0),
-        "eta" => json!(if !running || left == 0 { -1 } else { st.and_then(|s| s.eta_secs()).map_or(-2, |e| e as i64) }),
+        "eta" => json!(if !running || left == 0 {
+            -1
+        } else {
+            st.and_then(|s| s.eta_secs()).map_or(-2, |e| e as i64)
+        }),
         "error" => json!(if t.error.is_some() { 3 } else { 0 }),
         "errorString" => json!(t.error.clone().unwrap_or_default()),
         "downloadDir" => json!(t.download_dir.to_string_lossy()),
@@ -112,7 +150,8 @@ fn field(t: &TorrentView, snap: &Snapshot, f: &str, details: Option<&TorrentDeta
         "queuePosition" => json!(snap.torrents.iter().position(|x| x.id == t.id).unwrap_or(0)),
         "pieceCount" => json!(t.info.as_ref().map_or(0, |i| i.piece_count())),
         "pieceSize" => json!(t.info.as_ref().map_or(0, |i| i.piece_length)),
-        "pieces" => json!(base64::engine::general_purpose::STANDARD.encode(have.map(|h| h.to_wire()).unwrap_or_default())),
+        "pieces" => json!(base64::engine::general_purpose::STANDARD
+            .encode(have.map(|h| h.to_wire()).unwrap_or_default())),
         "magnetLink" => json!(format!("magnet:?xt=urn:btih:{}", t.info_hash.to_hex())),
         "comment" | "creator" | "torrentFile" => json!(""),
         "downloadLimit" => json!(t.settings.down_kbps),
@@ -122,15 +161,28 @@ fn field(t: &TorrentView, snap: &Snapshot, f: &str, details: Option<&TorrentDeta
         "honorsSessionLimits" => json!(true),
         "bandwidthPriority" => json!(0),
         "seedRatioMode" => json!(t.settings.ratio_mode),
-        "seedRatioLimit" => json!(if t.settings.ratio_mode == 1 { t.settings.ratio } else { snap.settings.seed_ratio }),
+        "seedRatioLimit" => json!(if t.settings.ratio_mode == 1 {
+            t.settings.ratio
+        } else {
+            snap.settings.seed_ratio
+        }),
         "seedIdleMode" => json!(0),
         "seedIdleLimit" => json!(0),
         "trackers" => json!(trackers(t)),
         "trackerStats" => json!(trackers(t)),
         "files" => json!(t.info.as_ref().map_or_else(Vec::new, |i| files(i, have))),
-        "fileStats" => json!(t.info.as_ref().map_or_else(Vec::new, |i| file_stats(i, have))),
-        "priorities" => json!(t.info.as_ref().map_or_else(Vec::new, |i| vec![0; visible(i).count()])),
-        "wanted" => json!(t.info.as_ref().map_or_else(Vec::new, |i| vec![1; visible(i).count()])),
+        "fileStats" => json!(t
+            .info
+            .as_ref()
+            .map_or_else(Vec::new, |i| file_stats(i, have))),
+        "priorities" => json!(t
+            .info
+            .as_ref()
+            .map_or_else(Vec::new, |i| vec![0; visible(i).count()])),
+        "wanted" => json!(t
+            .info
+            .as_ref()
+            .map_or_else(Vec::new, |i| vec![1; visible(i).count()])),
         "peers" => json!(details.map_or_else(Vec::new, peers)),
         "peersFrom" => json!(peers_from(t)),
         _ => return None,
@@ -189,7 +241,12 @@ fn peers(d: &TorrentDetails) -> Vec<Value> {
 }
 
 fn peers_from(t: &TorrentView) -> Value {
-    let routes = t.status.as_ref().filter(|_| t.handle.is_some()).map(|s| s.routes.clone()).unwrap_or_default();
+    let routes = t
+        .status
+        .as_ref()
+        .filter(|_| t.handle.is_some())
+        .map(|s| s.routes.clone())
+        .unwrap_or_default();
     let n = |k: &str| routes.get(k).copied().unwrap_or(0);
     json!({
         "fromIncoming": n("incoming_tcp") + n("incoming_utp"),

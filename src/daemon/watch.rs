@@ -20,7 +20,9 @@ pub async fn run(dir: PathBuf, interval: Duration, engine: EngineHandle) {
     loop {
         let candidates = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || scan(&dir)).await.unwrap_or_default()
+            tokio::task::spawn_blocking(move || scan(&dir))
+                .await
+                .unwrap_or_default()
         };
         let mut next = HashMap::new();
         for (path, stamp) in candidates {
@@ -37,9 +39,15 @@ pub async fn run(dir: PathBuf, interval: Duration, engine: EngineHandle) {
 
 /// `.torrent` files in `dir` with their size and modification time.
 fn scan(dir: &Path) -> Vec<(PathBuf, (u64, SystemTime))> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     rd.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.to_ascii_lowercase().ends_with(".torrent") && !n.starts_with('.')))
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.to_ascii_lowercase().ends_with(".torrent") && !n.starts_with('.')
+            })
+        })
         .filter_map(|e| {
             let m = e.metadata().ok().filter(|m| m.is_file())?;
             Some((e.path(), (m.len(), m.modified().ok()?)))
@@ -53,8 +61,18 @@ async fn take(path: &Path, len: u64, engine: &EngineHandle) {
         Err(format!("larger than {MAX_METAINFO_SIZE} bytes"))
     } else {
         let p = path.to_path_buf();
-        match tokio::task::spawn_blocking(move || std::fs::read(p)).await.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
-            Ok(bytes) => engine.add(AddRequest { source: AddSource::Metainfo(bytes), download_dir: None, paused: false }).await.map(|_| ()),
+        match tokio::task::spawn_blocking(move || std::fs::read(p))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        {
+            Ok(bytes) => engine
+                .add(AddRequest {
+                    source: AddSource::Metainfo(bytes),
+                    download_dir: None,
+                    paused: false,
+                })
+                .await
+                .map(|_| ()),
             Err(e) => Err(e.to_string()),
         }
     };

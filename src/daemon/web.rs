@@ -13,12 +13,21 @@ const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
 
 /// Serves a GET for the page, its assets or its JSON.
-pub async fn get(state: &HttpState, path: &str) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+pub async fn get(
+    state: &HttpState,
+    path: &str,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
     let page = |ct: &'static str, body: &'static str| {
         let mut r = respond(StatusCode::OK, ct, body);
         let h = r.headers_mut();
-        h.insert("Content-Security-Policy", hyper::header::HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
-        h.insert("X-Frame-Options", hyper::header::HeaderValue::from_static("DENY"));
+        h.insert(
+            "Content-Security-Policy",
+            hyper::header::HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+        );
+        h.insert(
+            "X-Frame-Options",
+            hyper::header::HeaderValue::from_static("DENY"),
+        );
         r
     };
     match path {
@@ -27,14 +36,33 @@ pub async fn get(state: &HttpState, path: &str) -> hyper::Response<http_body_uti
         "/style.css" => page("text/css; charset=utf-8", STYLE_CSS),
         "/api/state" | "/api/connectivity" => {
             let Some(snap) = state.engine.snapshot().await else {
-                return respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "shutting down\n");
+                return respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "shutting down\n",
+                );
             };
-            let body = if path == "/api/state" { state_json(&snap) } else { connectivity_json(&snap) };
-            let mut r = respond(StatusCode::OK, "application/json; charset=utf-8", serde_json::to_vec(&body).unwrap_or_default());
-            r.headers_mut().insert("Cache-Control", hyper::header::HeaderValue::from_static("no-store"));
+            let body = if path == "/api/state" {
+                state_json(&snap)
+            } else {
+                connectivity_json(&snap)
+            };
+            let mut r = respond(
+                StatusCode::OK,
+                "application/json; charset=utf-8",
+                serde_json::to_vec(&body).unwrap_or_default(),
+            );
+            r.headers_mut().insert(
+                "Cache-Control",
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
             r
         }
-        _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "404: not found\n"),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "404: not found\n",
+        ),
     }
 }
 

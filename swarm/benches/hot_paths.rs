@@ -33,7 +33,12 @@ fn decoding(c: &mut Criterion) {
     let mut wire = BytesMut::new();
     let block = Bytes::from(vec![1u8; BLOCK_SIZE as usize]);
     for i in 0..64u32 {
-        Message::Piece { piece: PieceIndex(i / 64), offset: (i % 64) * BLOCK_SIZE, data: block.clone() }.encode(&mut wire);
+        Message::Piece {
+            piece: PieceIndex(i / 64),
+            offset: (i % 64) * BLOCK_SIZE,
+            data: block.clone(),
+        }
+        .encode(&mut wire);
     }
     let wire = wire.freeze();
     let mut g = c.benchmark_group("wire");
@@ -58,11 +63,19 @@ fn picking(c: &mut Criterion) {
     // A 1 GiB torrent: pick and receive every block once, in batches of 64.
     let pieces = 1024u32;
     let mut g = c.benchmark_group("picker");
-    g.throughput(Throughput::Elements(pieces as u64 * (PIECE / BLOCK_SIZE) as u64));
+    g.throughput(Throughput::Elements(
+        pieces as u64 * (PIECE / BLOCK_SIZE) as u64,
+    ));
     g.sample_size(10);
     g.bench_function("pick+receive all blocks of 1 GiB", |b| {
         b.iter(|| {
-            let mut p = Picker::new(PIECE, pieces as u64 * PIECE as u64, Bitfield::new(pieces), 32, 1);
+            let mut p = Picker::new(
+                PIECE,
+                pieces as u64 * PIECE as u64,
+                Bitfield::new(pieces),
+                32,
+                1,
+            );
             p.add_peer(Has::All);
             let mut out = Vec::with_capacity(64);
             loop {
@@ -86,7 +99,12 @@ fn core_blocks(c: &mut Criterion) {
     // The torrent core receiving a 256 MiB torrent from one seed: requests out, blocks in,
     // pieces to verify (verification itself excluded).
     let pieces = 256u32;
-    let mut raw = format!("d6:lengthi{}e4:name1:x12:piece lengthi{PIECE}e6:pieces{}:", pieces as u64 * PIECE as u64, pieces * 20).into_bytes();
+    let mut raw = format!(
+        "d6:lengthi{}e4:name1:x12:piece lengthi{PIECE}e6:pieces{}:",
+        pieces as u64 * PIECE as u64,
+        pieces * 20
+    )
+    .into_bytes();
     raw.extend(std::iter::repeat_n(0u8, pieces as usize * 20));
     raw.push(b'e');
     let info = Arc::new(Info::from_bytes(&raw).unwrap());
@@ -97,19 +115,36 @@ fn core_blocks(c: &mut Criterion) {
     g.bench_function("receive 256 MiB from one seed", |b| {
         b.iter(|| {
             let now = Instant::now();
-            let mut core = TorrentCore::new(info.info_hash, PeerId([1; 20]), Some(info.clone()), CoreConfig::default(), 3);
+            let mut core = TorrentCore::new(
+                info.info_hash,
+                PeerId([1; 20]),
+                Some(info.clone()),
+                CoreConfig::default(),
+                3,
+            );
             core.attach(Bitfield::new(pieces));
             let hs = Handshake::ours(InfoHash([0; 20]), PeerId([2; 20]));
-            core.peer_connected(1, PeerState::new(SocketAddr::from(([10, 0, 0, 1], 1)), hs, Route::OutgoingTcp, now), now);
+            core.peer_connected(
+                1,
+                PeerState::new(
+                    SocketAddr::from(([10, 0, 0, 1], 1)),
+                    hs,
+                    Route::OutgoingTcp,
+                    now,
+                ),
+                now,
+            );
             core.peer_messages(1, [Message::HaveAll, Message::Unchoke], now);
             let mut verified = 0;
             while verified < pieces {
                 let mut replies = Vec::new();
                 while let Some(a) = core.poll_action() {
                     match a {
-                        Action::Send(_, Message::Request(r)) => {
-                            replies.push(Message::Piece { piece: r.piece, offset: r.offset, data: block.slice(..r.len as usize) })
-                        }
+                        Action::Send(_, Message::Request(r)) => replies.push(Message::Piece {
+                            piece: r.piece,
+                            offset: r.offset,
+                            data: block.slice(..r.len as usize),
+                        }),
                         Action::Verify { piece, data } => {
                             core.piece_checked(piece, true, data);
                             verified += 1;

@@ -62,7 +62,10 @@ pub fn check_prefix(b: &[u8]) -> Result<usize, BencodeError> {
             b'0'..=b'9' => {
                 let colon = integer(b, i, b':')?;
                 let len = parse_u64(&b[i..colon - 1]).ok_or(BencodeError::BadInteger(i))?;
-                let end = (colon as u64).checked_add(len).filter(|&e| e <= b.len() as u64).ok_or(BencodeError::Truncated(b.len()))?;
+                let end = (colon as u64)
+                    .checked_add(len)
+                    .filter(|&e| e <= b.len() as u64)
+                    .ok_or(BencodeError::Truncated(b.len()))?;
                 i = end as usize;
             }
             b'l' | b'd' => {
@@ -105,14 +108,18 @@ pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, BencodeError> {
 /// Checks and decodes the value at the start of `b`, returning the bytes after it.
 pub fn decode_prefix<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<(T, &'a [u8]), BencodeError> {
     let n = check_prefix(b)?;
-    let v = librqbit_bencode::from_bytes(&b[..n]).map_err(|e| BencodeError::Shape(e.to_string()))?;
+    let v =
+        librqbit_bencode::from_bytes(&b[..n]).map_err(|e| BencodeError::Shape(e.to_string()))?;
     Ok((v, &b[n..]))
 }
 
 /// Scans an integer starting at `start` up to `end_byte`; returns the index after `end_byte`.
 fn integer(b: &[u8], start: usize, end_byte: u8) -> Result<usize, BencodeError> {
     let rest = b.get(start..).ok_or(BencodeError::Truncated(start))?;
-    let len = rest.iter().position(|&c| c == end_byte).ok_or(BencodeError::Truncated(b.len()))?;
+    let len = rest
+        .iter()
+        .position(|&c| c == end_byte)
+        .ok_or(BencodeError::Truncated(b.len()))?;
     let digits = &rest[..len];
     let (neg, body) = match digits.split_first() {
         Some((b'-', body)) if end_byte == b'e' => (true, body),
@@ -120,7 +127,7 @@ fn integer(b: &[u8], start: usize, end_byte: u8) -> Result<usize, BencodeError> 
     };
     let ok = !body.is_empty()
         && body.iter().all(u8::is_ascii_digit)
-        && !(body.len() > 1 && body[0] == b'0')
+        && (body.len() == 1 || body[0] != b'0')
         && !(neg && body == b"0")
         && match parse_u64(body) {
             Some(v) if neg => v <= i64::MAX as u64 + 1,
@@ -134,7 +141,9 @@ fn integer(b: &[u8], start: usize, end_byte: u8) -> Result<usize, BencodeError> 
 }
 
 fn parse_u64(d: &[u8]) -> Option<u64> {
-    d.iter().try_fold(0u64, |acc, &c| acc.checked_mul(10)?.checked_add((c - b'0') as u64))
+    d.iter().try_fold(0u64, |acc, &c| {
+        acc.checked_mul(10)?.checked_add((c - b'0') as u64)
+    })
 }
 
 #[cfg(test)]
@@ -143,7 +152,17 @@ mod tests {
 
     #[test]
     fn accepts_well_formed() {
-        for ok in [&b"i0e"[..], b"i-5e", b"0:", b"3:abc", b"le", b"de", b"d1:ai1e1:bl1:xee", b"i9223372036854775807e", b"i-9223372036854775808e"] {
+        for ok in [
+            &b"i0e"[..],
+            b"i-5e",
+            b"0:",
+            b"3:abc",
+            b"le",
+            b"de",
+            b"d1:ai1e1:bl1:xee",
+            b"i9223372036854775807e",
+            b"i-9223372036854775808e",
+        ] {
             assert_eq!(check(ok), Ok(()), "{}", String::from_utf8_lossy(ok));
         }
         assert_eq!(check_prefix(b"d1:ai1eeXYZ"), Ok(8));

@@ -36,7 +36,10 @@ pub struct DhtConfig {
 impl Default for DhtConfig {
     fn default() -> Self {
         DhtConfig {
-            bootstrap: burrow_dht::DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
+            bootstrap: burrow_dht::DEFAULT_BOOTSTRAP
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             state_path: None,
             read_only: false,
             node: Config::default(),
@@ -56,7 +59,11 @@ pub struct DhtStatus {
 }
 
 enum Cmd {
-    Lookup { info_hash: InfoHash, announce: Option<Option<u16>>, peers: mpsc::UnboundedSender<Vec<SocketAddr>> },
+    Lookup {
+        info_hash: InfoHash,
+        announce: Option<Option<u16>>,
+        peers: mpsc::UnboundedSender<Vec<SocketAddr>>,
+    },
     AddNode(SocketAddr),
     Shutdown(oneshot::Sender<()>),
 }
@@ -72,9 +79,17 @@ impl DhtHandle {
     /// Searches for peers of `info_hash`; when `announce` is `Some(port)` (`Some(None)`:
     /// implied port, BEP 5) we also announce ourselves. Peers arrive in batches; the channel
     /// closes when the search ends.
-    pub fn lookup(&self, info_hash: InfoHash, announce: Option<Option<u16>>) -> mpsc::UnboundedReceiver<Vec<SocketAddr>> {
+    pub fn lookup(
+        &self,
+        info_hash: InfoHash,
+        announce: Option<Option<u16>>,
+    ) -> mpsc::UnboundedReceiver<Vec<SocketAddr>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.tx.send(Cmd::Lookup { info_hash, announce, peers: tx });
+        let _ = self.tx.send(Cmd::Lookup {
+            info_hash,
+            announce,
+            peers: tx,
+        });
         rx
     }
 
@@ -99,18 +114,30 @@ impl DhtHandle {
 
 /// Starts the DHT on the shared socket. `reach` receives the `ip` votes nodes make about our
 /// address and queries from nodes we never contacted (evidence that inbound UDP works).
-pub fn spawn(config: DhtConfig, inbox: mpsc::Receiver<Datagram>, sender: UdpSender, reach: Option<mpsc::UnboundedSender<ReachEvent>>) -> DhtHandle {
+pub fn spawn(
+    config: DhtConfig,
+    inbox: mpsc::Receiver<Datagram>,
+    sender: UdpSender,
+    reach: Option<mpsc::UnboundedSender<ReachEvent>>,
+) -> DhtHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (status_tx, status_rx) = watch::channel(DhtStatus::default());
     tokio::spawn(run(config, inbox, sender, rx, status_tx, reach));
-    DhtHandle { tx, status: status_rx }
+    DhtHandle {
+        tx,
+        status: status_rx,
+    }
 }
 
 fn load_node(config: &DhtConfig, now: Instant) -> Node {
     let seed: [u8; 32] = rand::random();
     let mut node_config = config.node.clone();
     node_config.read_only = config.read_only;
-    if let Some(bytes) = config.state_path.as_ref().and_then(|p| std::fs::read(p).ok()) {
+    if let Some(bytes) = config
+        .state_path
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+    {
         match Node::from_state(node_config.clone(), now, seed, &bytes) {
             Ok(n) => return n,
             Err(e) => tracing::warn!(error = %e, "DHT state unreadable; starting afresh"),
@@ -123,7 +150,11 @@ fn save(node: &Node, path: &Option<PathBuf>, now: Instant) {
     let Some(path) = path else { return };
     let bytes = node.save_state(now);
     let tmp = path.with_extension("tmp");
-    let res = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(&tmp, &bytes)).and_then(|_| std::fs::rename(&tmp, path));
+    let res = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|_| std::fs::write(&tmp, &bytes))
+        .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = res {
         tracing::warn!(error = %e, path = %path.display(), "cannot save DHT state");
     }
@@ -179,13 +210,20 @@ async fn run(
         let now = Instant::now();
         if now.duration_since(last_status) >= Duration::from_secs(1) {
             last_status = now;
-            let _ = status.send(DhtStatus { nodes_v4: node.routing_table(false).len(), nodes_v6: node.routing_table(true).len(), lookups: lookups.len() });
+            let _ = status.send(DhtStatus {
+                nodes_v4: node.routing_table(false).len(),
+                nodes_v6: node.routing_table(true).len(),
+                lookups: lookups.len(),
+            });
         }
         if now.duration_since(last_save) >= SAVE_INTERVAL {
             last_save = now;
             save(&node, &config.state_path, now);
         }
-        let deadline = node.poll_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+        let deadline = node
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + Duration::from_secs(1));
         tokio::select! {
             d = inbox.recv() => match d {
                 Some(d) => {

@@ -13,20 +13,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tokio::sync::mpsc;
 
 use crate::connectivity::{PeerSource, Reachability, Route};
-use crate::nat::{MapperConfig, PortMapper};
+use crate::dht::DhtHandle;
 use crate::metainfo::{Magnet, Metainfo};
+use crate::nat::{MapperConfig, PortMapper};
+use crate::net::udp::UdpConfig;
+use crate::net::{Dialer, NetConfig, SessionSockets, TcpListeners, Transport, UdpMux, UtpSocket};
 use crate::peer::conn::{handshake_outgoing, read_handshake_prefix, ConnError, PeerIo};
-use crate::wire::mse::EncryptionPolicy;
-use crate::wire::Handshake;
 use crate::peer::limit::RateLimits;
 use crate::peer::PeerKey;
 use crate::torrent::resume_store::{FileResumeStore, ResumeStore};
 use crate::torrent::task::{spawn_torrent, TaskMsg, TorrentHandle, TorrentParams};
-use crate::dht::DhtHandle;
-use crate::net::udp::UdpConfig;
-use crate::net::{Dialer, NetConfig, SessionSockets, TcpListeners, Transport, UdpMux, UtpSocket};
 use crate::tracker::{MuxTransport, UdpTracker};
 use crate::types::{InfoHash, PeerId};
+use crate::wire::mse::EncryptionPolicy;
+use crate::wire::Handshake;
 
 /// Session settings.
 #[derive(Debug, Clone)]
@@ -148,7 +148,10 @@ impl SessionCtx {
 
     /// Where a torrent's resume data is stored.
     pub fn resume_path(&self, ih: &InfoHash) -> PathBuf {
-        self.config.state_dir.join("resume").join(format!("{}.resume", ih.to_hex()))
+        self.config
+            .state_dir
+            .join("resume")
+            .join(format!("{}.resume", ih.to_hex()))
     }
 
     /// Where resume data is loaded from and saved to.
@@ -187,7 +190,11 @@ impl SessionCtx {
     /// Opens a connection to a peer, over TCP from our listen port or over µTP from our
     /// shared UDP socket, as the dialer's policy decides.
     pub async fn dial(&self, addr: SocketAddr) -> std::io::Result<(Box<dyn PeerIo>, Route)> {
-        let s = self.dialer.dial(addr).await.map_err(std::io::Error::other)?;
+        let s = self
+            .dialer
+            .dial(addr)
+            .await
+            .map_err(std::io::Error::other)?;
         let route = match s.transport() {
             Transport::Tcp => Route::OutgoingTcp,
             Transport::Utp => Route::OutgoingUtp,
@@ -199,16 +206,29 @@ impl SessionCtx {
     /// (every client accepts it unless told to insist on encryption); a peer that hangs up on
     /// the plain handshake gets one more try through MSE. With a policy that requires
     /// encryption, only MSE is used.
-    pub async fn connect_peer(&self, addr: SocketAddr, info_hash: InfoHash) -> Result<(Box<dyn PeerIo>, Handshake, Route), String> {
+    pub async fn connect_peer(
+        &self,
+        addr: SocketAddr,
+        info_hash: InfoHash,
+    ) -> Result<(Box<dyn PeerIo>, Handshake, Route), String> {
         let timeout = crate::torrent::task::CONNECT_TIMEOUT;
         let dial = || async {
-            let (s, route) = tokio::time::timeout(timeout, self.dial(addr)).await.map_err(|_| "connect timed out".to_string())?.map_err(|e| e.to_string())?;
+            let (s, route) = tokio::time::timeout(timeout, self.dial(addr))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((s, self.punched_route(addr, route)))
         };
         let encrypted = || async {
             let (s, route) = dial().await?;
-            let mut s: Box<dyn PeerIo> = Box::new(crate::peer::mse::mse_connect(s, info_hash, self.config.encryption).await.map_err(|e| format!("encryption: {e}"))?);
-            let h = handshake_outgoing(&mut s, info_hash, self.peer_id).await.map_err(|e| format!("handshake: {e}"))?;
+            let mut s: Box<dyn PeerIo> = Box::new(
+                crate::peer::mse::mse_connect(s, info_hash, self.config.encryption)
+                    .await
+                    .map_err(|e| format!("encryption: {e}"))?,
+            );
+            let h = handshake_outgoing(&mut s, info_hash, self.peer_id)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
             Ok::<_, String>((s, h, route))
         };
         if self.config.encryption == EncryptionPolicy::Rc4Required {
@@ -217,7 +237,9 @@ impl SessionCtx {
         let (mut s, route) = dial().await?;
         match handshake_outgoing(&mut s, info_hash, self.peer_id).await {
             Ok(h) => Ok((s, h, route)),
-            Err(ConnError::Eof) | Err(ConnError::Io(_)) => encrypted().await.map_err(|e| format!("plain handshake refused; {e}")),
+            Err(ConnError::Eof) | Err(ConnError::Io(_)) => encrypted()
+                .await
+                .map_err(|e| format!("plain handshake refused; {e}")),
             Err(e) => Err(format!("handshake: {e}")),
         }
     }
@@ -231,25 +253,47 @@ impl SessionCtx {
     /// out the next mapping close by, so after a short head start µTP is also tried toward
     /// the [`PREDICTED_PORTS`] ports above it. Bounded: at most that many extra SYNs, each
     /// retried by µTP's own timers, all cancelled once one connects.
-    pub async fn dial_punch(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<(Box<dyn PeerIo>, SocketAddr, Route)> {
+    pub async fn dial_punch(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+    ) -> std::io::Result<(Box<dyn PeerIo>, SocketAddr, Route)> {
         self.note_punch(addr.ip());
         let mut attempts = tokio::task::JoinSet::new();
         let me = self.clone();
         attempts.spawn(async move {
-            let s = me.dialer.tcp().connect(addr).await.map_err(std::io::Error::other)?;
+            let s = me
+                .dialer
+                .tcp()
+                .connect(addr)
+                .await
+                .map_err(std::io::Error::other)?;
             let _ = s.set_nodelay(true);
             Ok::<_, std::io::Error>((Box::new(s) as Box<dyn PeerIo>, addr, Route::HolepunchedTcp))
         });
         if let Some(utp) = self.dialer.utp().cloned() {
             let direct = utp.clone();
-            attempts.spawn(async move { Ok((Box::new(direct.connect(addr).await.map_err(std::io::Error::other)?) as Box<dyn PeerIo>, addr, Route::HolepunchedUtp)) });
+            attempts.spawn(async move {
+                Ok((
+                    Box::new(direct.connect(addr).await.map_err(std::io::Error::other)?)
+                        as Box<dyn PeerIo>,
+                    addr,
+                    Route::HolepunchedUtp,
+                ))
+            });
             for k in 1..=PREDICTED_PORTS {
-                let Some(port) = addr.port().checked_add(k) else { break };
+                let Some(port) = addr.port().checked_add(k) else {
+                    break;
+                };
                 let guess = SocketAddr::new(addr.ip(), port);
                 let u = utp.clone();
                 attempts.spawn(async move {
                     tokio::time::sleep(PREDICTION_DELAY).await;
-                    Ok((Box::new(u.connect(guess).await.map_err(std::io::Error::other)?) as Box<dyn PeerIo>, guess, Route::PortPredicted))
+                    Ok((
+                        Box::new(u.connect(guess).await.map_err(std::io::Error::other)?)
+                            as Box<dyn PeerIo>,
+                        guess,
+                        Route::PortPredicted,
+                    ))
                 });
             }
         }
@@ -316,7 +360,10 @@ impl Session {
             config.port_mapping = false;
             config.lsd = false;
             if let Some(dht) = &mut config.dht {
-                let defaults: Vec<String> = burrow_dht::DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect();
+                let defaults: Vec<String> = burrow_dht::DEFAULT_BOOTSTRAP
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
                 if dht.bootstrap == defaults {
                     dht.bootstrap.clear();
                 }
@@ -325,7 +372,15 @@ impl Session {
             }
         }
         let (ipv4, ipv6) = families(config.listen_ip);
-        let mut net = NetConfig { udp: UdpConfig { port: config.listen_port, ipv4, ipv6, ..UdpConfig::default() }, ..NetConfig::default() };
+        let mut net = NetConfig {
+            udp: UdpConfig {
+                port: config.listen_port,
+                ipv4,
+                ipv6,
+                ..UdpConfig::default()
+            },
+            ..NetConfig::default()
+        };
         match config.transports {
             Transports::Both => {}
             Transports::Tcp => net.dial.fallback = false,
@@ -334,11 +389,21 @@ impl Session {
                 net.dial.fallback = false;
             }
         }
-        let mut sockets = SessionSockets::bind(net).await.map_err(std::io::Error::other)?;
+        let mut sockets = SessionSockets::bind(net)
+            .await
+            .map_err(std::io::Error::other)?;
         let port = sockets.port();
         let sender = sockets.udp.sender();
-        let udp_tracker = UdpTracker::new(Arc::new(MuxTransport { transactions: sockets.udp.tracker_transactions(), sender: sender.clone() }));
-        let mapper = config.port_mapping.then(|| PortMapper::spawn(MapperConfig { lifetime: config.mapping_lease, ..MapperConfig::new(port) }));
+        let udp_tracker = UdpTracker::new(Arc::new(MuxTransport {
+            transactions: sockets.udp.tracker_transactions(),
+            sender: sender.clone(),
+        }));
+        let mapper = config.port_mapping.then(|| {
+            PortMapper::spawn(MapperConfig {
+                lifetime: config.mapping_lease,
+                ..MapperConfig::new(port)
+            })
+        });
         let reach = Reachability::spawn(port, mapper.as_ref().map(|m| m.subscribe()));
         let dht = match (config.dht.clone(), sockets.udp.take_dht_inbox()) {
             (Some(mut c), Some(inbox)) => {
@@ -349,7 +414,12 @@ impl Session {
             }
             _ => None,
         };
-        let SessionSockets { udp, utp, tcp, dialer } = sockets;
+        let SessionSockets {
+            udp,
+            utp,
+            tcp,
+            dialer,
+        } = sockets;
         let ctx = Arc::new(SessionCtx {
             peer_id: PeerId::generate(),
             port,
@@ -381,7 +451,12 @@ impl Session {
                 let route_ctx = ctx.clone();
                 accept.push(tokio::spawn(async move {
                     while let Some((ih, peer)) = found_rx.recv().await {
-                        let tx = route_ctx.registry.lock().expect("registry lock").get(&ih).cloned();
+                        let tx = route_ctx
+                            .registry
+                            .lock()
+                            .expect("registry lock")
+                            .get(&ih)
+                            .cloned();
                         if let Some(tx) = tx {
                             let _ = tx.send(TaskMsg::Peers(PeerSource::Lsd, vec![peer]));
                         }
@@ -389,7 +464,13 @@ impl Session {
                 }));
             }
         }
-        Ok(Session { ctx, torrents: Vec::new(), accept, mapper, _udp: udp })
+        Ok(Session {
+            ctx,
+            torrents: Vec::new(),
+            accept,
+            mapper,
+            _udp: udp,
+        })
     }
 
     /// The port peers can reach us on.
@@ -408,22 +489,58 @@ impl Session {
         let (info_hash, name, info, trackers, mut peers, select_only) = match add.source {
             TorrentSource::Metainfo(m) => {
                 let info = Arc::new(m.info);
-                (info.info_hash, Some(info.name.clone()), Some(info), m.trackers, vec![], None)
+                (
+                    info.info_hash,
+                    Some(info.name.clone()),
+                    Some(info),
+                    m.trackers,
+                    vec![],
+                    None,
+                )
             }
             TorrentSource::Magnet(m) => {
-                let peers: Vec<SocketAddr> = m.peers.iter().filter_map(|p| p.parse().ok()).collect();
-                (m.info_hash, m.name, None, m.trackers.into_iter().map(|t| vec![t]).collect(), peers, m.select_only)
+                let peers: Vec<SocketAddr> =
+                    m.peers.iter().filter_map(|p| p.parse().ok()).collect();
+                (
+                    m.info_hash,
+                    m.name,
+                    None,
+                    m.trackers.into_iter().map(|t| vec![t]).collect(),
+                    peers,
+                    m.select_only,
+                )
             }
         };
         peers.extend(add.peers);
         let handle = spawn_torrent(
             self.ctx.clone(),
-            TorrentParams { info_hash, name, info, trackers, download_dir: add.download_dir, peers, seed: add.seed, select_only },
+            TorrentParams {
+                info_hash,
+                name,
+                info,
+                trackers,
+                download_dir: add.download_dir,
+                peers,
+                seed: add.seed,
+                select_only,
+            },
         );
-        self.ctx.registry.lock().expect("registry lock").insert(info_hash, handle.sender());
-        self.ctx.req2.lock().expect("req2 lock").insert(crate::wire::mse::req2_hash(&info_hash), info_hash);
+        self.ctx
+            .registry
+            .lock()
+            .expect("registry lock")
+            .insert(info_hash, handle.sender());
+        self.ctx
+            .req2
+            .lock()
+            .expect("req2 lock")
+            .insert(crate::wire::mse::req2_hash(&info_hash), info_hash);
         if !private {
-            self.ctx.lsd_hashes.lock().expect("lsd lock").push(info_hash);
+            self.ctx
+                .lsd_hashes
+                .lock()
+                .expect("lsd lock")
+                .push(info_hash);
             if let Some(tx) = &*self.ctx.lsd_added.lock().expect("lsd lock") {
                 let _ = tx.send(info_hash);
             }
@@ -435,10 +552,25 @@ impl Session {
     /// Takes a torrent out of the session: incoming connections for it are refused from now
     /// on. The caller then calls [`TorrentHandle::shutdown`], which saves its resume data.
     pub fn remove(&mut self, info_hash: &InfoHash) -> Option<TorrentHandle> {
-        self.ctx.registry.lock().expect("registry lock").remove(info_hash);
-        self.ctx.lsd_hashes.lock().expect("lsd lock").retain(|h| h != info_hash);
-        self.ctx.req2.lock().expect("req2 lock").remove(&crate::wire::mse::req2_hash(info_hash));
-        let i = self.torrents.iter().position(|t| t.info_hash == *info_hash)?;
+        self.ctx
+            .registry
+            .lock()
+            .expect("registry lock")
+            .remove(info_hash);
+        self.ctx
+            .lsd_hashes
+            .lock()
+            .expect("lsd lock")
+            .retain(|h| h != info_hash);
+        self.ctx
+            .req2
+            .lock()
+            .expect("req2 lock")
+            .remove(&crate::wire::mse::req2_hash(info_hash));
+        let i = self
+            .torrents
+            .iter()
+            .position(|t| t.info_hash == *info_hash)?;
         Some(self.torrents.swap_remove(i))
     }
 
@@ -503,7 +635,12 @@ async fn accept_tcp(tcp: Arc<TcpListeners>, ctx: Arc<SessionCtx>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(route_incoming(Box::new(stream), addr, Route::IncomingTcp, ctx.clone()));
+        tokio::spawn(route_incoming(
+            Box::new(stream),
+            addr,
+            Route::IncomingTcp,
+            ctx.clone(),
+        ));
     }
 }
 
@@ -511,7 +648,12 @@ async fn accept_utp(utp: UtpSocket, ctx: Arc<SessionCtx>) {
     loop {
         match utp.accept().await {
             Ok((stream, addr)) => {
-                tokio::spawn(route_incoming(Box::new(stream), addr, Route::IncomingUtp, ctx.clone()));
+                tokio::spawn(route_incoming(
+                    Box::new(stream),
+                    addr,
+                    Route::IncomingUtp,
+                    ctx.clone(),
+                ));
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
@@ -521,7 +663,12 @@ async fn accept_utp(utp: UtpSocket, ctx: Arc<SessionCtx>) {
 /// Tells a plain BitTorrent handshake from an MSE one by its first bytes, completes the
 /// encryption handshake if there is one, then reads the start of the BitTorrent handshake and
 /// hands the connection to its torrent.
-async fn route_incoming(stream: Box<dyn PeerIo>, addr: SocketAddr, route: Route, ctx: Arc<SessionCtx>) {
+async fn route_incoming(
+    stream: Box<dyn PeerIo>,
+    addr: SocketAddr,
+    route: Route,
+    ctx: Arc<SessionCtx>,
+) {
     let known = |h: &[u8; 20]| ctx.req2.lock().expect("req2 lock").get(h).copied();
     let accepted = match crate::peer::mse::accept(stream, known, ctx.config.encryption).await {
         Ok(a) => a,
@@ -532,13 +679,25 @@ async fn route_incoming(stream: Box<dyn PeerIo>, addr: SocketAddr, route: Route,
     };
     let named = accepted.info_hash();
     let mut stream: Box<dyn PeerIo> = Box::new(accepted.into_stream());
-    let Ok((reserved, ih)) = read_handshake_prefix(&mut stream).await else { return };
+    let Ok((reserved, ih)) = read_handshake_prefix(&mut stream).await else {
+        return;
+    };
     if named.is_some_and(|n| n != ih) {
         return; // The encrypted handshake named one torrent, the BitTorrent one another.
     }
     let route = ctx.punched_route(addr, route);
-    let tx = ctx.registry.lock().expect("registry lock").get(&ih).cloned();
+    let tx = ctx
+        .registry
+        .lock()
+        .expect("registry lock")
+        .get(&ih)
+        .cloned();
     if let Some(tx) = tx {
-        let _ = tx.send(TaskMsg::Incoming { stream, addr, reserved, route });
+        let _ = tx.send(TaskMsg::Incoming {
+            stream,
+            addr,
+            reserved,
+            route,
+        });
     }
 }

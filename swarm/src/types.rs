@@ -47,9 +47,18 @@ macro_rules! hash20 {
     };
 }
 
-hash20!(InfoHash, "SHA-1 of a torrent's bencoded info dictionary (BEP 3): the swarm's name.");
-hash20!(PeerId, "The 20-byte id a client announces in its handshake and to trackers.");
-hash20!(PieceHash, "SHA-1 of one piece's bytes, as listed in the info dictionary.");
+hash20!(
+    InfoHash,
+    "SHA-1 of a torrent's bencoded info dictionary (BEP 3): the swarm's name."
+);
+hash20!(
+    PeerId,
+    "The 20-byte id a client announces in its handshake and to trackers."
+);
+hash20!(
+    PieceHash,
+    "SHA-1 of one piece's bytes, as listed in the info dictionary."
+);
 
 impl PeerId {
     /// A fresh peer id in Azureus style: `-BW0100-` followed by 12 random bytes

@@ -10,8 +10,13 @@ use bytes::BytesMut;
 mod mse_exercise;
 
 fn seeds(kind: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(kind);
-    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds")
+        .join(kind);
+    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
     out.sort();
     assert!(!out.is_empty(), "no seeds in {}", dir.display());
     out
@@ -45,7 +50,16 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
                 v.remove(at);
             }
             3 => {
-                let n = ["0", "-1", "18446744073709551617", "4294967296", "99999999", "e", "d", "l"][rng.below(8)];
+                let n = [
+                    "0",
+                    "-1",
+                    "18446744073709551617",
+                    "4294967296",
+                    "99999999",
+                    "e",
+                    "d",
+                    "l",
+                ][rng.below(8)];
                 v.splice(at..at, n.bytes());
             }
             4 if !v.is_empty() => {
@@ -60,7 +74,10 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 }
 
 fn iterations() -> usize {
-    std::env::var("BURROW_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+    std::env::var("BURROW_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
 }
 
 fn each(kind: &str, f: impl Fn(&[u8])) {
@@ -79,7 +96,10 @@ fn each(kind: &str, f: impl Fn(&[u8])) {
 fn metainfo_mutations() {
     each("metainfo", |d| {
         if let Ok(m) = Metainfo::from_bytes(d) {
-            assert!(m.info.files.iter().all(|f| f.path.components().all(|c| matches!(c, std::path::Component::Normal(_)))));
+            assert!(m.info.files.iter().all(|f| f
+                .path
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))));
         }
     });
 }
@@ -114,7 +134,10 @@ fn extended_mutations() {
         }
         let b = bytes::Bytes::copy_from_slice(d);
         if let Ok(m) = MetadataMsg::decode(&b) {
-            assert_eq!(MetadataMsg::decode(&bytes::Bytes::from(m.encode())).unwrap(), m);
+            assert_eq!(
+                MetadataMsg::decode(&bytes::Bytes::from(m.encode())).unwrap(),
+                m
+            );
         }
         if let Ok(p) = PexMessage::decode(d) {
             assert_eq!(PexMessage::decode(&p.encode()).unwrap(), p);

@@ -10,28 +10,45 @@ use burrow_swarm::session::{AddTorrent, Session, SessionConfig, TorrentSource};
 use burrow_swarm::torrent::status::TorrentState;
 
 fn config(state: std::path::PathBuf) -> SessionConfig {
-    SessionConfig { listen_port: 6881, state_dir: state, dht: None, port_mapping: false, lsd: true, ..SessionConfig::default() }
+    SessionConfig {
+        listen_port: 6881,
+        state_dir: state,
+        dht: None,
+        port_mapping: false,
+        lsd: true,
+        ..SessionConfig::default()
+    }
 }
 
 #[test]
 fn peers_on_one_lan_find_each_other_by_multicast() {
-    let Some(mut lab) = Lab::new_or_skip("peers_on_one_lan_find_each_other_by_multicast") else { return };
+    let Some(mut lab) = Lab::new_or_skip("peers_on_one_lan_find_each_other_by_multicast") else {
+        return;
+    };
     let mut spec = HomeSpec::new(Nat::EndpointIndependent);
     spec.lan_hosts = 2;
     let home = lab.home("home", spec).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src/set");
     std::fs::create_dir_all(&src).unwrap();
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(src.join("f.bin"), &data).unwrap();
     let bytes = create_torrent(&src, &CreateOptions::default()).unwrap();
 
-    let (seed_dir, seed_state, seed_bytes) = (dir.path().join("src"), dir.path().join("s1"), bytes.clone());
+    let (seed_dir, seed_state, seed_bytes) =
+        (dir.path().join("src"), dir.path().join("s1"), bytes.clone());
     let _seeder = home.hosts[0]
         .background(move || async move {
             let mut s = Session::start(config(seed_state)).await.unwrap();
             let m = Metainfo::from_bytes(&seed_bytes).unwrap();
-            s.add(AddTorrent { source: TorrentSource::Metainfo(Box::new(m)), download_dir: seed_dir, peers: vec![], seed: true });
+            s.add(AddTorrent {
+                source: TorrentSource::Metainfo(Box::new(m)),
+                download_dir: seed_dir,
+                peers: vec![],
+                seed: true,
+            });
             std::future::pending::<()>().await;
         })
         .unwrap();
@@ -43,7 +60,12 @@ fn peers_on_one_lan_find_each_other_by_multicast() {
         .block_on(move || async move {
             let mut s = Session::start(config(state)).await.unwrap();
             let m = Metainfo::from_bytes(&bytes).unwrap();
-            let h = s.add(AddTorrent { source: TorrentSource::Metainfo(Box::new(m)), download_dir: out2, peers: vec![], seed: false });
+            let h = s.add(AddTorrent {
+                source: TorrentSource::Metainfo(Box::new(m)),
+                download_dir: out2,
+                peers: vec![],
+                seed: false,
+            });
             let start = Instant::now();
             let mut w = h.watch();
             loop {

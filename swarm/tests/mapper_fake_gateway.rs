@@ -262,11 +262,21 @@ async fn silent_pcp_is_given_up_soon_after_natpmp_answers() {
     gw.ignore_pcp();
     let mut cfg = config(addr, 120);
     // Waiting out PCP's whole retry budget would take 15.75 s.
-    cfg.retry = Retry { initial: Duration::from_millis(250), attempts: 6 };
+    cfg.retry = Retry {
+        initial: Duration::from_millis(250),
+        attempts: 6,
+    };
     let mapper = PortMapper::spawn(cfg);
-    let s = wait_for(&mapper, "mappings", Duration::from_secs(5), |s| s.mappings.len() == 2).await;
+    let s = wait_for(&mapper, "mappings", Duration::from_secs(5), |s| {
+        s.mappings.len() == 2
+    })
+    .await;
     assert_eq!(s.active, Some(MappingProtocol::NatPmp));
-    assert!(!s.probes[0].answered && s.probes[0].protocol == MappingProtocol::Pcp, "{:?}", s.probes);
+    assert!(
+        !s.probes[0].answered && s.probes[0].protocol == MappingProtocol::Pcp,
+        "{:?}",
+        s.probes
+    );
     mapper.shutdown().await;
 }
 

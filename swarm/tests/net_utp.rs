@@ -107,6 +107,56 @@ async fn utp_echo_v4_and_v6() {
     }
 }
 
+/// Sends 8 MiB from `client` to `server` over `family`'s loopback; returns the sender's
+/// packet size afterwards.
+async fn packet_size_after_transfer(
+    server: &SessionSockets,
+    client: &SessionSockets,
+    family: usize,
+) -> usize {
+    let addr = server.udp.local_addrs()[family];
+    let len = 8 << 20;
+    let reader = tokio::spawn({
+        let utp = server.utp.clone();
+        async move {
+            let (mut s, _) = utp.accept().await.unwrap();
+            check_pattern(&mut s, 3, len).await;
+            s
+        }
+    });
+    let mut s = client.utp.connect(addr).await.unwrap();
+    write_pattern(&mut s, 3, len).await;
+    let _server_end = timeout(WAIT, reader).await.unwrap().unwrap();
+    s.stats().packet_size
+}
+
+/// Between two burrow endpoints packets grow to what loopback carries (64 KiB datagrams); a
+/// remote that does not announce its datagram limit, as other clients do not, keeps getting
+/// 1400-byte packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utp_packets_grow_only_toward_a_remote_that_announces_its_limit() {
+    let (server, client) = pair().await;
+    // IPv4: 65,535 bytes less 20 of IP, 8 of UDP and 20 of µTP header.
+    assert_eq!(
+        packet_size_after_transfer(&server, &client, 0).await,
+        65_487
+    );
+    // IPv6: the 40-byte IP header is not counted in its 65,535-byte payload limit, but the
+    // route's MTU (65,536) is an IP packet size, so 65,535 − 48 − 20.
+    assert_eq!(
+        packet_size_after_transfer(&server, &client, 1).await,
+        65_467
+    );
+
+    let mut quiet = NetConfig::loopback(0);
+    quiet.utp.max_datagram = 0;
+    let quiet = SessionSockets::bind(quiet).await.unwrap();
+    assert_eq!(packet_size_after_transfer(&quiet, &client, 0).await, 1_352);
+    assert_eq!(packet_size_after_transfer(&quiet, &client, 1).await, 1_332);
+    // The quiet end still heard the client's limit, so its own packets may grow.
+    assert_eq!(packet_size_after_transfer(&client, &quiet, 0).await, 65_487);
+}
+
 /// ≥ 1 GiB each way through one µTP connection (sequence numbers wrap many times). Ignored by
 /// default for its length; CI runs it in release mode:
 /// `cargo test --release -p burrow-swarm --test net_utp -- --ignored`

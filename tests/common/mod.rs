@@ -20,7 +20,11 @@ pub const PYTHON: &str = "/usr/bin/python3";
 
 /// Fails loudly when python3-libtorrent is missing: interop tests must never pass silently.
 pub fn require_libtorrent() {
-    let ok = Command::new(PYTHON).args(["-c", "import libtorrent"]).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new(PYTHON)
+        .args(["-c", "import libtorrent"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     assert!(ok, "python3-libtorrent is not installed (apt-get install python3-libtorrent); interop tests cannot run");
 }
 
@@ -48,8 +52,16 @@ impl Proc {
         let cmd = cmd.borrow_mut();
         let log = dir.join(format!("{name}.log"));
         let f = std::fs::File::create(&log).unwrap();
-        let child = cmd.stdout(Stdio::from(f.try_clone().unwrap())).stderr(Stdio::from(f)).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child, name: name.to_string(), log }
+        let child = cmd
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+            log,
+        }
     }
 
     /// Waits for exit; panics with the log on timeout or failure.
@@ -57,12 +69,21 @@ impl Proc {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(st.success(), "{} exited with {st}:\n{}", self.name, self.output());
+                assert!(
+                    st.success(),
+                    "{} exited with {st}:\n{}",
+                    self.name,
+                    self.output()
+                );
                 return;
             }
             if start.elapsed() > timeout {
                 let _ = self.child.kill();
-                panic!("{} did not finish within {timeout:?}:\n{}", self.name, self.output());
+                panic!(
+                    "{} did not finish within {timeout:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -76,11 +97,19 @@ impl Proc {
                 return;
             }
             if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("{} exited ({st}) before printing {needle:?}:\n{}", self.name, self.output());
+                panic!(
+                    "{} exited ({st}) before printing {needle:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("{} did not print {needle:?} within {timeout:?}:\n{}", self.name, self.output());
+        panic!(
+            "{} did not print {needle:?} within {timeout:?}:\n{}",
+            self.name,
+            self.output()
+        );
     }
 
     pub fn output(&self) -> String {
@@ -89,7 +118,10 @@ impl Proc {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -141,23 +173,53 @@ pub fn make_set(dir: &Path, name: &str, files: &[(&str, usize)]) -> Vec<(String,
 pub fn assert_set(dir: &Path, name: &str, files: &[(String, Vec<u8>)]) {
     for (rel, data) in files {
         let got = std::fs::read(dir.join(name).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert!(got == *data, "{rel}: contents differ ({} bytes vs {})", got.len(), data.len());
+        assert!(
+            got == *data,
+            "{rel}: contents differ ({} bytes vs {})",
+            got.len(),
+            data.len()
+        );
     }
 }
 
 /// Runs `burrow create` and returns the .torrent path and the magnet link it printed.
 pub fn create_torrent(src: &Path, out: &Path, extra: &[&str]) -> (PathBuf, String) {
-    let o = Command::new(burrow_bin()).arg("create").arg(src).arg("-o").arg(out).args(extra).output().unwrap();
-    assert!(o.status.success(), "create failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(burrow_bin())
+        .arg("create")
+        .arg(src)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "create failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let stdout = String::from_utf8(o.stdout).unwrap();
-    let magnet = stdout.lines().find(|l| l.starts_with("magnet:")).unwrap().to_string();
+    let magnet = stdout
+        .lines()
+        .find(|l| l.starts_with("magnet:"))
+        .unwrap()
+        .to_string();
     (out.to_path_buf(), magnet)
 }
 
 /// A burrow command with loopback defaults.
 pub fn burrow(args: &[&str], port: u16, state: &Path) -> Command {
     let mut c = Command::new(burrow_bin());
-    c.args(args).arg("--port").arg(port.to_string()).arg("--listen").arg("127.0.0.1").arg("--state-dir").arg(state).env("RUST_LOG", std::env::var("BURROW_TEST_LOG").unwrap_or_else(|_| "info".into()));
+    c.args(args)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--listen")
+        .arg("127.0.0.1")
+        .arg("--state-dir")
+        .arg(state)
+        .env(
+            "RUST_LOG",
+            std::env::var("BURROW_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
     c
 }
 
@@ -174,7 +236,16 @@ pub fn libtorrent(args: &[&str]) -> Command {
 pub fn lt_port(p: &mut Proc) -> u16 {
     p.wait_for_output("\"listening\"", Duration::from_secs(20));
     let out = p.output();
-    let line = BufReader::new(out.as_bytes()).lines().map_while(Result::ok).find(|l| l.contains("\"listening\"")).unwrap();
-    let port = line.split("\"port\": ").nth(1).unwrap().trim_end_matches('}').trim();
+    let line = BufReader::new(out.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("\"listening\""))
+        .unwrap();
+    let port = line
+        .split("\"port\": ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('}')
+        .trim();
     port.parse().unwrap()
 }

@@ -36,7 +36,12 @@ impl Tracker {
                 std::thread::spawn(move || serve(conn, &a, &w));
             }
         });
-        Tracker { addr, stop, announces, swarms }
+        Tracker {
+            addr,
+            stop,
+            announces,
+            swarms,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -45,7 +50,12 @@ impl Tracker {
 
     /// Peers registered for an info-hash.
     pub fn peers(&self, info_hash: &[u8]) -> Vec<SocketAddr> {
-        self.swarms.lock().unwrap().get(info_hash).cloned().unwrap_or_default()
+        self.swarms
+            .lock()
+            .unwrap()
+            .get(info_hash)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -115,10 +125,14 @@ fn serve(mut c: TcpStream, announces: &AtomicUsize, swarms: &Swarms) {
             compact.extend_from_slice(&p.port().to_be_bytes());
         }
     }
-    let mut body = format!("d8:intervali5e12:min intervali1e5:peers{}:", compact.len()).into_bytes();
+    let mut body =
+        format!("d8:intervali5e12:min intervali1e5:peers{}:", compact.len()).into_bytes();
     body.extend_from_slice(&compact);
     body.push(b'e');
-    let head = format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     let _ = c.write_all(head.as_bytes());
     let _ = c.write_all(&body);
 }

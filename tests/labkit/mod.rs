@@ -186,5 +186,9 @@ pub fn natted_leech(name: &str, host: &Host, data: &Data, peer: &str, dir: &Path
         "--no-port-mapping",
         "--seed",
     ];
-    start(name, burrow_in(host, &args, &dir.join(format!("{name}-state")), &[]), dir)
+    start(
+        name,
+        burrow_in(host, &args, &dir.join(format!("{name}-state")), &[]),
+        dir,
+    )
 }

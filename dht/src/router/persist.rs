@@ -12,8 +12,8 @@ use super::{node_config, Router, RouterConfig};
 use crate::bencode::Decoder;
 use crate::bencode::Encoder;
 use crate::compact::decode_nodes;
-use crate::node::{Node, StateError};
 use crate::node::persist::check_version;
+use crate::node::{Node, StateError};
 
 /// Most cached nodes saved per family (26 or 38 bytes each in the file).
 pub const MAX_SAVED_CACHE: usize = 32_768;

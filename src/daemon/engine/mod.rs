@@ -115,22 +115,30 @@ impl EngineHandle {
 
     /// Adds a torrent.
     pub async fn add(&self, req: AddRequest) -> Result<Added, String> {
-        self.ask(|r| Cmd::Add(req, r)).await.unwrap_or_else(|| Err(GONE.into()))
+        self.ask(|r| Cmd::Add(req, r))
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
     }
 
     /// Starts, stops, verifies or removes torrents by id.
     pub async fn act(&self, act: Act, ids: Vec<i64>) -> Result<(), String> {
-        self.ask(|r| Cmd::Act(act, ids, r)).await.unwrap_or_else(|| Err(GONE.into()))
+        self.ask(|r| Cmd::Act(act, ids, r))
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
     }
 
     /// Replaces a torrent's settings.
     pub async fn set_torrent(&self, id: i64, s: TorrentSettings) -> Result<(), String> {
-        self.ask(|r| Cmd::SetTorrent(id, s, r)).await.unwrap_or_else(|| Err(GONE.into()))
+        self.ask(|r| Cmd::SetTorrent(id, s, r))
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
     }
 
     /// Replaces the session settings (a new peer port restarts the listener).
     pub async fn set_session(&self, s: Settings) -> Result<(), String> {
-        self.ask(|r| Cmd::SetSession(Box::new(s), r)).await.unwrap_or_else(|| Err(GONE.into()))
+        self.ask(|r| Cmd::SetSession(Box::new(s), r))
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
     }
 
     /// A snapshot of everything.
@@ -249,11 +257,18 @@ impl Engine {
     pub async fn start(config: Config) -> anyhow::Result<EngineHandle> {
         let db = Db::open(&config.db_path())?;
         let mut settings = Settings::from_config(&config);
-        if let Some(saved) = db.meta("settings").and_then(|s| serde_json::from_str::<Settings>(&s).ok()) {
+        if let Some(saved) = db
+            .meta("settings")
+            .and_then(|s| serde_json::from_str::<Settings>(&s).ok())
+        {
             settings = saved;
         }
-        for d in std::iter::once(&settings.download_dir).chain(&config.allowed_dirs).chain(std::iter::once(&config.download_dir)) {
-            std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
+        for d in std::iter::once(&settings.download_dir)
+            .chain(&config.allowed_dirs)
+            .chain(std::iter::once(&config.download_dir))
+        {
+            std::fs::create_dir_all(d)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
         }
         let mut dirs = vec![config.download_dir.clone(), settings.download_dir.clone()];
         dirs.extend(config.allowed_dirs.iter().cloned());
@@ -263,8 +278,16 @@ impl Engine {
         limits.set(down, up);
         let session = Session::start(session_config(&config, &db, &limits, settings.peer_port))
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for peers on port {}: {e}", settings.peer_port))?;
-        let mut cumulative: StatsBlock = db.meta("stats").and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen for peers on port {}: {e}",
+                    settings.peer_port
+                )
+            })?;
+        let mut cumulative: StatsBlock = db
+            .meta("stats")
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
         cumulative.session_count += 1;
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let now = Instant::now();
@@ -279,7 +302,10 @@ impl Engine {
             removing: HashMap::new(),
             allowed_dirs,
             self_tx: tx.clone(),
-            current: StatsBlock { session_count: 1, ..Default::default() },
+            current: StatsBlock {
+                session_count: 1,
+                ..Default::default()
+            },
             cumulative,
             started: now,
             last_persist: now,
@@ -288,7 +314,11 @@ impl Engine {
         };
         engine.load()?;
         engine.schedule();
-        tracing::info!(torrents = engine.entries.len(), port = engine.port(), "daemon started");
+        tracing::info!(
+            torrents = engine.entries.len(),
+            port = engine.port(),
+            "daemon started"
+        );
         tokio::spawn(engine.run(rx));
         Ok(EngineHandle { tx })
     }
@@ -342,7 +372,11 @@ impl Engine {
             Cmd::InfoFetched(id, info) => self.info_fetched(id, info),
             Cmd::StoppedHave(id, have) => {
                 // Only while it stops: once stopped, the database is the authority.
-                if let Some(e) = self.entries.get_mut(&id).filter(|e| matches!(e.run, Run::Stopping(..))) {
+                if let Some(e) = self
+                    .entries
+                    .get_mut(&id)
+                    .filter(|e| matches!(e.run, Run::Stopping(..)))
+                {
                     e.stored_have = Some(have);
                 }
             }
@@ -367,7 +401,10 @@ impl Engine {
                 Run::Idle => {}
             }
         }
-        for j in stops.into_iter().chain(self.removing.drain().map(|(_, j)| j)) {
+        for j in stops
+            .into_iter()
+            .chain(self.removing.drain().map(|(_, j)| j))
+        {
             let _ = j.await;
         }
         self.persist();

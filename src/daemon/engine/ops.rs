@@ -20,7 +20,9 @@ const REBIND_ATTEMPTS: usize = 20;
 
 /// Bytes of the pieces in `have`.
 pub(super) fn verified_bytes(info: &Info, have: &burrow_swarm::torrent::bitfield::Bitfield) -> u64 {
-    have.ones().map(|i| info.piece_len(PieceIndex(i)) as u64).sum()
+    have.ones()
+        .map(|i| info.piece_len(PieceIndex(i)) as u64)
+        .sum()
 }
 
 impl Engine {
@@ -28,13 +30,27 @@ impl Engine {
     pub(super) fn load(&mut self) -> anyhow::Result<()> {
         for row in self.db.torrents()? {
             let parsed = match (&row.metainfo, &row.magnet) {
-                (Some(bytes), _) => Metainfo::from_bytes(bytes).map(|m| (Source::Torrent { trackers: m.trackers }, Some(Arc::new(m.info)))),
+                (Some(bytes), _) => Metainfo::from_bytes(bytes).map(|m| {
+                    (
+                        Source::Torrent {
+                            trackers: m.trackers,
+                        },
+                        Some(Arc::new(m.info)),
+                    )
+                }),
                 (None, Some(link)) => Magnet::parse(link).map(|m| {
-                    let info = row.info.as_deref().and_then(|raw| Info::from_bytes_checked(raw, m.info_hash).ok()).map(Arc::new);
+                    let info = row
+                        .info
+                        .as_deref()
+                        .and_then(|raw| Info::from_bytes_checked(raw, m.info_hash).ok())
+                        .map(Arc::new);
                     (Source::Magnet(m), info)
                 }),
                 (None, None) => {
-                    tracing::warn!(id = row.id, "stored torrent has neither metainfo nor magnet link; skipped");
+                    tracing::warn!(
+                        id = row.id,
+                        "stored torrent has neither metainfo nor magnet link; skipped"
+                    );
                     continue;
                 }
             };
@@ -45,7 +61,12 @@ impl Engine {
                     continue;
                 }
             };
-            let stored_have = info.as_ref().and_then(|i| self.db.resume(&row.info_hash).map(|r| r.have).filter(|h| h.len() == i.piece_count()));
+            let stored_have = info.as_ref().and_then(|i| {
+                self.db
+                    .resume(&row.info_hash)
+                    .map(|r| r.have)
+                    .filter(|h| h.len() == i.piece_count())
+            });
             let progress = match (&info, &stored_have) {
                 (Some(i), Some(h)) => (verified_bytes(i, h), i.total_length),
                 (Some(i), None) => (0, i.total_length),
@@ -86,9 +107,19 @@ impl Engine {
     pub(super) fn add(&mut self, req: AddRequest) -> Result<Added, String> {
         let (source, info, name, info_hash, bytes, link) = match req.source {
             AddSource::Metainfo(bytes) => {
-                let m = Metainfo::from_bytes(&bytes).map_err(|e| format!("invalid or corrupt torrent file: {e}"))?;
+                let m = Metainfo::from_bytes(&bytes)
+                    .map_err(|e| format!("invalid or corrupt torrent file: {e}"))?;
                 let ih = m.info.info_hash;
-                (Source::Torrent { trackers: m.trackers }, Some(Arc::new(m.info.clone())), m.info.name, ih, Some(bytes), None)
+                (
+                    Source::Torrent {
+                        trackers: m.trackers,
+                    },
+                    Some(Arc::new(m.info.clone())),
+                    m.info.name,
+                    ih,
+                    Some(bytes),
+                    None,
+                )
             }
             AddSource::Magnet(link) => {
                 let m = Magnet::parse(&link).map_err(|e| e.to_string())?;
@@ -99,15 +130,30 @@ impl Engine {
         };
         if let Some(&id) = self.by_hash.get(&info_hash) {
             let name = self.entries[&id].name.clone();
-            return Ok(Added { id, name, info_hash, duplicate: true });
+            return Ok(Added {
+                id,
+                name,
+                info_hash,
+                duplicate: true,
+            });
         }
-        if self.removing.get(&info_hash).is_some_and(|j| !j.is_finished()) {
+        if self
+            .removing
+            .get(&info_hash)
+            .is_some_and(|j| !j.is_finished())
+        {
             return Err("this torrent is still being removed; try again in a moment".into());
         }
-        let dir = req.download_dir.unwrap_or_else(|| self.settings.download_dir.clone());
+        let dir = req
+            .download_dir
+            .unwrap_or_else(|| self.settings.download_dir.clone());
         let dir = paths::confine(&dir, &self.allowed_dirs).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let dir_str = dir.to_str().ok_or("download-dir is not valid UTF-8")?.to_string();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir_str = dir
+            .to_str()
+            .ok_or("download-dir is not valid UTF-8")?
+            .to_string();
         let added_at = unix_now();
         let id = self
             .db
@@ -152,7 +198,12 @@ impl Engine {
         self.current.files_added += 1;
         self.cumulative.files_added += 1;
         tracing::info!(id, %info_hash, name = %name, "torrent added");
-        Ok(Added { id, name, info_hash, duplicate: false })
+        Ok(Added {
+            id,
+            name,
+            info_hash,
+            duplicate: false,
+        })
     }
 
     /// Applies `act` to each torrent in `ids` (unknown ids are ignored, as Transmission does).
@@ -167,13 +218,17 @@ impl Engine {
                     e.paused = false;
                     e.finished = false;
                     e.force = act == Act::StartNow;
-                    self.db.set_paused(id, false, false).map_err(|e| format!("database: {e}"))?;
+                    self.db
+                        .set_paused(id, false, false)
+                        .map_err(|e| format!("database: {e}"))?;
                 }
                 Act::Stop => {
                     let e = self.entries.get_mut(&id).expect("present");
                     e.paused = true;
                     e.force = false;
-                    self.db.set_paused(id, true, e.finished).map_err(|e| format!("database: {e}"))?;
+                    self.db
+                        .set_paused(id, true, e.finished)
+                        .map_err(|e| format!("database: {e}"))?;
                     self.stop_entry(id, After::Idle);
                 }
                 Act::Verify => {
@@ -188,8 +243,12 @@ impl Engine {
 
     /// Adds a queued torrent to the session.
     pub(super) fn start_entry(&mut self, id: i64) {
-        let Some(session) = self.session.as_mut() else { return };
-        let Some(e) = self.entries.get_mut(&id) else { return };
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         if !matches!(e.run, Run::Idle) {
             return;
         }
@@ -201,13 +260,32 @@ impl Engine {
                     Source::Magnet(m) => m.peers.iter().filter_map(|p| p.parse().ok()).collect(),
                     Source::Torrent { .. } => vec![],
                 };
-                (TorrentSource::Metainfo(Box::new(Metainfo { info: (**info).clone(), trackers, comment: None })), peers)
+                (
+                    TorrentSource::Metainfo(Box::new(Metainfo {
+                        info: (**info).clone(),
+                        trackers,
+                        comment: None,
+                    })),
+                    peers,
+                )
             }
             (Source::Torrent { .. }, None) => return,
         };
-        let handle = session.add(AddTorrent { source, download_dir: e.download_dir.clone(), peers, seed: true });
+        let handle = session.add(AddTorrent {
+            source,
+            download_dir: e.download_dir.clone(),
+            peers,
+            seed: true,
+        });
         let s = &e.settings;
-        handle.set_rate_limits(if s.down_enabled { s.down_kbps * 1000 } else { 0 }, if s.up_enabled { s.up_kbps * 1000 } else { 0 });
+        handle.set_rate_limits(
+            if s.down_enabled {
+                s.down_kbps * 1000
+            } else {
+                0
+            },
+            if s.up_enabled { s.up_kbps * 1000 } else { 0 },
+        );
         if let Ok(base) = self.db.totals(id) {
             e.base = base;
         }
@@ -222,7 +300,9 @@ impl Engine {
     /// Takes a torrent out of the session; its task shuts down in the background.
     pub(super) fn stop_entry(&mut self, id: i64, after: After) {
         self.observe(id);
-        let Some(e) = self.entries.get_mut(&id) else { return };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         match std::mem::replace(&mut e.run, Run::Idle) {
             Run::Running(h) => {
                 if let Some(s) = &mut self.session {
@@ -247,7 +327,9 @@ impl Engine {
                 );
                 tracing::debug!(id, name = %e.name, "torrent stopping");
             }
-            Run::Stopping(j, prev) => e.run = Run::Stopping(j, if after == After::Verify { after } else { prev }),
+            Run::Stopping(j, prev) => {
+                e.run = Run::Stopping(j, if after == After::Verify { after } else { prev })
+            }
             Run::Idle => {
                 if after == After::Verify {
                     let _ = self.db.forget_pieces(&e.info_hash);
@@ -259,15 +341,23 @@ impl Engine {
 
     fn remove(&mut self, id: i64, delete: bool) -> Result<(), String> {
         self.stop_entry(id, After::Idle);
-        let Some(e) = self.entries.remove(&id) else { return Ok(()) };
+        let Some(e) = self.entries.remove(&id) else {
+            return Ok(());
+        };
         self.by_hash.remove(&e.info_hash);
         let _ = self.db.set_seeding_secs(id, e.seeding_secs);
-        self.db.delete_torrent(id).map_err(|e| format!("database: {e}"))?;
+        self.db
+            .delete_torrent(id)
+            .map_err(|e| format!("database: {e}"))?;
         let stopping = match e.run {
             Run::Stopping(j, _) => Some(j),
             _ => None,
         };
-        let files = if delete { e.info.clone().map(|i| (e.download_dir.clone(), i)) } else { None };
+        let files = if delete {
+            e.info.clone().map(|i| (e.download_dir.clone(), i))
+        } else {
+            None
+        };
         let job = tokio::spawn(async move {
             if let Some(j) = stopping {
                 let _ = j.await;
@@ -283,11 +373,22 @@ impl Engine {
 
     /// Replaces a torrent's settings.
     pub(super) fn set_torrent(&mut self, id: i64, s: TorrentSettings) -> Result<(), String> {
-        let Some(e) = self.entries.get_mut(&id) else { return Ok(()) };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return Ok(());
+        };
         let json = serde_json::to_string(&s).map_err(|e| e.to_string())?;
-        self.db.set_settings(id, &json).map_err(|e| format!("database: {e}"))?;
+        self.db
+            .set_settings(id, &json)
+            .map_err(|e| format!("database: {e}"))?;
         if let Run::Running(h) = &e.run {
-            h.set_rate_limits(if s.down_enabled { s.down_kbps * 1000 } else { 0 }, if s.up_enabled { s.up_kbps * 1000 } else { 0 });
+            h.set_rate_limits(
+                if s.down_enabled {
+                    s.down_kbps * 1000
+                } else {
+                    0
+                },
+                if s.up_enabled { s.up_kbps * 1000 } else { 0 },
+            );
         }
         e.settings = s;
         Ok(())
@@ -296,8 +397,10 @@ impl Engine {
     /// Replaces the session settings.
     pub(super) async fn set_session(&mut self, mut s: Settings) -> Result<(), String> {
         if s.download_dir != self.settings.download_dir {
-            s.download_dir = paths::confine(&s.download_dir, &self.allowed_dirs).map_err(|e| e.to_string())?;
-            std::fs::create_dir_all(&s.download_dir).map_err(|e| format!("cannot create {}: {e}", s.download_dir.display()))?;
+            s.download_dir =
+                paths::confine(&s.download_dir, &self.allowed_dirs).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&s.download_dir)
+                .map_err(|e| format!("cannot create {}: {e}", s.download_dir.display()))?;
         }
         if s.peer_port != self.settings.peer_port {
             self.restart_listener(s.peer_port).await?;
@@ -306,7 +409,9 @@ impl Engine {
         self.limits.set(down, up);
         self.settings = s;
         let json = serde_json::to_string(&self.settings).map_err(|e| e.to_string())?;
-        self.db.set_meta("settings", &json).map_err(|e| format!("database: {e}"))
+        self.db
+            .set_meta("settings", &json)
+            .map_err(|e| format!("database: {e}"))
     }
 
     /// Moves the peer listener to `port`. The session's sockets are shared by every torrent,
@@ -314,7 +419,12 @@ impl Engine {
     /// session; with resume data in place they restart without hashing.
     async fn restart_listener(&mut self, port: u16) -> Result<(), String> {
         let old_port = self.port();
-        let ids: Vec<i64> = self.entries.iter().filter(|(_, e)| matches!(e.run, Run::Running(_))).map(|(id, _)| *id).collect();
+        let ids: Vec<i64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.run, Run::Running(_)))
+            .map(|(id, _)| *id)
+            .collect();
         for &id in &ids {
             self.stop_entry(id, After::Idle);
         }
@@ -350,7 +460,9 @@ impl Engine {
     /// Keeps the info dictionary a magnet link's peers sent, so a restart needs no peers to
     /// know the torrent.
     pub(super) fn info_fetched(&mut self, id: i64, info: Arc<Info>) {
-        let Some(e) = self.entries.get_mut(&id) else { return };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         if e.info.is_some() || info.info_hash != e.info_hash {
             return;
         }

@@ -9,11 +9,18 @@ use burrow_swarm::torrent::status::TorrentState;
 
 use super::{After, Engine, Entry, Run, PERSIST_INTERVAL};
 use crate::daemon::db::unix_now;
-use crate::daemon::model::{Activity, Connectivity, Settings, Snapshot, TorrentSettings, TorrentView};
+use crate::daemon::model::{
+    Activity, Connectivity, Settings, Snapshot, TorrentSettings, TorrentView,
+};
 
 /// Whether a seeding torrent has seeded enough: its ratio limit (its own, the session's, or
 /// none, by `ratio_mode`) or the session's seeding-time limit.
-pub(super) fn seed_limit_reached(s: &Settings, t: &TorrentSettings, ratio: f64, seeding_secs: u64) -> bool {
+pub(super) fn seed_limit_reached(
+    s: &Settings,
+    t: &TorrentSettings,
+    ratio: f64,
+    seeding_secs: u64,
+) -> bool {
     let ratio_limit = match t.ratio_mode {
         1 => Some(t.ratio),
         2 => None,
@@ -46,7 +53,9 @@ impl Engine {
 
     /// Reads a running torrent's status and counts what it transferred since the last look.
     pub(super) fn observe(&mut self, id: i64) {
-        let Some(e) = self.entries.get_mut(&id) else { return };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         let Run::Running(h) = &e.run else { return };
         let st = h.status();
         let up = st.uploaded.saturating_sub(e.counted.0);
@@ -60,7 +69,8 @@ impl Engine {
         if st.pieces > 0 {
             e.progress = (st.verified_bytes, st.wanted_bytes);
         }
-        if matches!(st.state, TorrentState::Seeding | TorrentState::Complete) && e.done_at.is_none() {
+        if matches!(st.state, TorrentState::Seeding | TorrentState::Complete) && e.done_at.is_none()
+        {
             let at = unix_now();
             e.done_at = Some(at);
             let _ = self.db.set_done(id, Some(at));
@@ -72,7 +82,9 @@ impl Engine {
     }
 
     fn check_running(&mut self, id: i64, secs: u64) {
-        let Some(e) = self.entries.get_mut(&id) else { return };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
         let Run::Running(h) = &e.run else { return };
         let Some(st) = &e.last else { return };
         let attached = st.pieces > 0;
@@ -109,15 +121,22 @@ impl Engine {
     }
 
     fn seed_limit_reached(&self, e: &Entry) -> bool {
-        let (up, down) = e.last.as_ref().map_or((0, 0), |s| (s.uploaded, s.downloaded));
+        let (up, down) = e
+            .last
+            .as_ref()
+            .map_or((0, 0), |s| (s.uploaded, s.downloaded));
         let ratio = crate::daemon::model::ratio(e.base.0 + up, e.base.1 + down, e.progress.0);
         seed_limit_reached(&self.settings, &e.settings, ratio, e.seeding_secs)
     }
 
     /// A stopping torrent whose task has finished becomes idle.
     pub(super) fn finish_stop(&mut self, id: i64) {
-        let Some(e) = self.entries.get_mut(&id) else { return };
-        let Run::Stopping(j, after) = &e.run else { return };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let Run::Stopping(j, after) = &e.run else {
+            return;
+        };
         if !j.is_finished() {
             return;
         }
@@ -143,10 +162,22 @@ impl Engine {
     /// running ones when there are more than the slots allow.
     pub(super) fn schedule(&mut self) {
         let s = &self.settings;
-        let max_dl = if s.download_queue_enabled && s.download_queue_size > 0 { s.download_queue_size } else { usize::MAX };
-        let max_seed = if s.seed_queue_enabled && s.seed_queue_size > 0 { s.seed_queue_size } else { usize::MAX };
+        let max_dl = if s.download_queue_enabled && s.download_queue_size > 0 {
+            s.download_queue_size
+        } else {
+            usize::MAX
+        };
+        let max_seed = if s.seed_queue_enabled && s.seed_queue_size > 0 {
+            s.seed_queue_size
+        } else {
+            usize::MAX
+        };
         let (mut dl, mut seed) = (0usize, 0usize);
-        for e in self.entries.values().filter(|e| matches!(e.run, Run::Running(_)) && !e.force) {
+        for e in self
+            .entries
+            .values()
+            .filter(|e| matches!(e.run, Run::Running(_)) && !e.force)
+        {
             if e.complete() {
                 seed += 1;
             } else {
@@ -177,7 +208,9 @@ impl Engine {
                 .entries
                 .values()
                 .rev()
-                .filter(|e| matches!(e.run, Run::Running(_)) && !e.force && e.complete() == want_complete)
+                .filter(|e| {
+                    matches!(e.run, Run::Running(_)) && !e.force && e.complete() == want_complete
+                })
                 .take(count - max)
                 .map(|e| e.id)
                 .collect();
@@ -193,7 +226,12 @@ impl Engine {
         if let Ok(json) = serde_json::to_string(&self.cumulative) {
             let _ = self.db.set_meta("stats", &json);
         }
-        let changed: Vec<(i64, u64)> = self.entries.values().filter(|e| e.seeding_secs != e.seeding_saved).map(|e| (e.id, e.seeding_secs)).collect();
+        let changed: Vec<(i64, u64)> = self
+            .entries
+            .values()
+            .filter(|e| e.seeding_secs != e.seeding_saved)
+            .map(|e| (e.id, e.seeding_secs))
+            .collect();
         if let Err(e) = self.db.set_seeding_many(&changed) {
             tracing::warn!(error = %e, "cannot save seeding times");
             return;
@@ -211,7 +249,10 @@ impl Engine {
             Run::Running(h) => Some(h.clone()),
             _ => None,
         };
-        let status = handle.as_ref().map(|h| h.status()).or_else(|| e.last.clone());
+        let status = handle
+            .as_ref()
+            .map(|h| h.status())
+            .or_else(|| e.last.clone());
         let activity = match (&e.run, &status) {
             (Run::Running(_), Some(st)) => match st.state {
                 TorrentState::FetchingMetadata => Activity::Metadata,
@@ -237,7 +278,10 @@ impl Engine {
         TorrentView {
             id: e.id,
             info_hash: e.info_hash,
-            name: e.info.as_ref().map_or_else(|| e.name.clone(), |i| i.name.clone()),
+            name: e
+                .info
+                .as_ref()
+                .map_or_else(|| e.name.clone(), |i| i.name.clone()),
             info: e.info.clone(),
             trackers: e.trackers(),
             download_dir: e.download_dir.clone(),
@@ -267,7 +311,15 @@ impl Engine {
             port: self.port(),
             peer_limit: {
                 let per = self.config.peer.max_peers_per_torrent;
-                (per * self.entries.values().filter(|e| matches!(e.run, Run::Running(_))).count().max(1), per)
+                (
+                    per * self
+                        .entries
+                        .values()
+                        .filter(|e| matches!(e.run, Run::Running(_)))
+                        .count()
+                        .max(1),
+                    per,
+                )
             },
             current: self.current.clone(),
             cumulative: self.cumulative.clone(),
@@ -276,8 +328,16 @@ impl Engine {
 
     fn connectivity(&self, torrents: &[TorrentView]) -> Connectivity {
         let mut routes: BTreeMap<String, u64> = BTreeMap::new();
-        let mut totals: BTreeMap<String, u64> = self.past_routes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        for st in torrents.iter().filter(|t| t.handle.is_some()).filter_map(|t| t.status.as_ref()) {
+        let mut totals: BTreeMap<String, u64> = self
+            .past_routes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        for st in torrents
+            .iter()
+            .filter(|t| t.handle.is_some())
+            .filter_map(|t| t.status.as_ref())
+        {
             for (r, n) in &st.routes {
                 *routes.entry(r.to_string()).or_default() += *n as u64;
             }
@@ -303,14 +363,27 @@ mod tests {
 
     #[test]
     fn ratio_and_time_limits() {
-        let mut s = Settings { seed_ratio: 2.0, seed_ratio_enabled: true, seed_time_minutes: 10, seed_time_enabled: false, ..Settings::default() };
+        let mut s = Settings {
+            seed_ratio: 2.0,
+            seed_ratio_enabled: true,
+            seed_time_minutes: 10,
+            seed_time_enabled: false,
+            ..Settings::default()
+        };
         let global = TorrentSettings::default();
         assert!(!seed_limit_reached(&s, &global, 1.99, 0));
         assert!(seed_limit_reached(&s, &global, 2.0, 0));
         // Its own limit replaces the session's; mode 2 seeds regardless.
-        let own = TorrentSettings { ratio_mode: 1, ratio: 0.5, ..Default::default() };
+        let own = TorrentSettings {
+            ratio_mode: 1,
+            ratio: 0.5,
+            ..Default::default()
+        };
         assert!(seed_limit_reached(&s, &own, 0.5, 0));
-        let unlimited = TorrentSettings { ratio_mode: 2, ..Default::default() };
+        let unlimited = TorrentSettings {
+            ratio_mode: 2,
+            ..Default::default()
+        };
         assert!(!seed_limit_reached(&s, &unlimited, 100.0, 0));
         s.seed_ratio_enabled = false;
         assert!(!seed_limit_reached(&s, &global, 100.0, 0));

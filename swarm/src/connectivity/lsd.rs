@@ -51,16 +51,21 @@ pub fn decode(b: &[u8]) -> Option<LsdAnnounce> {
     if lines.next()? != "BT-SEARCH * HTTP/1.1" {
         return None;
     }
-    let mut a = LsdAnnounce { port: 0, info_hashes: Vec::new(), cookie: None };
+    let mut a = LsdAnnounce {
+        port: 0,
+        info_hashes: Vec::new(),
+        cookie: None,
+    };
     for line in lines {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         match k.trim().to_ascii_lowercase().as_str() {
             "port" => a.port = v.parse().ok()?,
-            "infohash"
-                if a.info_hashes.len() < MAX_HASHES_PER_MESSAGE => {
-                    a.info_hashes.push(InfoHash::from_hex(v)?);
-                }
+            "infohash" if a.info_hashes.len() < MAX_HASHES_PER_MESSAGE => {
+                a.info_hashes.push(InfoHash::from_hex(v)?);
+            }
             "cookie" => a.cookie = Some(v.chars().take(64).collect()),
             _ => {}
         }
@@ -121,7 +126,9 @@ pub fn spawn(
             };
             if !announce.is_empty() {
                 for chunk in announce.chunks(MAX_HASHES_PER_MESSAGE) {
-                    let _ = sock.send_to(&encode(port, chunk, &cookie), SocketAddr::V4(LSD_GROUP_V4)).await;
+                    let _ = sock
+                        .send_to(&encode(port, chunk, &cookie), SocketAddr::V4(LSD_GROUP_V4))
+                        .await;
                 }
             }
         }
@@ -150,12 +157,24 @@ mod tests {
     fn round_trip_and_rejects() {
         let hashes = [InfoHash([1; 20]), InfoHash([0xab; 20])];
         let m = encode(51413, &hashes, "c00k1e");
-        assert!(m.starts_with(b"BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 51413\r\n"));
+        assert!(
+            m.starts_with(b"BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 51413\r\n")
+        );
         let a = decode(&m).unwrap();
-        assert_eq!(a, LsdAnnounce { port: 51413, info_hashes: hashes.to_vec(), cookie: Some("c00k1e".into()) });
+        assert_eq!(
+            a,
+            LsdAnnounce {
+                port: 51413,
+                info_hashes: hashes.to_vec(),
+                cookie: Some("c00k1e".into())
+            }
+        );
         assert_eq!(decode(b"NOTIFY * HTTP/1.1\r\nPort: 1\r\n\r\n"), None);
         assert_eq!(decode(b"BT-SEARCH * HTTP/1.1\r\nPort: 0\r\nInfohash: 0101010101010101010101010101010101010101\r\n\r\n"), None);
-        assert_eq!(decode(b"BT-SEARCH * HTTP/1.1\r\nPort: 5\r\nInfohash: zz\r\n\r\n"), None);
+        assert_eq!(
+            decode(b"BT-SEARCH * HTTP/1.1\r\nPort: 5\r\nInfohash: zz\r\n\r\n"),
+            None
+        );
         assert_eq!(decode(&vec![b'x'; 5000]), None);
     }
 }

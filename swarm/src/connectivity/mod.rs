@@ -50,11 +50,17 @@ impl Route {
 
     /// Whether a holepunch rendezvous made the connection.
     pub fn is_holepunched(self) -> bool {
-        matches!(self, Route::HolepunchedUtp | Route::HolepunchedTcp | Route::PortPredicted)
+        matches!(
+            self,
+            Route::HolepunchedUtp | Route::HolepunchedTcp | Route::PortPredicted
+        )
     }
 
     /// Whether the connection runs over µTP.
     pub fn is_utp(self) -> bool {
-        matches!(self, Route::OutgoingUtp | Route::IncomingUtp | Route::HolepunchedUtp | Route::PortPredicted)
+        matches!(
+            self,
+            Route::OutgoingUtp | Route::IncomingUtp | Route::HolepunchedUtp | Route::PortPredicted
+        )
     }
 }

@@ -81,7 +81,11 @@ pub struct PeerPool {
 impl PeerPool {
     /// Remembers `addr`. Returns whether it is new.
     pub fn add(&mut self, addr: SocketAddr, source: PeerSource, now: Instant) -> bool {
-        if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() || self.banned.contains(&addr.ip()) {
+        if addr.port() == 0
+            || addr.ip().is_unspecified()
+            || addr.ip().is_multicast()
+            || self.banned.contains(&addr.ip())
+        {
             return false;
         }
         if let Some(k) = self.known.get_mut(&addr) {
@@ -93,7 +97,19 @@ impl PeerPool {
         if self.known.len() >= MAX_KNOWN_PEERS && source != PeerSource::Manual {
             return false;
         }
-        self.known.insert(addr, Known { source, state: State::Idle, failures: 0, next_attempt: now, flags: 0, relays: Vec::new(), punched_at: None, seed: false });
+        self.known.insert(
+            addr,
+            Known {
+                source,
+                state: State::Idle,
+                failures: 0,
+                next_attempt: now,
+                flags: 0,
+                relays: Vec::new(),
+                punched_at: None,
+                seed: false,
+            },
+        );
         true
     }
 
@@ -115,9 +131,16 @@ impl PeerPool {
     /// If `addr` speaks holepunch and was not punched toward lately, the relays to ask
     /// (most recent first); marks the attempt.
     pub fn punch_candidates(&mut self, addr: SocketAddr, now: Instant) -> Vec<SocketAddr> {
-        let Some(k) = self.known.get_mut(&addr) else { return vec![] };
+        let Some(k) = self.known.get_mut(&addr) else {
+            return vec![];
+        };
         let holepunch = k.flags & crate::wire::PexFlags::HOLEPUNCH != 0;
-        if !holepunch || k.relays.is_empty() || k.state == State::Connected || k.punched_at.is_some_and(|t| now.duration_since(t) < PUNCH_RETRY) {
+        if !holepunch
+            || k.relays.is_empty()
+            || k.state == State::Connected
+            || k.punched_at
+                .is_some_and(|t| now.duration_since(t) < PUNCH_RETRY)
+        {
             return vec![];
         }
         k.punched_at = Some(now);
@@ -126,7 +149,9 @@ impl PeerPool {
 
     /// Whether PEX said the address accepted an outgoing connection from someone.
     pub fn known_reachable(&self, addr: &SocketAddr) -> bool {
-        self.known.get(addr).is_some_and(|k| k.flags & crate::wire::PexFlags::REACHABLE != 0)
+        self.known
+            .get(addr)
+            .is_some_and(|k| k.flags & crate::wire::PexFlags::REACHABLE != 0)
     }
 
     /// Whether PEX said `addr` speaks holepunch but has not been reached by an outgoing
@@ -136,7 +161,10 @@ impl PeerPool {
     pub fn wants_rendezvous(&self, addr: &SocketAddr) -> bool {
         use crate::wire::PexFlags;
         self.known.get(addr).is_some_and(|k| {
-            k.source == PeerSource::Pex && k.flags & PexFlags::HOLEPUNCH != 0 && k.flags & PexFlags::REACHABLE == 0 && !k.relays.is_empty()
+            k.source == PeerSource::Pex
+                && k.flags & PexFlags::HOLEPUNCH != 0
+                && k.flags & PexFlags::REACHABLE == 0
+                && !k.relays.is_empty()
         })
     }
 
@@ -154,7 +182,9 @@ impl PeerPool {
 
     /// Whether a connection to `addr` is up.
     pub fn is_connected(&self, addr: &SocketAddr) -> bool {
-        self.known.get(addr).is_some_and(|k| k.state == State::Connected)
+        self.known
+            .get(addr)
+            .is_some_and(|k| k.state == State::Connected)
     }
 
     /// Up to `n` addresses to dial now, fewest failures first; they are marked connecting.
@@ -163,7 +193,9 @@ impl PeerPool {
         let mut ready: Vec<(u32, bool, SocketAddr)> = self
             .known
             .iter()
-            .filter(|(_, k)| k.state == State::Idle && k.next_attempt <= now && !(skip_seeds && k.seed))
+            .filter(|(_, k)| {
+                k.state == State::Idle && k.next_attempt <= now && !(skip_seeds && k.seed)
+            })
             .map(|(a, k)| (k.failures, k.source != PeerSource::Manual, *a))
             .collect();
         ready.sort_unstable();
@@ -198,14 +230,20 @@ impl PeerPool {
 
     /// A dial failed.
     pub fn dial_failed(&mut self, addr: SocketAddr, now: Instant) {
-        let Some(mut k) = self.known.remove(&addr) else { return };
+        let Some(mut k) = self.known.remove(&addr) else {
+            return;
+        };
         self.leave_connecting(&mut k);
         k.failures += 1;
         if k.failures >= MAX_FAILURES && k.source != PeerSource::Manual {
             return;
         }
         let shift = (k.failures - 1).min(10);
-        let base = if k.source == PeerSource::Manual { MANUAL_BACKOFF } else { BASE_BACKOFF };
+        let base = if k.source == PeerSource::Manual {
+            MANUAL_BACKOFF
+        } else {
+            BASE_BACKOFF
+        };
         k.next_attempt = now + (base * (1 << shift)).min(MAX_BACKOFF);
         k.state = State::Idle;
         self.known.insert(addr, k);
@@ -237,7 +275,12 @@ impl PeerPool {
         if self.banned.len() < MAX_BANNED {
             self.banned.insert(ip);
         }
-        let gone: Vec<SocketAddr> = self.known.keys().filter(|a| a.ip() == ip).copied().collect();
+        let gone: Vec<SocketAddr> = self
+            .known
+            .keys()
+            .filter(|a| a.ip() == ip)
+            .copied()
+            .collect();
         for a in gone {
             if let Some(mut k) = self.known.remove(&a) {
                 self.leave_connecting(&mut k);
@@ -268,11 +311,23 @@ mod tests {
         assert!(!pool.add(a(0), PeerSource::Dht, t));
         let mut now = t;
         for attempt in 1..=MAX_FAILURES {
-            assert_eq!(pool.next_to_dial(now, 10, false), vec![a(1)], "attempt {attempt}");
-            assert_eq!(pool.next_to_dial(now, 10, false), vec![], "not dialled twice at once");
+            assert_eq!(
+                pool.next_to_dial(now, 10, false),
+                vec![a(1)],
+                "attempt {attempt}"
+            );
+            assert_eq!(
+                pool.next_to_dial(now, 10, false),
+                vec![],
+                "not dialled twice at once"
+            );
             pool.dial_failed(a(1), now);
             assert_eq!(pool.connecting(), 0);
-            assert_eq!(pool.next_to_dial(now + Duration::from_secs(1), 10, false), vec![], "backing off");
+            assert_eq!(
+                pool.next_to_dial(now + Duration::from_secs(1), 10, false),
+                vec![],
+                "backing off"
+            );
             now += MAX_BACKOFF;
         }
         assert!(pool.is_empty(), "forgotten after {MAX_FAILURES} failures");
@@ -298,7 +353,11 @@ mod tests {
         let mut pool = PeerPool::default();
         let t = Instant::now();
         for i in 0..(MAX_KNOWN_PEERS as u32 + 50) {
-            pool.add(SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 1)), PeerSource::Pex, t);
+            pool.add(
+                SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 1)),
+                PeerSource::Pex,
+                t,
+            );
         }
         assert_eq!(pool.len(), MAX_KNOWN_PEERS);
         pool.ban(std::net::Ipv4Addr::from(0x0a00_0001).into());
@@ -316,12 +375,21 @@ mod tests {
         pool.add_pex(a(2), PexFlags::HOLEPUNCH | PexFlags::REACHABLE, relay, t);
         pool.add_pex(a(3), 0, relay, t);
         pool.add(a(4), PeerSource::Tracker, t);
-        assert!(pool.wants_rendezvous(&a(1)), "NATed by the look of it, and speaks holepunch");
-        assert!(!pool.wants_rendezvous(&a(2)), "somebody dialled it: try directly first");
+        assert!(
+            pool.wants_rendezvous(&a(1)),
+            "NATed by the look of it, and speaks holepunch"
+        );
+        assert!(
+            !pool.wants_rendezvous(&a(2)),
+            "somebody dialled it: try directly first"
+        );
         assert!(!pool.wants_rendezvous(&a(3)), "no holepunch");
         assert!(!pool.wants_rendezvous(&a(4)), "no relay");
         assert_eq!(pool.punch_candidates(a(1), t), vec![relay]);
-        assert!(pool.punch_candidates(a(1), t).is_empty(), "once per retry interval");
+        assert!(
+            pool.punch_candidates(a(1), t).is_empty(),
+            "once per retry interval"
+        );
     }
 
     #[test]

@@ -78,7 +78,10 @@ impl Reachability {
         };
         let (snap_tx, snap_rx) = watch::channel(first.clone());
         tokio::spawn(run(port, locals, voter, mapper, rx, snap_tx, first));
-        Reachability { tx, snapshot: snap_rx }
+        Reachability {
+            tx,
+            snapshot: snap_rx,
+        }
     }
 
     /// Reports an observation.

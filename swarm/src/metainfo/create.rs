@@ -69,21 +69,31 @@ pub fn create_torrent(root: &Path, opts: &CreateOptions) -> io::Result<Vec<u8>> 
         let mut out = Vec::new();
         walk(root, &mut Vec::new(), &mut out)?;
         if out.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "folder has no files"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "folder has no files",
+            ));
         }
         out
     } else {
         vec![(root.to_path_buf(), vec![], meta.len())]
     };
     let total: u64 = files.iter().map(|f| f.2).sum();
-    let piece_length = opts.piece_length.unwrap_or_else(|| auto_piece_length(total));
+    let piece_length = opts
+        .piece_length
+        .unwrap_or_else(|| auto_piece_length(total));
     if piece_length == 0 || piece_length > super::MAX_PIECE_LENGTH {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "piece length out of range"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "piece length out of range",
+        ));
     }
     let pieces = hash_pieces(&files, total, piece_length)?;
 
-    let comps: Vec<Vec<&[u8]>> =
-        files.iter().map(|f| f.1.iter().map(|c| c.as_bytes()).collect()).collect();
+    let comps: Vec<Vec<&[u8]>> = files
+        .iter()
+        .map(|f| f.1.iter().map(|c| c.as_bytes()).collect())
+        .collect();
     let info = OutInfo {
         name: ByteBuf(name.as_bytes()),
         piece_length,
@@ -93,7 +103,10 @@ pub fn create_torrent(root: &Path, opts: &CreateOptions) -> io::Result<Vec<u8>> 
             files
                 .iter()
                 .zip(&comps)
-                .map(|(f, c)| OutFile { length: f.2, path: c.iter().map(|b| ByteBuf(b)).collect() })
+                .map(|(f, c)| OutFile {
+                    length: f.2,
+                    path: c.iter().map(|b| ByteBuf(b)).collect(),
+                })
                 .collect()
         }),
         private: opts.private.then_some(1),
@@ -107,9 +120,14 @@ pub fn create_torrent(root: &Path, opts: &CreateOptions) -> io::Result<Vec<u8>> 
         .map(|t| t.iter().map(|u| ByteBuf(u.as_bytes())).collect())
         .collect();
     let torrent = OutTorrent {
-        announce: opts.trackers.first().and_then(|t| t.first()).map(|u| ByteBuf(u.as_bytes())),
-        announce_list: (opts.trackers.len() > 1 || opts.trackers.first().is_some_and(|t| t.len() > 1))
-            .then_some(tiers),
+        announce: opts
+            .trackers
+            .first()
+            .and_then(|t| t.first())
+            .map(|u| ByteBuf(u.as_bytes())),
+        announce_list: (opts.trackers.len() > 1
+            || opts.trackers.first().is_some_and(|t| t.len() > 1))
+        .then_some(tiers),
         comment: opts.comment.as_ref().map(|c| ByteBuf(c.as_bytes())),
         created_by: ByteBuf(concat!("burrow/", env!("CARGO_PKG_VERSION")).as_bytes()),
         info: RawValue(&info_bytes),
@@ -129,14 +147,17 @@ fn auto_piece_length(total: u64) -> u32 {
     pl
 }
 
-fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<(PathBuf, Vec<String>, u64)>) -> io::Result<()> {
+fn walk(
+    dir: &Path,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<(PathBuf, Vec<String>, u64)>,
+) -> io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let name = e
-            .file_name()
-            .into_string()
-            .map_err(|n| io::Error::new(io::ErrorKind::InvalidData, format!("non-UTF-8 name {n:?}")))?;
+        let name = e.file_name().into_string().map_err(|n| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("non-UTF-8 name {n:?}"))
+        })?;
         let ft = e.file_type()?;
         prefix.push(name);
         if ft.is_dir() {
@@ -150,16 +171,25 @@ fn walk(dir: &Path, prefix: &mut Vec<String>, out: &mut Vec<(PathBuf, Vec<String
 }
 
 /// Hashes all pieces, splitting them over the machine's cores.
-fn hash_pieces(files: &[(PathBuf, Vec<String>, u64)], total: u64, piece_length: u32) -> io::Result<Vec<u8>> {
+fn hash_pieces(
+    files: &[(PathBuf, Vec<String>, u64)],
+    total: u64,
+    piece_length: u32,
+) -> io::Result<Vec<u8>> {
     let count = total.div_ceil(piece_length as u64) as usize;
-    let handles: Vec<File> = files.iter().map(|f| File::open(&f.0)).collect::<Result<_, _>>()?;
+    let handles: Vec<File> = files
+        .iter()
+        .map(|f| File::open(&f.0))
+        .collect::<Result<_, _>>()?;
     let mut offsets = Vec::with_capacity(files.len());
     let mut acc = 0u64;
     for f in files {
         offsets.push(acc);
         acc += f.2;
     }
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(count.max(1));
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(count.max(1));
     let mut out = vec![0u8; count * 20];
     let chunk = count.div_ceil(workers).max(1);
     std::thread::scope(|s| -> io::Result<()> {
@@ -179,7 +209,8 @@ fn hash_pieces(files: &[(PathBuf, Vec<String>, u64)], total: u64, piece_length: 
             }));
         }
         for j in jobs {
-            j.join().map_err(|_| io::Error::other("hashing thread panicked"))??;
+            j.join()
+                .map_err(|_| io::Error::other("hashing thread panicked"))??;
         }
         Ok(())
     })?;

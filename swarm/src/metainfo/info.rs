@@ -104,7 +104,9 @@ impl Info {
             None if r.meta_version == Some(2) => return Err(MetainfoError::V2Only),
             None => return Err(MetainfoError::Missing("pieces")),
         };
-        let piece_length = r.piece_length.ok_or(MetainfoError::Missing("piece length"))?;
+        let piece_length = r
+            .piece_length
+            .ok_or(MetainfoError::Missing("piece length"))?;
         if piece_length <= 0 || piece_length > MAX_PIECE_LENGTH as i64 {
             return Err(MetainfoError::invalid(
                 "piece length",
@@ -113,7 +115,10 @@ impl Info {
         }
         let piece_length = piece_length as u32;
         if pieces_raw.len() % 20 != 0 {
-            return Err(MetainfoError::invalid("pieces", "length is not a multiple of 20"));
+            return Err(MetainfoError::invalid(
+                "pieces",
+                "length is not a multiple of 20",
+            ));
         }
         let name_bytes = r.name_utf8.or(r.name).map(|b| b.0).unwrap_or(b"");
         let name = if name_bytes.is_empty() {
@@ -127,7 +132,12 @@ impl Info {
         match (r.length, r.files) {
             (Some(len), None) => {
                 let length = check_length(len)?;
-                files.push(FileEntry { path: PathBuf::from(&name), length, offset: 0, pad: false });
+                files.push(FileEntry {
+                    path: PathBuf::from(&name),
+                    length,
+                    offset: 0,
+                    pad: false,
+                });
                 offset = length;
             }
             (None, Some(list)) => {
@@ -135,7 +145,10 @@ impl Info {
                     return Err(MetainfoError::invalid("files", "empty file list"));
                 }
                 if list.len() > MAX_FILES {
-                    return Err(MetainfoError::invalid("files", format!("more than {MAX_FILES}")));
+                    return Err(MetainfoError::invalid(
+                        "files",
+                        format!("more than {MAX_FILES}"),
+                    ));
                 }
                 let mut taken = TakenPaths::default();
                 for f in list {
@@ -155,14 +168,22 @@ impl Info {
                     if !pad {
                         path = taken.claim(path)?;
                     }
-                    files.push(FileEntry { path, length, offset, pad });
+                    files.push(FileEntry {
+                        path,
+                        length,
+                        offset,
+                        pad,
+                    });
                     offset = offset
                         .checked_add(length)
                         .ok_or_else(|| MetainfoError::invalid("length", "total overflows"))?;
                 }
             }
             (Some(_), Some(_)) => {
-                return Err(MetainfoError::invalid("files", "both `length` and `files` present"))
+                return Err(MetainfoError::invalid(
+                    "files",
+                    "both `length` and `files` present",
+                ))
             }
             (None, None) => return Err(MetainfoError::Missing("length or files")),
         }
@@ -172,7 +193,9 @@ impl Info {
         if piece_count as u64 != expected_pieces || piece_count == 0 {
             return Err(MetainfoError::invalid(
                 "pieces",
-                format!("{piece_count} hashes for {total_length} bytes in {piece_length}-byte pieces"),
+                format!(
+                    "{piece_count} hashes for {total_length} bytes in {piece_length}-byte pieces"
+                ),
             ));
         }
         let pieces = pieces_raw
@@ -226,7 +249,10 @@ impl Info {
 fn check_length(len: i64) -> Result<u64, MetainfoError> {
     // 2^50 bytes (1 PiB) per file is far beyond any real torrent and keeps sums far from overflow.
     if !(0..=1 << 50).contains(&len) {
-        return Err(MetainfoError::invalid("length", format!("{len} is out of range")));
+        return Err(MetainfoError::invalid(
+            "length",
+            format!("{len} is out of range"),
+        ));
     }
     Ok(len as u64)
 }
@@ -244,7 +270,10 @@ impl TakenPaths {
     /// laid out at all and is refused.
     fn claim(&mut self, path: PathBuf) -> Result<PathBuf, MetainfoError> {
         if path.ancestors().skip(1).any(|a| self.files.contains(a)) {
-            return Err(MetainfoError::invalid("path", "a file and a folder share a name"));
+            return Err(MetainfoError::invalid(
+                "path",
+                "a file and a folder share a name",
+            ));
         }
         let mut candidate = path.clone();
         let mut n = 1;

@@ -33,24 +33,36 @@ impl Magnet {
             .or_else(|| uri.strip_prefix("MAGNET:?"))
             .ok_or_else(|| bad("does not start with magnet:?"))?;
         let mut info_hash = None;
-        let mut m = Magnet { info_hash: InfoHash::default(), name: None, trackers: vec![], peers: vec![], select_only: None };
+        let mut m = Magnet {
+            info_hash: InfoHash::default(),
+            name: None,
+            trackers: vec![],
+            peers: vec![],
+            select_only: None,
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = percent_decode(value).ok_or_else(|| bad("bad percent-encoding"))?;
             match key {
                 "xt" => {
                     if let Some(h) = strip_prefix_ci(&value, "urn:btih:") {
-                        info_hash = Some(parse_btih(h).ok_or_else(|| bad("btih is neither 40 hex nor 32 base32 characters"))?);
+                        info_hash = Some(parse_btih(h).ok_or_else(|| {
+                            bad("btih is neither 40 hex nor 32 base32 characters")
+                        })?);
                     }
                 }
                 "dn" => m.name = Some(value),
                 "tr" if m.trackers.len() < MAX_MAGNET_ENTRIES => m.trackers.push(value),
                 "x.pe" if m.peers.len() < MAX_MAGNET_ENTRIES => m.peers.push(value),
-                "so" => m.select_only = Some(parse_select_only(&value).ok_or_else(|| bad("bad `so` list"))?),
+                "so" => {
+                    m.select_only =
+                        Some(parse_select_only(&value).ok_or_else(|| bad("bad `so` list"))?)
+                }
                 _ => {}
             }
         }
-        m.info_hash = info_hash.ok_or_else(|| bad("no urn:btih info-hash (v2-only links are not supported)"))?;
+        m.info_hash = info_hash
+            .ok_or_else(|| bad("no urn:btih info-hash (v2-only links are not supported)"))?;
         Ok(m)
     }
 
@@ -74,7 +86,9 @@ impl Magnet {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    s.get(..prefix.len()).filter(|head| head.eq_ignore_ascii_case(prefix)).map(|_| &s[prefix.len()..])
+    s.get(..prefix.len())
+        .filter(|head| head.eq_ignore_ascii_case(prefix))
+        .map(|_| &s[prefix.len()..])
 }
 
 fn parse_btih(s: &str) -> Option<InfoHash> {
@@ -113,7 +127,10 @@ fn parse_select_only(s: &str) -> Option<Vec<usize>> {
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
         let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?),
+            Some((a, b)) => (
+                a.trim().parse::<usize>().ok()?,
+                b.trim().parse::<usize>().ok()?,
+            ),
             None => {
                 let v = part.trim().parse::<usize>().ok()?;
                 (v, v)
@@ -210,7 +227,10 @@ mod tests {
             &format!("magnet:?xt=urn:btih:{HEX}&so=5-1"),
             &format!("magnet:?xt=urn:btih:{HEX}&so=0-99999999999"),
         ] {
-            assert!(matches!(Magnet::parse(bad), Err(MetainfoError::Magnet(_))), "{bad}");
+            assert!(
+                matches!(Magnet::parse(bad), Err(MetainfoError::Magnet(_))),
+                "{bad}"
+            );
         }
     }
 }

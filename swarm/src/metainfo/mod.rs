@@ -10,8 +10,8 @@ mod torrent;
 
 pub use create::{create_torrent, CreateOptions};
 pub use info::{FileEntry, Info};
-pub use magnet::Magnet;
 pub(crate) use magnet::percent_encode_bytes;
+pub use magnet::Magnet;
 pub use path::sanitize_component;
 pub use torrent::Metainfo;
 
@@ -58,7 +58,10 @@ pub enum MetainfoError {
 
 impl MetainfoError {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        MetainfoError::Invalid { field, reason: reason.into() }
+        MetainfoError::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 

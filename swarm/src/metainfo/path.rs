@@ -30,7 +30,10 @@ pub fn sanitize_component(raw: &[u8]) -> String {
         return "_".to_string();
     }
     let stem = s.split('.').next().unwrap_or("");
-    if WINDOWS_RESERVED.iter().any(|r| r.eq_ignore_ascii_case(stem)) {
+    if WINDOWS_RESERVED
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(stem))
+    {
         s.insert(stem.len(), '_');
     }
     if s.len() > MAX_COMPONENT_BYTES {

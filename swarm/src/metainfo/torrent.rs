@@ -46,8 +46,14 @@ impl Metainfo {
                 trackers.push(vec![url]);
             }
         }
-        let comment = raw.comment.map(|c| String::from_utf8_lossy(c.0).into_owned());
-        Ok(Metainfo { info, trackers, comment })
+        let comment = raw
+            .comment
+            .map(|c| String::from_utf8_lossy(c.0).into_owned());
+        Ok(Metainfo {
+            info,
+            trackers,
+            comment,
+        })
     }
 }
 

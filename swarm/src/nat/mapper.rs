@@ -225,19 +225,31 @@ enum Answer {
 
 /// Asks the gateway one question in `protocol` that maps nothing. Any reply from port 5351
 /// counts, even an error or a NAT-PMP server's "unsupported version" to PCP.
-async fn ask(protocol: MappingProtocol, gw: Ipv4Addr, local: Ipv4Addr, retry: Retry, search: Duration) -> Answer {
+async fn ask(
+    protocol: MappingProtocol,
+    gw: Ipv4Addr,
+    local: Ipv4Addr,
+    retry: Retry,
+    search: Duration,
+) -> Answer {
     let replied = |b: &[u8]| (b.len() >= 2).then_some(());
     let heard = match protocol {
         MappingProtocol::Upnp => return Answer::Upnp(upnp::discover(local, search).await),
         MappingProtocol::Pcp => match GatewaySocket::connect(gw, pcp::SERVER_PORT).await {
             Ok(s) => match s.local_ip() {
-                Ok(ip) => s.exchange(&pcp::encode_announce(IpAddr::V4(ip)), retry, replied).await,
+                Ok(ip) => {
+                    s.exchange(&pcp::encode_announce(IpAddr::V4(ip)), retry, replied)
+                        .await
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         },
         MappingProtocol::NatPmp => match GatewaySocket::connect(gw, natpmp::SERVER_PORT).await {
-            Ok(s) => s.exchange(&natpmp::encode_external_address(), retry, replied).await,
+            Ok(s) => {
+                s.exchange(&natpmp::encode_external_address(), retry, replied)
+                    .await
+            }
             Err(e) => Err(e),
         },
     };
@@ -322,7 +334,11 @@ impl Worker {
             if heard == Heard::Silent {
                 tracing::debug!(%protocol, "port mapping protocol silent");
                 let e = MapError::NoAnswer(protocol);
-                probes.push(ProtocolStatus { protocol, answered: false, error: Some(e.to_string()) });
+                probes.push(ProtocolStatus {
+                    protocol,
+                    answered: false,
+                    error: Some(e.to_string()),
+                });
                 last_error = Some(e.to_string());
                 continue;
             }
@@ -386,11 +402,15 @@ impl Worker {
         for &protocol in &protocols {
             asks.spawn(async move { (protocol, ask(protocol, gw, local, retry, search).await) });
         }
-        let mut heard: Vec<(MappingProtocol, Heard)> = protocols.iter().map(|p| (*p, Heard::Pending)).collect();
+        let mut heard: Vec<(MappingProtocol, Heard)> =
+            protocols.iter().map(|p| (*p, Heard::Pending)).collect();
         let mut first_heard: Option<Instant> = None;
         loop {
             // Done once every protocol preferred to the best one heard has an outcome.
-            let best = heard.iter().position(|(_, h)| *h == Heard::Answered).unwrap_or(heard.len());
+            let best = heard
+                .iter()
+                .position(|(_, h)| *h == Heard::Answered)
+                .unwrap_or(heard.len());
             if heard[..best].iter().all(|(_, h)| *h != Heard::Pending) {
                 break;
             }
@@ -409,7 +429,9 @@ impl Worker {
                 },
                 None => asks.join_next().await,
             };
-            let Some(Ok((protocol, answer))) = next else { break };
+            let Some(Ok((protocol, answer))) = next else {
+                break;
+            };
             let outcome = match answer {
                 Answer::Heard => Heard::Answered,
                 Answer::Silent => Heard::Silent,
@@ -417,7 +439,11 @@ impl Worker {
                 Answer::Upnp(found) => {
                     let silent = matches!(found, Err(MapError::NoAnswer(_)));
                     self.upnp_found = Some(found);
-                    if silent { Heard::Silent } else { Heard::Answered }
+                    if silent {
+                        Heard::Silent
+                    } else {
+                        Heard::Answered
+                    }
                 }
             };
             if outcome == Heard::Answered {

@@ -102,7 +102,10 @@ impl Report {
     /// Whether anything is known yet: a gateway, a mapping protocol's answer, the NAT's
     /// behaviour or our external address.
     pub fn has_findings(&self) -> bool {
-        self.gateway.is_some() || !self.protocols.is_empty() || self.nat_behaviour != MappingBehaviour::Unknown || self.external_ipv4.is_some()
+        self.gateway.is_some()
+            || !self.protocols.is_empty()
+            || self.nat_behaviour != MappingBehaviour::Unknown
+            || self.external_ipv4.is_some()
     }
 
     /// One line for a running download or seed: what was found, then the advice. `None`
@@ -115,7 +118,12 @@ impl Report {
             Some(m) => format!("port {} mapped by {}", m.external.port(), m.protocol),
             None => "no port mapping".to_string(),
         };
-        Some(format!("network: external address {}, NAT {}, {mapping}. {}", opt(&self.external_ipv4), self.nat_behaviour, self.advice))
+        Some(format!(
+            "network: external address {}, NAT {}, {mapping}. {}",
+            opt(&self.external_ipv4),
+            self.nat_behaviour,
+            self.advice
+        ))
     }
 
     /// Recomputes [`Report::advice`] from the other fields.

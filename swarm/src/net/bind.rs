@@ -36,8 +36,9 @@ fn domain(addr: &SocketAddr) -> Domain {
 }
 
 /// A non-blocking UDP socket bound to `addr`. The don't-fragment policy is left at the
-/// kernel's default (path-MTU discovery with local fragmentation once a smaller path MTU is
-/// learnt), since µTP does not probe the path MTU itself.
+/// kernel's default (don't-fragment set, local fragmentation once a smaller path MTU is
+/// learnt), which µTP's packet-size probes rely on: a probe too large for the path is lost
+/// rather than fragmented on the way.
 pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(domain(&addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -88,6 +89,10 @@ mod tests {
         listener.set_nonblocking(false).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         let accepted = socket2::SockRef::from(&accepted);
-        assert_eq!(accepted.tcp_notsent_lowat().unwrap(), TCP_NOTSENT_LOWAT_BYTES, "inherited from the listener");
+        assert_eq!(
+            accepted.tcp_notsent_lowat().unwrap(),
+            TCP_NOTSENT_LOWAT_BYTES,
+            "inherited from the listener"
+        );
     }
 }

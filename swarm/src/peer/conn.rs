@@ -58,9 +58,14 @@ pub enum ConnError {
 }
 
 /// Sends our handshake and reads the peer's (we dialled).
-pub async fn handshake_outgoing<S: PeerIo>(s: &mut S, info_hash: InfoHash, our_id: PeerId) -> Result<Handshake, ConnError> {
+pub async fn handshake_outgoing<S: PeerIo>(
+    s: &mut S,
+    info_hash: InfoHash,
+    our_id: PeerId,
+) -> Result<Handshake, ConnError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        s.write_all(&Handshake::ours(info_hash, our_id).encode()).await?;
+        s.write_all(&Handshake::ours(info_hash, our_id).encode())
+            .await?;
         let mut b = [0u8; HANDSHAKE_LEN];
         s.read_exact(&mut b).await?;
         let h = Handshake::decode(&b)?;
@@ -85,12 +90,22 @@ pub async fn read_handshake_prefix<S: PeerIo>(s: &mut S) -> Result<([u8; 8], Inf
 }
 
 /// Answers an incoming handshake whose prefix was read, and reads the peer's id.
-pub async fn finish_incoming<S: PeerIo>(s: &mut S, reserved: [u8; 8], info_hash: InfoHash, our_id: PeerId) -> Result<Handshake, ConnError> {
+pub async fn finish_incoming<S: PeerIo>(
+    s: &mut S,
+    reserved: [u8; 8],
+    info_hash: InfoHash,
+    our_id: PeerId,
+) -> Result<Handshake, ConnError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        s.write_all(&Handshake::ours(info_hash, our_id).encode()).await?;
+        s.write_all(&Handshake::ours(info_hash, our_id).encode())
+            .await?;
         let mut id = [0u8; 20];
         s.read_exact(&mut id).await?;
-        Ok(Handshake { reserved, info_hash, peer_id: PeerId(id) })
+        Ok(Handshake {
+            reserved,
+            info_hash,
+            peer_id: PeerId(id),
+        })
     })
     .await
     .map_err(|_| ConnError::Timeout)?
@@ -147,12 +162,23 @@ impl PeerLink {
 }
 
 /// Starts the reader and writer tasks of a connection whose handshake is done.
-pub fn spawn<S: PeerIo>(key: PeerKey, stream: S, fast: bool, events: mpsc::Sender<PeerEvent>) -> PeerLink {
+pub fn spawn<S: PeerIo>(
+    key: PeerKey,
+    stream: S,
+    fast: bool,
+    events: mpsc::Sender<PeerEvent>,
+) -> PeerLink {
     spawn_limited(key, stream, fast, events, LinkLimits::default())
 }
 
 /// Like [`spawn`], with the connection's bytes drawn from the rate caps in `limits`.
-pub fn spawn_limited<S: PeerIo>(key: PeerKey, stream: S, fast: bool, events: mpsc::Sender<PeerEvent>, limits: LinkLimits) -> PeerLink {
+pub fn spawn_limited<S: PeerIo>(
+    key: PeerKey,
+    stream: S,
+    fast: bool,
+    events: mpsc::Sender<PeerEvent>,
+    limits: LinkLimits,
+) -> PeerLink {
     let (rd, wr) = tokio::io::split(stream);
     let LinkLimits { down, up: up_limit } = limits;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -168,13 +194,26 @@ pub fn spawn_limited<S: PeerIo>(key: PeerKey, stream: S, fast: bool, events: mps
     let up = uploaded.clone();
     let writer = tokio::spawn(async move {
         if let Err(e) = write_loop(wr, rx, fast, up, &up_limit).await {
-            let _ = events.send(PeerEvent::Closed(key, format!("write: {e}"))).await;
+            let _ = events
+                .send(PeerEvent::Closed(key, format!("write: {e}")))
+                .await;
         }
     });
-    PeerLink { tx, uploaded, reported: 0, reader, writer }
+    PeerLink {
+        tx,
+        uploaded,
+        reported: 0,
+        reader,
+        writer,
+    }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(key: PeerKey, mut rd: R, ev: &mpsc::Sender<PeerEvent>, limit: &super::limit::LimitSet) -> Result<(), ConnError> {
+async fn read_loop<R: AsyncRead + Unpin>(
+    key: PeerKey,
+    mut rd: R,
+    ev: &mpsc::Sender<PeerEvent>,
+    limit: &super::limit::LimitSet,
+) -> Result<(), ConnError> {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     loop {
         if buf.capacity() - buf.len() < 32 * 1024 {
@@ -184,12 +223,17 @@ async fn read_loop<R: AsyncRead + Unpin>(key: PeerKey, mut rd: R, ev: &mpsc::Sen
         let read = async {
             if limited {
                 // Small reads under a cap: each wait for tokens stays short.
-                (&mut rd).take(LIMITED_READ_CHUNK as u64).read_buf(&mut buf).await
+                (&mut rd)
+                    .take(LIMITED_READ_CHUNK as u64)
+                    .read_buf(&mut buf)
+                    .await
             } else {
                 rd.read_buf(&mut buf).await
             }
         };
-        let n = tokio::time::timeout(READ_TIMEOUT, read).await.map_err(|_| ConnError::Timeout)??;
+        let n = tokio::time::timeout(READ_TIMEOUT, read)
+            .await
+            .map_err(|_| ConnError::Timeout)??;
         if n == 0 {
             return Err(ConnError::Eof);
         }
@@ -235,7 +279,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let mut batch = Vec::new();
             let mut bytes = 0;
             // Smaller batches under a cap, so blocks leave steadily rather than in bursts.
-            let batch_max = if limit.is_limited() { LIMITED_READ_CHUNK } else { SERVE_BATCH_BYTES };
+            let batch_max = if limit.is_limited() {
+                LIMITED_READ_CHUNK
+            } else {
+                SERVE_BATCH_BYTES
+            };
             while let Some((r, _)) = serves.front() {
                 if bytes > 0 && bytes + r.len as usize > batch_max {
                     break;
@@ -244,7 +292,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 batch.push(serves.pop_front().expect("front exists"));
             }
             let lens: Vec<usize> = batch.iter().map(|(r, _)| r.len as usize).collect();
-            let data = tokio::task::spawn_blocking(move || read_blocks(&batch)).await.map_err(std::io::Error::other)??;
+            let data = tokio::task::spawn_blocking(move || read_blocks(&batch))
+                .await
+                .map_err(std::io::Error::other)??;
             if !out.is_empty() {
                 wr.write_all(&out).await?;
                 out.clear();
@@ -275,7 +325,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-fn handle(cmd: Outgoing, out: &mut BytesMut, serves: &mut VecDeque<(BlockRef, Arc<Storage>)>, fast: bool, closing: &mut bool) {
+fn handle(
+    cmd: Outgoing,
+    out: &mut BytesMut,
+    serves: &mut VecDeque<(BlockRef, Arc<Storage>)>,
+    fast: bool,
+    closing: &mut bool,
+) {
     match cmd {
         Outgoing::Msg(m) => m.encode(out),
         Outgoing::Serve(r, s) => {
@@ -309,7 +365,10 @@ const PIECE_HEADER_LEN: usize = 13;
 
 /// Reads blocks and lays them out as complete `piece` messages.
 fn read_blocks(batch: &[(BlockRef, Arc<Storage>)]) -> std::io::Result<BytesMut> {
-    let total: usize = batch.iter().map(|(r, _)| PIECE_HEADER_LEN + r.len as usize).sum();
+    let total: usize = batch
+        .iter()
+        .map(|(r, _)| PIECE_HEADER_LEN + r.len as usize)
+        .sum();
     let mut out = BytesMut::with_capacity(total);
     for (r, storage) in batch {
         Message::encode_piece_header(&mut out, r.piece, r.offset, r.len as usize);
@@ -333,8 +392,13 @@ mod tests {
     async fn control_messages_overtake_a_batch_being_written() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), vec![7u8; 512 * 1024]).unwrap();
-        let opts = CreateOptions { piece_length: Some(SERVE_BATCH_BYTES as u32), ..Default::default() };
-        let info = Metainfo::from_bytes(&create_torrent(&dir.path().join("f"), &opts).unwrap()).unwrap().info;
+        let opts = CreateOptions {
+            piece_length: Some(SERVE_BATCH_BYTES as u32),
+            ..Default::default()
+        };
+        let info = Metainfo::from_bytes(&create_torrent(&dir.path().join("f"), &opts).unwrap())
+            .unwrap()
+            .info;
         let storage = Arc::new(Storage::new(&info, dir.path()));
         // A small pipe: the writer blocks after a few KiB until the reader drains it.
         let (ours, mut theirs) = tokio::io::duplex(4096);
@@ -345,19 +409,31 @@ mod tests {
         });
         let blocks = SERVE_BATCH_BYTES as u32 / 16384;
         for i in 0..blocks {
-            tx.send(Outgoing::Serve(BlockRef { piece: PieceIndex(0), offset: i * 16384, len: 16384 }, storage.clone())).unwrap();
+            tx.send(Outgoing::Serve(
+                BlockRef {
+                    piece: PieceIndex(0),
+                    offset: i * 16384,
+                    len: 16384,
+                },
+                storage.clone(),
+            ))
+            .unwrap();
         }
         let mut buf = BytesMut::new();
         let mut pieces_before_have = None;
         let mut pieces = 0;
         while pieces_before_have.is_none() {
-            assert!(theirs.read_buf(&mut buf).await.unwrap() > 0, "writer closed");
+            assert!(
+                theirs.read_buf(&mut buf).await.unwrap() > 0,
+                "writer closed"
+            );
             while let Some(m) = Message::decode(&mut buf).unwrap() {
                 match m {
                     Message::Piece { .. } => {
                         pieces += 1;
                         if pieces == 1 {
-                            tx.send(Outgoing::Msg(Message::Have(PieceIndex(1)))).unwrap();
+                            tx.send(Outgoing::Msg(Message::Have(PieceIndex(1))))
+                                .unwrap();
                         }
                     }
                     Message::Have(PieceIndex(1)) => pieces_before_have = Some(pieces),
@@ -366,7 +442,10 @@ mod tests {
             }
         }
         let before = pieces_before_have.unwrap();
-        assert!(before < blocks - 1, "`have` waited for {before} of {blocks} blocks");
+        assert!(
+            before < blocks - 1,
+            "`have` waited for {before} of {blocks} blocks"
+        );
         writer.abort();
     }
 }

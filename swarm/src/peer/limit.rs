@@ -46,7 +46,13 @@ impl Default for RateLimiter {
 impl RateLimiter {
     /// A bucket capping at `rate` bytes per second (0: no cap).
     pub fn new(rate: u64) -> RateLimiter {
-        RateLimiter { bucket: Arc::new(Mutex::new(Bucket { rate, tokens: 0.0, last: None })) }
+        RateLimiter {
+            bucket: Arc::new(Mutex::new(Bucket {
+                rate,
+                tokens: 0.0,
+                last: None,
+            })),
+        }
     }
 
     /// The cap in bytes per second (0: none).
@@ -71,7 +77,8 @@ impl RateLimiter {
         let rate = b.rate as f64;
         b.tokens = match b.last {
             None => capacity(b.rate),
-            Some(l) => (b.tokens + now.saturating_duration_since(l).as_secs_f64() * rate).min(capacity(b.rate)),
+            Some(l) => (b.tokens + now.saturating_duration_since(l).as_secs_f64() * rate)
+                .min(capacity(b.rate)),
         };
         b.last = Some(now);
         b.tokens -= n as f64;
@@ -119,7 +126,13 @@ impl LimitSet {
         loop {
             let now = tokio::time::Instant::now().into_std();
             // Only buckets that still have a cap keep the caller waiting.
-            let until = self.0.iter().zip(&deadlines).filter(|(l, _)| l.rate() > 0).map(|(_, d)| *d).max();
+            let until = self
+                .0
+                .iter()
+                .zip(&deadlines)
+                .filter(|(l, _)| l.rate() > 0)
+                .map(|(_, d)| *d)
+                .max();
             match until {
                 Some(d) if d > now => tokio::time::sleep((d - now).min(MAX_WAIT_SLICE)).await,
                 _ => return,

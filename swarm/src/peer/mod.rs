@@ -148,17 +148,25 @@ impl PeerState {
     /// handshake (`ipv6` for a peer on IPv4 and the reverse), with its listen port.
     pub fn other_family(&self, hs: &ExtHandshake) -> Option<SocketAddr> {
         let port = hs.listen_port?;
-        let ip: std::net::IpAddr = if self.addr.is_ipv4() { hs.ipv6?.into() } else { hs.ipv4?.into() };
+        let ip: std::net::IpAddr = if self.addr.is_ipv4() {
+            hs.ipv6?.into()
+        } else {
+            hs.ipv4?.into()
+        };
         let global = match ip {
             std::net::IpAddr::V6(a) => (a.segments()[0] & 0xe000) == 0x2000,
-            std::net::IpAddr::V4(a) => !a.is_private() && !a.is_loopback() && !a.is_link_local() && !a.is_unspecified(),
+            std::net::IpAddr::V4(a) => {
+                !a.is_private() && !a.is_loopback() && !a.is_link_local() && !a.is_unspecified()
+            }
         };
         global.then(|| SocketAddr::new(ip, port))
     }
 
     /// Whether the peer speaks ut_holepunch.
     pub fn supports_holepunch(&self) -> bool {
-        self.ext.as_ref().is_some_and(|e| e.ids.ut_holepunch.is_some())
+        self.ext
+            .as_ref()
+            .is_some_and(|e| e.ids.ut_holepunch.is_some())
     }
 
     /// Whether the peer says it only uploads (BEP 21 style `upload_only`) or is a seed.

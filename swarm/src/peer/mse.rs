@@ -12,7 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::types::InfoHash;
-use crate::wire::mse::{Crypto, EncryptionPolicy, Initiator, LocalParams, MseError, PayloadCipher, Phase, Responder};
+use crate::wire::mse::{
+    Crypto, EncryptionPolicy, Initiator, LocalParams, MseError, PayloadCipher, Phase, Responder,
+};
 use crate::wire::PROTOCOL;
 
 /// Time allowed for each phase of the handshake (key exchange, sync, negotiation), and for
@@ -44,9 +46,21 @@ impl<S> MseStream<S> {
         MseStream::new(inner, PayloadCipher::plaintext(), None, Vec::new())
     }
 
-    fn new(inner: S, mut cipher: PayloadCipher, crypto: Option<Crypto>, mut prefix: Vec<u8>) -> MseStream<S> {
+    fn new(
+        inner: S,
+        mut cipher: PayloadCipher,
+        crypto: Option<Crypto>,
+        mut prefix: Vec<u8>,
+    ) -> MseStream<S> {
         cipher.decrypt(&mut prefix);
-        MseStream { inner, cipher, crypto, prefix, prefix_pos: 0, scratch: Vec::new() }
+        MseStream {
+            inner,
+            cipher,
+            crypto,
+            prefix,
+            prefix_pos: 0,
+            scratch: Vec::new(),
+        }
     }
 
     /// How the payload travels: `None` for a connection that never used MSE.
@@ -61,7 +75,11 @@ impl<S> MseStream<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for MseStream<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.prefix_pos < this.prefix.len() {
             let n = buf.remaining().min(this.prefix.len() - this.prefix_pos);
@@ -81,7 +99,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for MseStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for MseStream<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if !this.cipher.encrypts() {
             return Pin::new(&mut this.inner).poll_write(cx, data);
@@ -155,7 +177,11 @@ impl<S> Accepted<S> {
 /// Dials with MSE: runs the handshake for `info_hash` and returns the stream on which to send
 /// our BitTorrent handshake. A peer that does not speak MSE fails this (usually by closing);
 /// unless the policy requires encryption, dial it again in plain.
-pub async fn mse_connect<S>(stream: S, info_hash: InfoHash, policy: EncryptionPolicy) -> Result<MseStream<S>, MseError>
+pub async fn mse_connect<S>(
+    stream: S,
+    info_hash: InfoHash,
+    policy: EncryptionPolicy,
+) -> Result<MseStream<S>, MseError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -183,7 +209,11 @@ where
 /// "BitTorrent protocol") passes through if the policy allows it; anything else is taken as
 /// MSE. `known` maps `SHA1("req2", info_hash)` ([`crate::wire::mse::req2_hash`]) to a torrent
 /// we serve.
-pub async fn accept<S, F>(mut stream: S, known: F, policy: EncryptionPolicy) -> Result<Accepted<S>, MseError>
+pub async fn accept<S, F>(
+    mut stream: S,
+    known: F,
+    policy: EncryptionPolicy,
+) -> Result<Accepted<S>, MseError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     F: Fn(&[u8; 20]) -> Option<InfoHash>,
@@ -209,13 +239,24 @@ where
         if !policy.allows_plain_handshake() {
             return Err(MseError::PlaintextRefused);
         }
-        return Ok(Accepted::Plaintext(MseStream::new(stream, PayloadCipher::plaintext(), None, head[..have].to_vec())));
+        return Ok(Accepted::Plaintext(MseStream::new(
+            stream,
+            PayloadCipher::plaintext(),
+            None,
+            head[..have].to_vec(),
+        )));
     }
-    let mut core = Answering { core: Responder::new(policy, LocalParams::random()), known };
+    let mut core = Answering {
+        core: Responder::new(policy, LocalParams::random()),
+        known,
+    };
     let rest = drive(&mut stream, &mut core, head[..have].to_vec()).await?;
     let done = core.core.into_established().expect("driven to completion");
     let info_hash = done.info_hash;
-    Ok(Accepted::Encrypted { stream: MseStream::new(stream, done.cipher, Some(done.crypto), rest), info_hash })
+    Ok(Accepted::Encrypted {
+        stream: MseStream::new(stream, done.cipher, Some(done.crypto), rest),
+        info_hash,
+    })
 }
 
 fn is_plain_prefix(b: &[u8]) -> bool {
@@ -302,7 +343,9 @@ where
         if !held.is_empty() {
             return Err(MseError::Failed);
         }
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await.map_err(|_| MseError::Timeout(phase))??;
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .map_err(|_| MseError::Timeout(phase))??;
         if n == 0 {
             return Err(MseError::Eof(phase));
         }

@@ -18,12 +18,20 @@ impl std::fmt::Debug for Bitfield {
 impl Bitfield {
     /// An empty set over `len` pieces.
     pub fn new(len: u32) -> Self {
-        Bitfield { words: vec![0; (len as usize).div_ceil(64)], len, ones: 0 }
+        Bitfield {
+            words: vec![0; (len as usize).div_ceil(64)],
+            len,
+            ones: 0,
+        }
     }
 
     /// The full set over `len` pieces.
     pub fn full(len: u32) -> Self {
-        let mut b = Bitfield { words: vec![u64::MAX; (len as usize).div_ceil(64)], len, ones: len };
+        let mut b = Bitfield {
+            words: vec![u64::MAX; (len as usize).div_ceil(64)],
+            len,
+            ones: len,
+        };
         b.clear_tail();
         b
     }
@@ -112,7 +120,11 @@ impl Bitfield {
 
     /// Whether any piece is in `self` and in `want` but not in `have`.
     pub fn any_wanted(&self, want: &Bitfield, have: &Bitfield) -> bool {
-        self.words.iter().zip(&want.words).zip(&have.words).any(|((p, w), h)| p & w & !h != 0)
+        self.words
+            .iter()
+            .zip(&want.words)
+            .zip(&have.words)
+            .any(|((p, w), h)| p & w & !h != 0)
     }
 
     /// Iterates over members in increasing order.

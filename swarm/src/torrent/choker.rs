@@ -37,7 +37,12 @@ pub struct Choker {
 impl Choker {
     /// A choker with `slots` upload slots (one of them optimistic).
     pub fn new(slots: usize, seed: u64) -> Choker {
-        Choker { slots: slots.max(1), optimistic: None, optimistic_at: None, rng: seed | 1 }
+        Choker {
+            slots: slots.max(1),
+            optimistic: None,
+            optimistic_at: None,
+            rng: seed | 1,
+        }
     }
 
     /// Number of upload slots.
@@ -60,8 +65,13 @@ impl Choker {
         let mut unchoked: HashSet<PeerKey> = interested[..regular].iter().map(|c| c.key).collect();
 
         let rest: Vec<&Candidate> = interested[regular..].to_vec();
-        let keep = self.optimistic.filter(|k| rest.iter().any(|c| c.key == *k))
-            .filter(|_| self.optimistic_at.is_some_and(|t| now.duration_since(t) < OPTIMISTIC_INTERVAL));
+        let keep = self
+            .optimistic
+            .filter(|k| rest.iter().any(|c| c.key == *k))
+            .filter(|_| {
+                self.optimistic_at
+                    .is_some_and(|t| now.duration_since(t) < OPTIMISTIC_INTERVAL)
+            });
         self.optimistic = match keep {
             Some(k) => Some(k),
             None if !rest.is_empty() => {
@@ -96,17 +106,32 @@ mod tests {
     use super::*;
 
     fn c(key: PeerKey, rate: f64, interested: bool) -> Candidate {
-        Candidate { key, interested, rate, new: false }
+        Candidate {
+            key,
+            interested,
+            rate,
+            new: false,
+        }
     }
 
     #[test]
     fn fastest_get_regular_slots_plus_one_optimistic() {
         let mut ch = Choker::new(3, 1);
         let now = Instant::now();
-        let cands = vec![c(1, 10.0, true), c(2, 50.0, true), c(3, 30.0, true), c(4, 99.0, false), c(5, 1.0, true), c(6, 2.0, true)];
+        let cands = vec![
+            c(1, 10.0, true),
+            c(2, 50.0, true),
+            c(3, 30.0, true),
+            c(4, 99.0, false),
+            c(5, 1.0, true),
+            c(6, 2.0, true),
+        ];
         let u = ch.decide(now, &cands);
         assert_eq!(u.len(), 3);
-        assert!(u.contains(&2) && u.contains(&3), "two fastest interested peers: {u:?}");
+        assert!(
+            u.contains(&2) && u.contains(&3),
+            "two fastest interested peers: {u:?}"
+        );
         assert!(!u.contains(&4), "uninterested peers take no slot");
         let opt: Vec<_> = u.iter().filter(|k| ![2, 3].contains(*k)).collect();
         assert_eq!(opt.len(), 1);
@@ -115,7 +140,10 @@ mod tests {
         assert_eq!(again, u);
         let mut seen = HashSet::new();
         for k in 0..20 {
-            let later = ch.decide(now + OPTIMISTIC_INTERVAL * (k + 1) + Duration::from_secs(1), &cands);
+            let later = ch.decide(
+                now + OPTIMISTIC_INTERVAL * (k + 1) + Duration::from_secs(1),
+                &cands,
+            );
             seen.extend(later.into_iter().filter(|k| ![2, 3].contains(k)));
         }
         assert!(seen.len() >= 2, "optimistic slot rotates: {seen:?}");

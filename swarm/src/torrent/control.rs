@@ -76,7 +76,9 @@ impl TorrentHandle {
     /// Caps this torrent's transfer rates in bytes per second (0: no cap), on top of the
     /// session's caps. Takes effect on open connections at once.
     pub fn set_rate_limits(&self, down: u64, up: u64) {
-        let _ = self.tx.send(TaskMsg::Control(Control::SetRateLimits { down, up }));
+        let _ = self
+            .tx
+            .send(TaskMsg::Control(Control::SetRateLimits { down, up }));
     }
 
     /// A detailed snapshot; `None` once the torrent has stopped.
@@ -125,7 +127,10 @@ impl Task {
 
     /// Writes a checkpoint if verified pieces are unrecorded and the interval has passed.
     pub(super) fn maybe_checkpoint(&mut self) {
-        if self.dirty && Instant::now().duration_since(self.last_checkpoint) >= self.ctx.config.checkpoint_interval {
+        if self.dirty
+            && Instant::now().duration_since(self.last_checkpoint)
+                >= self.ctx.config.checkpoint_interval
+        {
             self.checkpoint();
         }
     }

@@ -7,6 +7,6 @@ pub mod core;
 pub mod picker;
 pub mod resume;
 pub mod resume_store;
-pub mod storage;
 pub mod status;
+pub mod storage;
 pub mod task;

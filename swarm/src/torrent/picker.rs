@@ -87,7 +87,13 @@ pub struct Picker {
 impl Picker {
     /// A picker for a torrent with the given geometry. `have` is what storage already holds;
     /// `max_partial` caps pieces being downloaded at once (their buffers live in memory).
-    pub fn new(piece_length: u32, total_length: u64, have: Bitfield, max_partial: usize, seed: u64) -> Picker {
+    pub fn new(
+        piece_length: u32,
+        total_length: u64,
+        have: Bitfield,
+        max_partial: usize,
+        seed: u64,
+    ) -> Picker {
         let n = have.len();
         let mut p = Picker {
             piece_length,
@@ -148,7 +154,11 @@ impl Picker {
     /// Chooses which pieces to download; pieces not wanted are never picked. Pieces already
     /// started keep going.
     pub fn set_wanted(&mut self, wanted: Bitfield) {
-        assert_eq!(wanted.len(), self.have.len(), "wanted set of the wrong size");
+        assert_eq!(
+            wanted.len(),
+            self.have.len(),
+            "wanted set of the wrong size"
+        );
         self.wanted = wanted;
         self.rebuild_queue();
     }
@@ -180,7 +190,11 @@ impl Picker {
 
     fn block_ref(&self, piece: u32, b: usize) -> BlockRef {
         let offset = b as u32 * BLOCK_SIZE;
-        BlockRef { piece: PieceIndex(piece), offset, len: (self.piece_len(piece) - offset).min(BLOCK_SIZE) }
+        BlockRef {
+            piece: PieceIndex(piece),
+            offset,
+            len: (self.piece_len(piece) - offset).min(BLOCK_SIZE),
+        }
     }
 
     fn change_avail(&mut self, i: u32, up: bool) {
@@ -189,7 +203,11 @@ impl Picker {
             self.queue.remove(&self.key(i));
         }
         let a = &mut self.avail[i as usize];
-        *a = if up { a.saturating_add(1) } else { a.saturating_sub(1) };
+        *a = if up {
+            a.saturating_add(1)
+        } else {
+            a.saturating_sub(1)
+        };
         if queued {
             self.queue.insert(self.key(i));
         }
@@ -225,7 +243,13 @@ impl Picker {
 
     /// Appends up to `max` blocks for a peer with `has` to `out`. `already` tells which blocks
     /// this peer has outstanding (never asked twice of one peer). Returns how many were added.
-    pub fn pick(&mut self, has: Has<'_>, max: usize, already: impl Fn(&BlockRef) -> bool, out: &mut Vec<BlockRef>) -> usize {
+    pub fn pick(
+        &mut self,
+        has: Has<'_>,
+        max: usize,
+        already: impl Fn(&BlockRef) -> bool,
+        out: &mut Vec<BlockRef>,
+    ) -> usize {
         let start = out.len();
         // 1. Finish what is started.
         let mut k = 0;
@@ -242,10 +266,19 @@ impl Picker {
         }
         // 2. Start new pieces, rarest first (random while we have almost nothing).
         while out.len() - start < max && self.partial.len() < self.max_partial {
-            let Some(i) = self.next_new_piece(has) else { break };
+            let Some(i) = self.next_new_piece(has) else {
+                break;
+            };
             self.queue.remove(&self.key(i));
             let blocks = self.block_count(i);
-            self.partial.insert(i, Partial { blocks: vec![Block::Free; blocks], free: blocks as u32, received: 0 });
+            self.partial.insert(
+                i,
+                Partial {
+                    blocks: vec![Block::Free; blocks],
+                    free: blocks as u32,
+                    received: 0,
+                },
+            );
             self.open.push(i);
             self.take_free(i, max - (out.len() - start), out);
             if self.partial[&i].free == 0 {
@@ -254,7 +287,12 @@ impl Picker {
         }
         // 3. Endgame: nothing new left for this peer, so duplicate the last outstanding blocks.
         if out.len() - start < max && self.endgame_for(has) {
-            let mut pieces: Vec<u32> = self.partial.keys().copied().filter(|&i| has.get(i)).collect();
+            let mut pieces: Vec<u32> = self
+                .partial
+                .keys()
+                .copied()
+                .filter(|&i| has.get(i))
+                .collect();
             pieces.sort_unstable();
             'outer: for i in pieces {
                 let n = self.partial[&i].blocks.len();
@@ -264,8 +302,10 @@ impl Picker {
                     }
                     if let Block::Requested(c) = self.partial[&i].blocks[b] {
                         let r = self.block_ref(i, b);
-                        if c < MAX_DUPLICATE_REQUESTS && !already(&r) && !out[start..].contains(&r) {
-                            self.partial.get_mut(&i).expect("present").blocks[b] = Block::Requested(c + 1);
+                        if c < MAX_DUPLICATE_REQUESTS && !already(&r) && !out[start..].contains(&r)
+                        {
+                            self.partial.get_mut(&i).expect("present").blocks[b] =
+                                Block::Requested(c + 1);
                             out.push(r);
                         }
                     }
@@ -277,24 +317,37 @@ impl Picker {
 
     /// Endgame starts when no piece this peer has is left unstarted or has a free block.
     fn endgame_for(&self, has: Has<'_>) -> bool {
-        !self.queue.iter().any(|&(_, _, i)| has.get(i))
-            && !self.open.iter().any(|&i| has.get(i))
+        !self.queue.iter().any(|&(_, _, i)| has.get(i)) && !self.open.iter().any(|&i| has.get(i))
     }
 
     fn next_new_piece(&mut self, has: Has<'_>) -> Option<u32> {
         if self.have.count() < RANDOM_FIRST_PIECES && !self.queue.is_empty() {
             // A random candidate: start at a random rank and take the first the peer has.
             let skip = (self.next_rand() % self.queue.len() as u64) as usize;
-            let found = self.queue.iter().skip(skip).chain(self.queue.iter().take(skip)).find(|&&(_, _, i)| has.get(i));
+            let found = self
+                .queue
+                .iter()
+                .skip(skip)
+                .chain(self.queue.iter().take(skip))
+                .find(|&&(_, _, i)| has.get(i));
             return found.map(|&(_, _, i)| i);
         }
-        self.queue.iter().find(|&&(_, _, i)| has.get(i)).map(|&(_, _, i)| i)
+        self.queue
+            .iter()
+            .find(|&&(_, _, i)| has.get(i))
+            .map(|&(_, _, i)| i)
     }
 
     fn take_free(&mut self, i: u32, max: usize, out: &mut Vec<BlockRef>) {
         let refs: Vec<usize> = {
             let p = self.partial.get(&i).expect("open pieces are partial");
-            p.blocks.iter().enumerate().filter(|(_, b)| **b == Block::Free).map(|(b, _)| b).take(max).collect()
+            p.blocks
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == Block::Free)
+                .map(|(b, _)| b)
+                .take(max)
+                .collect()
         };
         for b in refs {
             let r = self.block_ref(i, b);
@@ -308,7 +361,9 @@ impl Picker {
     /// A request for `r` ended without data (cancelled, rejected, peer gone or choked us).
     pub fn request_failed(&mut self, r: &BlockRef) {
         let i = r.piece.0;
-        let Some(p) = self.partial.get_mut(&i) else { return };
+        let Some(p) = self.partial.get_mut(&i) else {
+            return;
+        };
         let b = r.index_in_piece() as usize;
         if let Some(Block::Requested(c)) = p.blocks.get(b).copied() {
             if c > 1 {
@@ -329,11 +384,17 @@ impl Picker {
         if r.offset % BLOCK_SIZE != 0 {
             return Received::Unwanted;
         }
-        let expected = if i < self.have.len() { self.block_ref(i, r.index_in_piece() as usize) } else { return Received::Unwanted };
+        let expected = if i < self.have.len() {
+            self.block_ref(i, r.index_in_piece() as usize)
+        } else {
+            return Received::Unwanted;
+        };
         if expected.len != r.len || r.offset >= self.piece_len(i) {
             return Received::Unwanted;
         }
-        let Some(p) = self.partial.get_mut(&i) else { return Received::Unwanted };
+        let Some(p) = self.partial.get_mut(&i) else {
+            return Received::Unwanted;
+        };
         let b = r.index_in_piece() as usize;
         let duplicated = match p.blocks[b] {
             Block::Received => return Received::Unwanted,

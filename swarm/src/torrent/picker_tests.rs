@@ -3,7 +3,13 @@ use super::*;
 const PL: u32 = 4 * BLOCK_SIZE;
 
 fn picker(pieces: u32, max_partial: usize) -> Picker {
-    Picker::new(PL, pieces as u64 * PL as u64 - 100, Bitfield::new(pieces), max_partial, 7)
+    Picker::new(
+        PL,
+        pieces as u64 * PL as u64 - 100,
+        Bitfield::new(pieces),
+        max_partial,
+        7,
+    )
 }
 
 fn bf(len: u32, ones: &[u32]) -> Bitfield {
@@ -53,9 +59,16 @@ fn blocks_cover_piece_exactly_and_last_block_is_short() {
     let mut out = vec![];
     p.pick(Has::All, 100, |_| false, &mut out);
     assert_eq!(out.len(), 12);
-    let last = out.iter().filter(|b| b.piece.0 == 2).max_by_key(|b| b.offset).unwrap();
+    let last = out
+        .iter()
+        .filter(|b| b.piece.0 == 2)
+        .max_by_key(|b| b.offset)
+        .unwrap();
     assert_eq!(last.len, BLOCK_SIZE - 100);
-    assert_eq!(out.iter().map(|b| b.len as u64).sum::<u64>(), 3 * PL as u64 - 100);
+    assert_eq!(
+        out.iter().map(|b| b.len as u64).sum::<u64>(),
+        3 * PL as u64 - 100
+    );
 }
 
 #[test]
@@ -72,7 +85,11 @@ fn started_pieces_finish_before_new_ones_and_memory_cap_holds() {
     assert_eq!(b[1].piece.0, first);
     assert_eq!(p.partial_count(), 2);
     let mut c = vec![];
-    assert_eq!(p.pick(Has::All, 10, |_| false, &mut c), 0, "both started pieces are fully requested");
+    assert_eq!(
+        p.pick(Has::All, 10, |_| false, &mut c),
+        0,
+        "both started pieces are fully requested"
+    );
     assert_eq!(p.partial_count(), 2);
 }
 
@@ -83,7 +100,10 @@ fn failed_requests_return_and_bad_pieces_are_redownloaded() {
     p.pick(Has::All, 4, |_| false, &mut out);
     p.request_failed(&out[1]);
     let mut again = vec![];
-    assert_eq!(p.pick(Has::All, 4, |r| out.contains(r) && *r != out[1], &mut again), 1);
+    assert_eq!(
+        p.pick(Has::All, 4, |r| out.contains(r) && *r != out[1], &mut again),
+        1
+    );
     assert_eq!(again[0], out[1]);
     for b in &out {
         p.block_received(b);
@@ -104,11 +124,22 @@ fn endgame_duplicates_outstanding_blocks_up_to_the_limit() {
     assert_eq!(a.len(), 4);
     let mut b = vec![];
     p.pick(Has::All, 10, |_| false, &mut b);
-    assert_eq!(b.len(), 4, "a second peer duplicates every outstanding block");
+    assert_eq!(
+        b.len(),
+        4,
+        "a second peer duplicates every outstanding block"
+    );
     let mut c = vec![];
-    assert_eq!(p.pick(Has::All, 10, |_| false, &mut c), 0, "at most {MAX_DUPLICATE_REQUESTS} peers per block");
+    assert_eq!(
+        p.pick(Has::All, 10, |_| false, &mut c),
+        0,
+        "at most {MAX_DUPLICATE_REQUESTS} peers per block"
+    );
     // A block received once is not duplicated further, and a second copy is unwanted.
-    assert_eq!(p.block_received(&a[0]), Received::Stored { duplicated: true });
+    assert_eq!(
+        p.block_received(&a[0]),
+        Received::Stored { duplicated: true }
+    );
     assert_eq!(p.block_received(&b[0]), Received::Unwanted);
 }
 
@@ -145,7 +176,14 @@ fn unwanted_pieces_are_never_picked_and_completion_counts_wanted_only() {
     p.set_wanted(bf(6, &[1, 4]));
     let mut out = vec![];
     p.pick(Has::All, 100, |_| false, &mut out);
-    assert_eq!({ let mut v = pieces_of(&out); v.sort(); v }, vec![1, 4]);
+    assert_eq!(
+        {
+            let mut v = pieces_of(&out);
+            v.sort();
+            v
+        },
+        vec![1, 4]
+    );
     complete(&mut p, &out);
     assert!(p.is_complete());
 }
@@ -157,7 +195,10 @@ fn peer_without_pieces_gets_nothing_and_departures_update_availability() {
     p.add_peer(Has::Some(&b));
     assert_eq!(p.availability(2), 1);
     let mut out = vec![];
-    assert_eq!(p.pick(Has::Some(&Bitfield::new(4)), 10, |_| false, &mut out), 0);
+    assert_eq!(
+        p.pick(Has::Some(&Bitfield::new(4)), 10, |_| false, &mut out),
+        0
+    );
     p.pick(Has::Some(&b), 10, |_| false, &mut out);
     assert!(out.iter().all(|r| r.piece.0 == 2));
     p.remove_peer(Has::Some(&b));

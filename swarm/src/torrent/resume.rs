@@ -78,7 +78,8 @@ impl ResumeData {
             downloaded: self.downloaded as i64,
         };
         let mut out = Vec::new();
-        librqbit_bencode::bencode_serialize_to_writer(&raw, &mut out).expect("writing to a Vec cannot fail");
+        librqbit_bencode::bencode_serialize_to_writer(&raw, &mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 
@@ -98,7 +99,10 @@ impl ResumeData {
                 .files
                 .iter()
                 .map(|f| match f.as_slice() {
-                    [size, mtime] if *size >= 0 => Some(FileStamp { size: *size as u64, mtime_ns: *mtime as i128 }),
+                    [size, mtime] if *size >= 0 => Some(FileStamp {
+                        size: *size as u64,
+                        mtime_ns: *mtime as i128,
+                    }),
                     _ => None,
                 })
                 .collect(),
@@ -132,14 +136,21 @@ impl ResumeData {
 pub fn plan_start(info: &Info, storage: &Storage, resume: Option<&ResumeData>) -> StartPlan {
     let now = storage.stamps();
     let usable = resume.filter(|r| {
-        r.info_hash == info.info_hash && r.root == storage.root() && r.have.len() == info.piece_count() && r.stamps.len() == now.len()
+        r.info_hash == info.info_hash
+            && r.root == storage.root()
+            && r.have.len() == info.piece_count()
+            && r.stamps.len() == now.len()
     });
     let mut plan = StartPlan::default();
     for p in 0..info.piece_count() {
         let files = storage.files_of_piece(PieceIndex(p), info.piece_len(PieceIndex(p)));
-        let real: Vec<usize> = files.filter(|&i| !info.files[i].pad && info.files[i].length > 0).collect();
+        let real: Vec<usize> = files
+            .filter(|&i| !info.files[i].pad && info.files[i].length > 0)
+            .collect();
         // A piece can only be on disk if each of its files exists and is long enough.
-        let present = real.iter().all(|&i| now[i].is_some_and(|s| s.size >= info.files[i].length));
+        let present = real
+            .iter()
+            .all(|&i| now[i].is_some_and(|s| s.size >= info.files[i].length));
         if !present {
             continue;
         }
@@ -169,7 +180,13 @@ mod tests {
             info_hash: InfoHash([4; 20]),
             root: "/x/y".into(),
             have,
-            stamps: vec![Some(FileStamp { size: 5, mtime_ns: 99 }), None],
+            stamps: vec![
+                Some(FileStamp {
+                    size: 5,
+                    mtime_ns: 99,
+                }),
+                None,
+            ],
             uploaded: 7,
             downloaded: 8,
         };
@@ -190,7 +207,18 @@ mod tests {
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("a"), vec![1u8; 40_000]).unwrap();
         std::fs::write(src.join("b"), vec![2u8; 40_000]).unwrap();
-        let info = Metainfo::from_bytes(&create_torrent(&src, &CreateOptions { piece_length: Some(16384), ..Default::default() }).unwrap()).unwrap().info;
+        let info = Metainfo::from_bytes(
+            &create_torrent(
+                &src,
+                &CreateOptions {
+                    piece_length: Some(16384),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .info;
         let storage = Storage::new(&info, dir.path());
         // No resume data: everything present is checked.
         let fresh = plan_start(&info, &storage, None);

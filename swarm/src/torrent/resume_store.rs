@@ -57,9 +57,18 @@ mod tests {
         let store = FileResumeStore::new(dir.path().join("resume"));
         let ih = InfoHash([9; 20]);
         assert_eq!(store.load(&ih), None);
-        let r = ResumeData { info_hash: ih, root: "/d".into(), have: Bitfield::full(3), stamps: vec![], uploaded: 1, downloaded: 2 };
+        let r = ResumeData {
+            info_hash: ih,
+            root: "/d".into(),
+            have: Bitfield::full(3),
+            stamps: vec![],
+            uploaded: 1,
+            downloaded: 2,
+        };
         store.save(&r).unwrap();
         assert_eq!(store.load(&ih), Some(r));
-        assert!(store.path(&ih).ends_with(format!("resume/{}.resume", ih.to_hex())));
+        assert!(store
+            .path(&ih)
+            .ends_with(format!("resume/{}.resume", ih.to_hex())));
     }
 }

@@ -114,7 +114,11 @@ impl TorrentStatus {
     /// Fraction of wanted bytes verified, 0.0–1.0.
     pub fn progress(&self) -> f64 {
         if self.wanted_bytes == 0 {
-            return if matches!(self.state, TorrentState::Seeding | TorrentState::Complete) { 1.0 } else { 0.0 };
+            return if matches!(self.state, TorrentState::Seeding | TorrentState::Complete) {
+                1.0
+            } else {
+                0.0
+            };
         }
         self.verified_bytes as f64 / self.wanted_bytes as f64
     }

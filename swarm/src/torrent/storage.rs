@@ -48,7 +48,10 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("root", &self.root).field("files", &self.files.len()).finish()
+        f.debug_struct("Storage")
+            .field("root", &self.root)
+            .field("files", &self.files.len())
+            .finish()
     }
 }
 
@@ -92,7 +95,12 @@ impl Storage {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        let f = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(&path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(&path)?;
         if create {
             preallocate(&f, self.files[i].length);
         }
@@ -115,9 +123,17 @@ impl Storage {
 
     /// Calls `f(file index, offset in file, range in buf)` for each file span covering
     /// `len` bytes at torrent offset `start`.
-    fn spans(&self, start: u64, len: usize, mut f: impl FnMut(usize, u64, std::ops::Range<usize>) -> io::Result<()>) -> io::Result<()> {
+    fn spans(
+        &self,
+        start: u64,
+        len: usize,
+        mut f: impl FnMut(usize, u64, std::ops::Range<usize>) -> io::Result<()>,
+    ) -> io::Result<()> {
         if start + len as u64 > self.total_length {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "range beyond the torrent's end"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range beyond the torrent's end",
+            ));
         }
         let mut i = self.files.partition_point(|e| e.offset + e.length <= start);
         let mut done = 0usize;
@@ -144,7 +160,11 @@ impl Storage {
                 return Ok(());
             }
             self.handle(i, true)?.write_all_at(&data[range], at)?;
-            self.handles.lock().expect("storage lock poisoned").dirty.insert(i);
+            self.handles
+                .lock()
+                .expect("storage lock poisoned")
+                .dirty
+                .insert(i);
             Ok(())
         })
     }
@@ -162,7 +182,13 @@ impl Storage {
 
     /// Reads piece `piece` from disk and compares it with `expected`. Missing or short files
     /// simply fail the check.
-    pub fn check_piece(&self, piece: PieceIndex, len: u32, expected: &PieceHash, buf: &mut Vec<u8>) -> bool {
+    pub fn check_piece(
+        &self,
+        piece: PieceIndex,
+        len: u32,
+        expected: &PieceHash,
+        buf: &mut Vec<u8>,
+    ) -> bool {
         buf.resize(len as usize, 0);
         let start = piece.0 as u64 * self.piece_length as u64;
         self.read(start, buf).is_ok() && Sha1::digest(&buf[..]).as_slice() == expected.0
@@ -183,7 +209,10 @@ impl Storage {
         let files: Vec<Arc<File>> = {
             let mut h = self.handles.lock().expect("storage lock poisoned");
             let dirty: Vec<usize> = h.dirty.drain().collect();
-            dirty.iter().filter_map(|i| h.open.get(i).cloned()).collect()
+            dirty
+                .iter()
+                .filter_map(|i| h.open.get(i).cloned())
+                .collect()
         };
         for f in files {
             f.sync_data()?;
@@ -204,7 +233,10 @@ impl Storage {
                     Ok(d) => d.as_nanos() as i128,
                     Err(e) => -(e.duration().as_nanos() as i128),
                 };
-                Some(FileStamp { size: m.len(), mtime_ns: ns })
+                Some(FileStamp {
+                    size: m.len(),
+                    mtime_ns: ns,
+                })
             })
             .collect()
     }
@@ -233,7 +265,9 @@ fn preallocate(f: &File, len: u64) {
     if meta.len() >= len || len == 0 {
         return;
     }
-    let Ok(len) = libc::off_t::try_from(len) else { return };
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return;
+    };
     // SAFETY: fallocate only reads the descriptor and integers; the fd is open for writing.
     let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
     if rc != 0 {
@@ -254,7 +288,14 @@ mod tests {
         std::fs::write(src.join("a"), &data[..70_000]).unwrap();
         std::fs::write(src.join("d/b"), &data[70_000..70_000]).unwrap();
         std::fs::write(src.join("d/c"), &data[70_000..]).unwrap();
-        let t = create_torrent(&src, &CreateOptions { piece_length: Some(32768), ..Default::default() }).unwrap();
+        let t = create_torrent(
+            &src,
+            &CreateOptions {
+                piece_length: Some(32768),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         (dir, Metainfo::from_bytes(&t).unwrap().info, data)
     }
 
@@ -263,7 +304,12 @@ mod tests {
         let (dir, info, data) = fixture();
         let s = Storage::new(&info, dir.path().join("out"));
         let mut buf = Vec::new();
-        assert!(!s.check_piece(PieceIndex(0), info.piece_len(PieceIndex(0)), &info.pieces[0], &mut buf));
+        assert!(!s.check_piece(
+            PieceIndex(0),
+            info.piece_len(PieceIndex(0)),
+            &info.pieces[0],
+            &mut buf
+        ));
         for i in 0..info.piece_count() {
             let off = info.piece_offset(PieceIndex(i)) as usize;
             let len = info.piece_len(PieceIndex(i)) as usize;
@@ -272,11 +318,27 @@ mod tests {
         s.create_empty_files().unwrap();
         s.sync().unwrap();
         for i in 0..info.piece_count() {
-            assert!(s.check_piece(PieceIndex(i), info.piece_len(PieceIndex(i)), &info.pieces[i as usize], &mut buf));
+            assert!(s.check_piece(
+                PieceIndex(i),
+                info.piece_len(PieceIndex(i)),
+                &info.pieces[i as usize],
+                &mut buf
+            ));
         }
-        assert_eq!(std::fs::read(dir.path().join("out/t/a")).unwrap(), &data[..70_000]);
-        assert_eq!(std::fs::read(dir.path().join("out/t/d/c")).unwrap(), &data[70_000..]);
-        assert_eq!(std::fs::metadata(dir.path().join("out/t/d/b")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::read(dir.path().join("out/t/a")).unwrap(),
+            &data[..70_000]
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("out/t/d/c")).unwrap(),
+            &data[70_000..]
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("out/t/d/b"))
+                .unwrap()
+                .len(),
+            0
+        );
         let mut mid = vec![0u8; 1000];
         s.read(69_500, &mut mid).unwrap();
         assert_eq!(&mid[..], &data[69_500..70_500]);

@@ -65,12 +65,27 @@ pub(crate) enum TaskMsg {
     Peers(PeerSource, Vec<SocketAddr>),
     /// Stop, announce `stopped`, save resume data, then answer.
     Shutdown(oneshot::Sender<()>),
-    Connected { stream: Box<dyn PeerIo>, addr: SocketAddr, handshake: Handshake, route: Route, dialled: bool },
+    Connected {
+        stream: Box<dyn PeerIo>,
+        addr: SocketAddr,
+        handshake: Handshake,
+        route: Route,
+        dialled: bool,
+    },
     DialFailed(SocketAddr),
-    Checked { have: Bitfield, resume: Option<ResumeData> },
-    Verified { piece: u32, result: std::io::Result<bool>, buf: Vec<u8> },
+    Checked {
+        have: Bitfield,
+        resume: Option<ResumeData>,
+    },
+    Verified {
+        piece: u32,
+        result: std::io::Result<bool>,
+        buf: Vec<u8>,
+    },
     Saved,
-    DhtLookupDone { found: usize },
+    DhtLookupDone {
+        found: usize,
+    },
     PunchFailed(SocketAddr),
     /// A request from outside (see `control`).
     Control(control::Control),
@@ -159,18 +174,49 @@ struct Task {
 pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (peer_tx, peer_rx) = mpsc::channel(PEER_EVENT_QUEUE);
-    let status = TorrentStatus::new(p.info_hash, p.name.clone().or_else(|| p.info.as_ref().map(|i| i.name.clone())));
+    let status = TorrentStatus::new(
+        p.info_hash,
+        p.name
+            .clone()
+            .or_else(|| p.info.as_ref().map(|i| i.name.clone())),
+    );
     let (status_tx, status_rx) = watch::channel(status.clone());
-    let config = CoreConfig { listen_port: Some(ctx.port), seed: p.seed, upload_slots: ctx.config.upload_slots, ..CoreConfig::default() };
-    let core = TorrentCore::new(p.info_hash, ctx.peer_id, p.info.clone(), config, rand::random());
-    let (announce_tx, announce_rx) = watch::channel(AnnounceStats { port: ctx.port, left: p.info.as_ref().map_or(1, |i| i.total_length), ..Default::default() });
+    let config = CoreConfig {
+        listen_port: Some(ctx.port),
+        seed: p.seed,
+        upload_slots: ctx.config.upload_slots,
+        ..CoreConfig::default()
+    };
+    let core = TorrentCore::new(
+        p.info_hash,
+        ctx.peer_id,
+        p.info.clone(),
+        config,
+        rand::random(),
+    );
+    let (announce_tx, announce_rx) = watch::channel(AnnounceStats {
+        port: ctx.port,
+        left: p.info.as_ref().map_or(1, |i| i.total_length),
+        ..Default::default()
+    });
     let (apeers_tx, mut apeers_rx) = mpsc::unbounded_channel();
     let (astatus_tx, _astatus_rx) = mpsc::unbounded_channel();
-    let announcers = spawn_announcer(p.trackers.clone(), p.info_hash, ctx.peer_id, announce_rx, apeers_tx, astatus_tx, ctx.udp_tracker.clone());
+    let announcers = spawn_announcer(
+        p.trackers.clone(),
+        p.info_hash,
+        ctx.peer_id,
+        announce_rx,
+        apeers_tx,
+        astatus_tx,
+        ctx.udp_tracker.clone(),
+    );
     let fwd = tx.clone();
     tokio::spawn(async move {
         while let Some(peers) = apeers_rx.recv().await {
-            if fwd.send(TaskMsg::Peers(PeerSource::Tracker, peers)).is_err() {
+            if fwd
+                .send(TaskMsg::Peers(PeerSource::Tracker, peers))
+                .is_err()
+            {
                 break;
             }
         }
@@ -205,11 +251,19 @@ pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHa
     };
     let info_hash = task.p.info_hash;
     tokio::spawn(task.run(rx, peer_rx));
-    TorrentHandle { info_hash, tx, status: status_rx }
+    TorrentHandle {
+        info_hash,
+        tx,
+        status: status_rx,
+    }
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<TaskMsg>, mut peer_rx: mpsc::Receiver<PeerEvent>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<TaskMsg>,
+        mut peer_rx: mpsc::Receiver<PeerEvent>,
+    ) {
         if let Some(info) = self.core.info().cloned() {
             self.start_check(info);
         }
@@ -259,7 +313,11 @@ impl Task {
             self.pool.add(other, PeerSource::Handshake, Instant::now());
         }
         if let Some((link, addr, _)) = self.links.remove(&key) {
-            if graceful { link.close() } else { link.abort() }
+            if graceful {
+                link.close()
+            } else {
+                link.abort()
+            }
             self.pool.disconnected(addr, Instant::now());
         }
     }
@@ -267,18 +325,39 @@ impl Task {
     fn on_msg(&mut self, m: TaskMsg) {
         let now = Instant::now();
         match m {
-            TaskMsg::Incoming { mut stream, addr, reserved, route } => {
-                if self.links.len() >= self.ctx.config.max_peers_per_torrent || self.pool.is_banned(&addr.ip()) {
+            TaskMsg::Incoming {
+                mut stream,
+                addr,
+                reserved,
+                route,
+            } => {
+                if self.links.len() >= self.ctx.config.max_peers_per_torrent
+                    || self.pool.is_banned(&addr.ip())
+                {
                     return;
                 }
                 let (ih, id, tx) = (self.p.info_hash, self.ctx.peer_id, self.tx.clone());
                 tokio::spawn(async move {
-                    if let Ok(handshake) = conn::finish_incoming(&mut stream, reserved, ih, id).await {
-                        let _ = tx.send(TaskMsg::Connected { stream, addr, handshake, route, dialled: false });
+                    if let Ok(handshake) =
+                        conn::finish_incoming(&mut stream, reserved, ih, id).await
+                    {
+                        let _ = tx.send(TaskMsg::Connected {
+                            stream,
+                            addr,
+                            handshake,
+                            route,
+                            dialled: false,
+                        });
                     }
                 });
             }
-            TaskMsg::Connected { stream, addr, handshake, route, dialled } => {
+            TaskMsg::Connected {
+                stream,
+                addr,
+                handshake,
+                route,
+                dialled,
+            } => {
                 if dialled {
                     self.pool.connected(addr, PeerSource::Tracker, now);
                 }
@@ -286,17 +365,26 @@ impl Task {
                     return;
                 }
                 if !dialled {
-                    self.ctx.reach.observe(ReachEvent::Incoming { from: addr, route });
+                    self.ctx
+                        .reach
+                        .observe(ReachEvent::Incoming { from: addr, route });
                 }
                 let key = self.ctx.next_peer_key();
-                let link = conn::spawn_limited(key, stream, handshake.supports_fast(), self.peer_tx.clone(), self.link_limits());
+                let link = conn::spawn_limited(
+                    key,
+                    stream,
+                    handshake.supports_fast(),
+                    self.peer_tx.clone(),
+                    self.link_limits(),
+                );
                 self.links.insert(key, (link, addr, route));
                 self.status.count_route(route);
                 if addr.is_ipv6() {
                     *self.status.route_totals.entry("ipv6").or_default() += 1;
                 }
                 tracing::debug!(key, %addr, route = route.label(), "peer connected");
-                self.core.peer_connected(key, PeerState::new(addr, handshake, route, now), now);
+                self.core
+                    .peer_connected(key, PeerState::new(addr, handshake, route, now), now);
             }
             TaskMsg::DialFailed(addr) => {
                 self.pool.dial_failed(addr, now);
@@ -401,7 +489,11 @@ impl Task {
                     tracing::warn!(%ip, "banned for sending corrupt data");
                     self.pool.ban(ip);
                 }
-                Action::PexPeers { via, via_key: _, peers } => {
+                Action::PexPeers {
+                    via,
+                    via_key: _,
+                    peers,
+                } => {
                     let now = Instant::now();
                     for p in peers {
                         if !self.is_self(&p.addr) {
@@ -411,16 +503,21 @@ impl Task {
                     self.dial_more();
                 }
                 Action::HolepunchConnect { addr, via } => self.punch(addr, via),
-                Action::HolepunchFailed { addr } => tracing::debug!(%addr, "holepunch rendezvous failed"),
+                Action::HolepunchFailed { addr } => {
+                    tracing::debug!(%addr, "holepunch rendezvous failed")
+                }
                 Action::OtherFamily { key, addr } => {
                     // Kept for when this connection ends: then the other family is a second
                     // way back to the peer. Dialling it now would only make a duplicate.
                     if ((addr.is_ipv6() && self.own_v6().is_some()) || addr.is_ipv4())
-                        && self.other_family.len() < 4 * self.ctx.config.max_peers_per_torrent {
-                            self.other_family.insert(key, addr);
-                        }
+                        && self.other_family.len() < 4 * self.ctx.config.max_peers_per_torrent
+                    {
+                        self.other_family.insert(key, addr);
+                    }
                 }
-                Action::YourIp { reported, by } => self.ctx.reach.observe(ReachEvent::YourIp { reported, by }),
+                Action::YourIp { reported, by } => {
+                    self.ctx.reach.observe(ReachEvent::YourIp { reported, by })
+                }
                 Action::DhtNode(addr) => {
                     if let Some(d) = &self.ctx.dht {
                         d.add_node(addr);
@@ -439,14 +536,27 @@ impl Task {
     fn next_verify(&mut self) {
         let max = std::thread::available_parallelism().map_or(2, |n| n.get());
         while self.verifying < max && self.error.is_none() {
-            let Some((piece, data)) = self.verify_queue.pop_front() else { return };
-            let (Some(storage), Some(info)) = (self.storage.clone(), self.core.info().cloned()) else { return };
+            let Some((piece, data)) = self.verify_queue.pop_front() else {
+                return;
+            };
+            let (Some(storage), Some(info)) = (self.storage.clone(), self.core.info().cloned())
+            else {
+                return;
+            };
             let tx = self.tx.clone();
             self.verifying += 1;
             tokio::task::spawn_blocking(move || {
                 let ok = Sha1::digest(&data).as_slice() == info.pieces[piece as usize].0;
-                let result = if ok { storage.write_piece(PieceIndex(piece), &data).map(|_| true) } else { Ok(false) };
-                let _ = tx.send(TaskMsg::Verified { piece, result, buf: data });
+                let result = if ok {
+                    storage.write_piece(PieceIndex(piece), &data).map(|_| true)
+                } else {
+                    Ok(false)
+                };
+                let _ = tx.send(TaskMsg::Verified {
+                    piece,
+                    result,
+                    buf: data,
+                });
             });
         }
     }
@@ -465,7 +575,10 @@ impl Task {
             }
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
             let checked: Vec<u32> = std::thread::scope(|s| {
-                let chunks: Vec<&[u32]> = plan.to_check.chunks(plan.to_check.len().div_ceil(workers).max(1)).collect();
+                let chunks: Vec<&[u32]> = plan
+                    .to_check
+                    .chunks(plan.to_check.len().div_ceil(workers).max(1))
+                    .collect();
                 let handles: Vec<_> = chunks
                     .into_iter()
                     .map(|chunk| {
@@ -475,12 +588,22 @@ impl Task {
                             chunk
                                 .iter()
                                 .copied()
-                                .filter(|&p| storage.check_piece(PieceIndex(p), info.piece_len(PieceIndex(p)), &info.pieces[p as usize], &mut buf))
+                                .filter(|&p| {
+                                    storage.check_piece(
+                                        PieceIndex(p),
+                                        info.piece_len(PieceIndex(p)),
+                                        &info.pieces[p as usize],
+                                        &mut buf,
+                                    )
+                                })
                                 .collect::<Vec<u32>>()
                         })
                     })
                     .collect();
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
             });
             for p in checked {
                 have.set(p, true);
@@ -496,7 +619,12 @@ impl Task {
         let seeding = self.core.phase() == Phase::Complete;
         let max = self.ctx.config.max_peers_per_torrent;
         let open = self.links.len() + self.pool.connecting();
-        let n = max.saturating_sub(open).min(self.ctx.config.max_connecting.saturating_sub(self.pool.connecting()));
+        let n = max.saturating_sub(open).min(
+            self.ctx
+                .config
+                .max_connecting
+                .saturating_sub(self.pool.connecting()),
+        );
         for addr in self.pool.next_to_dial(Instant::now(), n, seeding) {
             if self.pool.wants_rendezvous(&addr) {
                 // Do not wait for the dial to time out at the peer's NAT first.
@@ -506,7 +634,13 @@ impl Task {
             tokio::spawn(async move {
                 let r = ctx.connect_peer(addr, ih).await;
                 let _ = match r {
-                    Ok((stream, handshake, route)) => tx.send(TaskMsg::Connected { stream, addr, handshake, route, dialled: true }),
+                    Ok((stream, handshake, route)) => tx.send(TaskMsg::Connected {
+                        stream,
+                        addr,
+                        handshake,
+                        route,
+                        dialled: true,
+                    }),
                     Err(e) => {
                         tracing::debug!(%addr, error = %e, "dial failed");
                         tx.send(TaskMsg::DialFailed(addr))
@@ -520,12 +654,19 @@ impl Task {
     /// (BEP 27) never use the DHT.
     fn dht_round(&mut self, now: Instant) {
         let private = self.core.info().is_some_and(|i| i.private);
-        let Some(dht) = self.ctx.dht.clone() else { return };
+        let Some(dht) = self.ctx.dht.clone() else {
+            return;
+        };
         if private || now < self.next_dht || self.error.is_some() {
             return;
         }
         let hungry = self.links.len() < FEW_PEERS && self.core.phase() != Phase::Complete;
-        self.next_dht = now + if hungry { DHT_INTERVAL_HUNGRY } else { DHT_INTERVAL };
+        self.next_dht = now
+            + if hungry {
+                DHT_INTERVAL_HUNGRY
+            } else {
+                DHT_INTERVAL
+            };
         let mut found = dht.lookup(self.p.info_hash, Some(Some(self.ctx.port)));
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -548,11 +689,24 @@ impl Task {
         // Relays we dialled first: they are reachable, so they are likely to stay connected
         // to the target long enough to pass `connect` on.
         let mut relays = self.pool.punch_candidates(addr, now);
-        relays.sort_by_key(|r| !self.links.values().any(|(_, a, route)| a == r && route.is_outgoing()));
+        relays.sort_by_key(|r| {
+            !self
+                .links
+                .values()
+                .any(|(_, a, route)| a == r && route.is_outgoing())
+        });
         for relay in relays {
-            let key = self.links.iter().find(|(_, (_, a, _))| *a == relay).map(|(k, _)| *k);
+            let key = self
+                .links
+                .iter()
+                .find(|(_, (_, a, _))| *a == relay)
+                .map(|(k, _)| *k);
             if let Some(k) = key {
-                let msg = crate::wire::HolepunchMsg { kind: crate::wire::HolepunchType::Rendezvous, addr, error: crate::wire::HolepunchError::None };
+                let msg = crate::wire::HolepunchMsg {
+                    kind: crate::wire::HolepunchType::Rendezvous,
+                    addr,
+                    error: crate::wire::HolepunchError::None,
+                };
                 if self.core.send_holepunch(k, msg) {
                     tracing::debug!(%addr, %relay, "asking for a holepunch rendezvous");
                     self.ctx.note_punch(addr.ip());
@@ -565,7 +719,10 @@ impl Task {
 
     /// A relay told us to dial `addr` now (it told `addr` the same).
     fn punch(&mut self, addr: SocketAddr, via: SocketAddr) {
-        if self.links.values().any(|(_, a, _)| *a == addr) || self.pool.is_connected(&addr) || self.pool.is_banned(&addr.ip()) {
+        if self.links.values().any(|(_, a, _)| *a == addr)
+            || self.pool.is_connected(&addr)
+            || self.pool.is_banned(&addr.ip())
+        {
             return;
         }
         if self.core.phase() == Phase::Complete && self.pool.is_seed(&addr) {
@@ -575,8 +732,14 @@ impl Task {
         let (ctx, tx, ih) = (self.ctx.clone(), self.tx.clone(), self.p.info_hash);
         tokio::spawn(async move {
             let r = async {
-                let (mut s, reached, route) = tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial_punch(addr)).await.ok()?.ok()?;
-                let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id).await.ok()?;
+                let (mut s, reached, route) =
+                    tokio::time::timeout(CONNECT_TIMEOUT, ctx.dial_punch(addr))
+                        .await
+                        .ok()?
+                        .ok()?;
+                let h = conn::handshake_outgoing(&mut s, ih, ctx.peer_id)
+                    .await
+                    .ok()?;
                 Some((s, h, reached, route))
             }
             .await;
@@ -585,7 +748,13 @@ impl Task {
                     if reached != addr {
                         tracing::debug!(%addr, %reached, "holepunch succeeded at a predicted port");
                     }
-                    tx.send(TaskMsg::Connected { stream, addr: reached, handshake, route, dialled: true })
+                    tx.send(TaskMsg::Connected {
+                        stream,
+                        addr: reached,
+                        handshake,
+                        route,
+                        dialled: true,
+                    })
                 }
                 None => tx.send(TaskMsg::PunchFailed(addr)),
             };
@@ -607,11 +776,19 @@ impl Task {
     /// the gateway forwards a different external port, that port.
     fn refresh_own_addresses(&mut self) {
         let snap = self.ctx.reach.snapshot();
-        let mapped = snap.report.mappings.iter().find(|m| m.transport == crate::nat::Transport::Tcp).map(|m| m.external.port());
-        self.core.set_listen_port(Some(mapped.unwrap_or(self.ctx.port)));
-        self.core.set_own_addresses(snap.report.external_ipv4, self.own_v6());
+        let mapped = snap
+            .report
+            .mappings
+            .iter()
+            .find(|m| m.transport == crate::nat::Transport::Tcp)
+            .map(|m| m.external.port());
+        self.core
+            .set_listen_port(Some(mapped.unwrap_or(self.ctx.port)));
+        self.core
+            .set_own_addresses(snap.report.external_ipv4, self.own_v6());
         let reached = snap.incoming_tcp + snap.incoming_utp > 0;
-        self.core.set_anchors(if reached { 0 } else { super::core::ANCHORS });
+        self.core
+            .set_anchors(if reached { 0 } else { super::core::ANCHORS });
     }
 
     /// Our own listen address as trackers echo it back to us.
@@ -656,8 +833,17 @@ impl Task {
             let last = info.piece_count() - 1;
             let piece_bytes = |i: u32| info.piece_len(PieceIndex(i)) as u64;
             let wanted = self.core.wanted();
-            st.wanted_bytes = wanted.map_or(0, |w| w.count() as u64 * info.piece_length as u64 - if w.get(last) { info.piece_length as u64 - piece_bytes(last) } else { 0 });
-            let both = wanted.map_or(0, |w| have.ones().filter(|&i| w.get(i)).map(piece_bytes).sum());
+            st.wanted_bytes = wanted.map_or(0, |w| {
+                w.count() as u64 * info.piece_length as u64
+                    - if w.get(last) {
+                        info.piece_length as u64 - piece_bytes(last)
+                    } else {
+                        0
+                    }
+            });
+            let both = wanted.map_or(0, |w| {
+                have.ones().filter(|&i| w.get(i)).map(piece_bytes).sum()
+            });
             st.verified_bytes = both;
         }
         st.download_rate = s.download_rate;
@@ -713,7 +899,9 @@ impl Task {
         if self.extra.saving {
             return;
         }
-        let Some((mut data, storage)) = self.resume_data() else { return };
+        let Some((mut data, storage)) = self.resume_data() else {
+            return;
+        };
         self.dirty = false;
         self.extra.saving = true;
         self.last_checkpoint = Instant::now();
@@ -751,8 +939,11 @@ impl Task {
             .await;
         }
         for a in self.announcers.drain(..) {
-            let _ = tokio::time::timeout(crate::tracker::announcer::STOP_TIMEOUT + Duration::from_secs(1), a).await;
+            let _ = tokio::time::timeout(
+                crate::tracker::announcer::STOP_TIMEOUT + Duration::from_secs(1),
+                a,
+            )
+            .await;
         }
     }
 }
-

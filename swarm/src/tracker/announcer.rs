@@ -65,7 +65,13 @@ pub fn spawn_announcer(
         .into_iter()
         .filter(|t| !t.is_empty())
         .map(|tier| {
-            let t = Tier { urls: tier, info_hash, peer_id, key, udp: udp.clone() };
+            let t = Tier {
+                urls: tier,
+                info_hash,
+                peer_id,
+                key,
+                udp: udp.clone(),
+            };
             tokio::spawn(t.run(stats.clone(), peers.clone(), status.clone()))
         })
         .collect()
@@ -95,9 +101,16 @@ impl Tier {
         }
     }
 
-    async fn announce_one(&self, url: &str, r: &AnnounceRequest, timeout: Duration) -> Result<super::AnnounceResponse, TrackerError> {
+    async fn announce_one(
+        &self,
+        url: &str,
+        r: &AnnounceRequest,
+        timeout: Duration,
+    ) -> Result<super::AnnounceResponse, TrackerError> {
         if url.starts_with("udp://") {
-            tokio::time::timeout(timeout, self.udp.announce(url, r)).await.map_err(|_| TrackerError::Timeout)?
+            tokio::time::timeout(timeout, self.udp.announce(url, r))
+                .await
+                .map_err(|_| TrackerError::Timeout)?
         } else {
             announce_http(url, r, timeout).await
         }
@@ -160,7 +173,10 @@ impl Tier {
                         if let Some(w) = &resp.warning {
                             tracing::warn!(%url, warning = %w, "tracker warning");
                         }
-                        let _ = status.send(TrackerStatus { url: url.clone(), last: Ok(resp.peers.len()) });
+                        let _ = status.send(TrackerStatus {
+                            url: url.clone(),
+                            last: Ok(resp.peers.len()),
+                        });
                         if !resp.peers.is_empty() {
                             let _ = peers.send(resp.peers);
                         }
@@ -180,13 +196,17 @@ impl Tier {
                     }
                     Err(e) => {
                         tracing::debug!(%url, error = %e, "announce failed");
-                        let _ = status.send(TrackerStatus { url, last: Err(e.to_string()) });
+                        let _ = status.send(TrackerStatus {
+                            url,
+                            last: Err(e.to_string()),
+                        });
                     }
                 }
             }
             if !answered {
                 failures += 1;
-                wait = (Duration::from_secs(15) * (1 << failures.min(7))).min(Duration::from_secs(1800));
+                wait = (Duration::from_secs(15) * (1 << failures.min(7)))
+                    .min(Duration::from_secs(1800));
             }
         }
     }

@@ -8,7 +8,10 @@ use librqbit_bencode::{BencodeValue, ByteBuf};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{AnnounceRequest, AnnounceResponse, Event, TrackerError, MAX_PEERS_PER_RESPONSE, MAX_RESPONSE_BYTES};
+use super::{
+    AnnounceRequest, AnnounceResponse, Event, TrackerError, MAX_PEERS_PER_RESPONSE,
+    MAX_RESPONSE_BYTES,
+};
 use crate::metainfo::percent_encode_bytes;
 use crate::wire::parse_compact;
 
@@ -59,25 +62,38 @@ struct Raw<'a> {
 
 /// Parses a tracker's bencoded answer.
 pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let raw: Raw<'_> = crate::bencode::decode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
+    let raw: Raw<'_> =
+        crate::bencode::decode(body).map_err(|e| TrackerError::Malformed(e.to_string()))?;
     if let Some(f) = raw.failure {
-        return Err(TrackerError::Failure(String::from_utf8_lossy(f.0).into_owned()));
+        return Err(TrackerError::Failure(
+            String::from_utf8_lossy(f.0).into_owned(),
+        ));
     }
     let mut peers = Vec::new();
     match raw.peers {
-        Some(BencodeValue::Bytes(b)) => peers.extend(parse_compact(&b.0, false, MAX_PEERS_PER_RESPONSE)),
+        Some(BencodeValue::Bytes(b)) => {
+            peers.extend(parse_compact(&b.0, false, MAX_PEERS_PER_RESPONSE))
+        }
         Some(BencodeValue::List(list)) => {
             // The original, non-compact form: a list of dicts with `ip` and `port`.
             for d in list.iter().take(MAX_PEERS_PER_RESPONSE) {
                 let BencodeValue::Dict(d) = d else { continue };
-                let ip = d.iter().find(|(k, _)| k.0.as_ref() == b"ip").and_then(|(_, v)| match v {
-                    BencodeValue::Bytes(b) => std::str::from_utf8(&b.0).ok()?.parse::<IpAddr>().ok(),
-                    _ => None,
-                });
-                let port = d.iter().find(|(k, _)| k.0.as_ref() == b"port").and_then(|(_, v)| match v {
-                    BencodeValue::Integer(p) => u16::try_from(*p).ok(),
-                    _ => None,
-                });
+                let ip = d
+                    .iter()
+                    .find(|(k, _)| k.0.as_ref() == b"ip")
+                    .and_then(|(_, v)| match v {
+                        BencodeValue::Bytes(b) => {
+                            std::str::from_utf8(&b.0).ok()?.parse::<IpAddr>().ok()
+                        }
+                        _ => None,
+                    });
+                let port =
+                    d.iter()
+                        .find(|(k, _)| k.0.as_ref() == b"port")
+                        .and_then(|(_, v)| match v {
+                            BencodeValue::Integer(p) => u16::try_from(*p).ok(),
+                            _ => None,
+                        });
                 if let (Some(ip), Some(port)) = (ip, port) {
                     peers.push(SocketAddr::new(ip, port));
                 }
@@ -95,7 +111,9 @@ pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError
         peers,
         seeders: raw.complete.and_then(|v| u32::try_from(v).ok()),
         leechers: raw.incomplete.and_then(|v| u32::try_from(v).ok()),
-        warning: raw.warning.map(|w| String::from_utf8_lossy(w.0).into_owned()),
+        warning: raw
+            .warning
+            .map(|w| String::from_utf8_lossy(w.0).into_owned()),
     })
 }
 
@@ -120,7 +138,11 @@ fn split_url(url: &str) -> Result<Url<'_>, TrackerError> {
     };
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (h, after) = v6.split_once(']').ok_or_else(bad)?;
-        let port = after.strip_prefix(':').map(|p| p.parse().map_err(|_| bad())).transpose()?.unwrap_or(80);
+        let port = after
+            .strip_prefix(':')
+            .map(|p| p.parse().map_err(|_| bad()))
+            .transpose()?
+            .unwrap_or(80);
         (h, port)
     } else {
         match authority.rsplit_once(':') {
@@ -135,10 +157,16 @@ fn split_url(url: &str) -> Result<Url<'_>, TrackerError> {
 }
 
 /// Announces over HTTP. `timeout` bounds the whole exchange.
-pub async fn announce_http(url: &str, r: &AnnounceRequest, timeout: Duration) -> Result<AnnounceResponse, TrackerError> {
+pub async fn announce_http(
+    url: &str,
+    r: &AnnounceRequest,
+    timeout: Duration,
+) -> Result<AnnounceResponse, TrackerError> {
     let mut target = build_http_url(url, r);
     for _ in 0..4 {
-        let body = tokio::time::timeout(timeout, get(&target)).await.map_err(|_| TrackerError::Timeout)??;
+        let body = tokio::time::timeout(timeout, get(&target))
+            .await
+            .map_err(|_| TrackerError::Timeout)??;
         match body {
             Fetched::Body(b) => return parse_http_response(&b),
             Fetched::Redirect(loc) => target = loc,
@@ -162,7 +190,11 @@ async fn get(url: &str) -> Result<Fetched, TrackerError> {
             .ok_or_else(|| TrackerError::BadUrl(format!("{} does not resolve", u.host)))?,
     };
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let host_header = if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.to_string() };
+    let host_header = if u.host.contains(':') {
+        format!("[{}]", u.host)
+    } else {
+        u.host.to_string()
+    };
     let req = format!(
         "GET {} HTTP/1.0\r\nHost: {}:{}\r\nUser-Agent: burrow/{}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n",
         u.path,
@@ -188,7 +220,10 @@ async fn get(url: &str) -> Result<Fetched, TrackerError> {
 
 fn parse_http(resp: &[u8], base: &str) -> Result<Fetched, TrackerError> {
     let bad = |m: &str| TrackerError::Malformed(m.to_string());
-    let end = resp.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
     let head = std::str::from_utf8(&resp[..end]).map_err(|_| bad("headers are not text"))?;
     let mut lines = head.split("\r\n");
     let status: u16 = lines
@@ -199,7 +234,9 @@ fn parse_http(resp: &[u8], base: &str) -> Result<Fetched, TrackerError> {
     let header = |name: &str| {
         head.split("\r\n").skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     if (300..400).contains(&status) {
@@ -217,7 +254,9 @@ fn parse_http(resp: &[u8], base: &str) -> Result<Fetched, TrackerError> {
     }
     let body = &resp[end + 4..];
     if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        return dechunk(body).map(Fetched::Body).ok_or_else(|| bad("bad chunked encoding"));
+        return dechunk(body)
+            .map(Fetched::Body)
+            .ok_or_else(|| bad("bad chunked encoding"));
     }
     Ok(Fetched::Body(body.to_vec()))
 }
@@ -264,7 +303,9 @@ mod tests {
     fn url_encodes_binary_fields() {
         let u = build_http_url("http://t.example/announce?x=1", &req());
         assert!(u.starts_with("http://t.example/announce?x=1&info_hash=%AB%AB"));
-        assert!(u.contains("&peer_id=-BW0100-abcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&compact=1"));
+        assert!(u.contains(
+            "&peer_id=-BW0100-abcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&compact=1"
+        ));
         assert!(u.ends_with("&ipv6=2001%3Adb8%3A%3A7&event=started"), "{u}");
     }
 
@@ -273,16 +314,33 @@ mod tests {
         let mut body = b"d8:completei5e10:incompletei2e8:intervali900e5:peers12:".to_vec();
         body.extend_from_slice(&[10, 0, 0, 1, 0x1a, 0xe1, 10, 0, 0, 2, 0, 80]);
         body.extend_from_slice(b"6:peers618:");
-        body.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 81]);
+        body.extend_from_slice(&[
+            0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 81,
+        ]);
         body.push(b'e');
         let r = parse_http_response(&body).unwrap();
         assert_eq!(r.interval, Duration::from_secs(900));
         assert_eq!(r.seeders, Some(5));
-        assert_eq!(r.peers, vec!["10.0.0.1:6881".parse().unwrap(), "10.0.0.2:80".parse().unwrap(), "[2001:db8::1]:81".parse().unwrap()]);
+        assert_eq!(
+            r.peers,
+            vec![
+                "10.0.0.1:6881".parse().unwrap(),
+                "10.0.0.2:80".parse().unwrap(),
+                "[2001:db8::1]:81".parse().unwrap()
+            ]
+        );
         let dicts = b"d8:intervali60e5:peersld2:ip8:10.0.0.74:porti99eed2:ip3:bad4:porti1eeee";
-        assert_eq!(parse_http_response(dicts).unwrap().peers, vec!["10.0.0.7:99".parse().unwrap()]);
-        assert!(matches!(parse_http_response(b"d14:failure reason4:nopee"), Err(TrackerError::Failure(m)) if m == "nope"));
-        assert!(matches!(parse_http_response(b"garbage"), Err(TrackerError::Malformed(_))));
+        assert_eq!(
+            parse_http_response(dicts).unwrap().peers,
+            vec!["10.0.0.7:99".parse().unwrap()]
+        );
+        assert!(
+            matches!(parse_http_response(b"d14:failure reason4:nopee"), Err(TrackerError::Failure(m)) if m == "nope")
+        );
+        assert!(matches!(
+            parse_http_response(b"garbage"),
+            Err(TrackerError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -292,11 +350,19 @@ mod tests {
             Fetched::Body(b) => assert_eq!(b, b"d8:intervali1ee"),
             _ => panic!("expected a body"),
         }
-        match parse_http(b"HTTP/1.0 302 Found\r\nLocation: /other?x\r\n\r\n", "http://h:81/a").unwrap() {
+        match parse_http(
+            b"HTTP/1.0 302 Found\r\nLocation: /other?x\r\n\r\n",
+            "http://h:81/a",
+        )
+        .unwrap()
+        {
             Fetched::Redirect(l) => assert_eq!(l, "http://h:81/other?x"),
             _ => panic!("expected a redirect"),
         }
-        assert!(matches!(parse_http(b"HTTP/1.0 404 Not Found\r\n\r\n", "http://a/"), Err(TrackerError::Failure(_))));
+        assert!(matches!(
+            parse_http(b"HTTP/1.0 404 Not Found\r\n\r\n", "http://a/"),
+            Err(TrackerError::Failure(_))
+        ));
         assert!(split_url("https://a/").is_err());
         let u = split_url("http://[::1]:8080/ann").unwrap();
         assert_eq!((u.host, u.port, u.path), ("::1", 8080, "/ann"));

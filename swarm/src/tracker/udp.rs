@@ -52,7 +52,11 @@ impl UdpTransport for EphemeralUdp {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send + 'a>> {
         Box::pin(async move {
             let tid: u32 = rand::random();
-            let bind: SocketAddr = if to.is_ipv4() { "0.0.0.0:0".parse().ok()? } else { "[::]:0".parse().ok()? };
+            let bind: SocketAddr = if to.is_ipv4() {
+                "0.0.0.0:0".parse().ok()?
+            } else {
+                "[::]:0".parse().ok()?
+            };
             let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
             sock.send_to(&build(tid), to).await.ok()?;
             let mut buf = vec![0u8; 2048];
@@ -91,7 +95,10 @@ impl UdpTransport for MuxTransport {
         Box::pin(async move {
             let mut txn = self.transactions.register(to).ok()?;
             self.sender.send_to(&build(txn.id().0), to).await.ok()?;
-            let reply = tokio::time::timeout(timeout, txn.reply()).await.ok()?.ok()?;
+            let reply = tokio::time::timeout(timeout, txn.reply())
+                .await
+                .ok()?
+                .ok()?;
             Some(reply.data.to_vec())
         })
     }
@@ -108,12 +115,18 @@ impl UdpTracker {
         Self::new(Arc::new(EphemeralUdp))
     }
 
-    async fn exchange(&self, to: SocketAddr, build: impl Fn(u32) -> Vec<u8> + Sync) -> Result<Vec<u8>, TrackerError> {
+    async fn exchange(
+        &self,
+        to: SocketAddr,
+        build: impl Fn(u32) -> Vec<u8> + Sync,
+    ) -> Result<Vec<u8>, TrackerError> {
         let mut wait = FIRST_TIMEOUT;
         for _ in 0..UDP_ATTEMPTS {
             if let Some(reply) = self.transport.exchange(to, &build, wait).await {
                 if reply.len() >= 8 && u32::from_be_bytes(reply[0..4].try_into().expect("4")) == 3 {
-                    return Err(TrackerError::Failure(String::from_utf8_lossy(&reply[8..]).into_owned()));
+                    return Err(TrackerError::Failure(
+                        String::from_utf8_lossy(&reply[8..]).into_owned(),
+                    ));
                 }
                 return Ok(reply);
             }
@@ -123,17 +136,25 @@ impl UdpTracker {
     }
 
     /// Announces to the tracker at `url` (`udp://host:port[/...]`).
-    pub async fn announce(&self, url: &str, r: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
+    pub async fn announce(
+        &self,
+        url: &str,
+        r: &AnnounceRequest,
+    ) -> Result<AnnounceResponse, TrackerError> {
         let to = resolve(url).await?;
         let reply = self.exchange(to, connect_request).await?;
         let conn_id = parse_connect(&reply)?;
-        let reply = self.exchange(to, |tid| announce_request(conn_id, tid, r)).await?;
+        let reply = self
+            .exchange(to, |tid| announce_request(conn_id, tid, r))
+            .await?;
         parse_announce(&reply, to.is_ipv6())
     }
 }
 
 async fn resolve(url: &str) -> Result<SocketAddr, TrackerError> {
-    let rest = url.strip_prefix("udp://").ok_or_else(|| TrackerError::BadUrl(url.to_string()))?;
+    let rest = url
+        .strip_prefix("udp://")
+        .ok_or_else(|| TrackerError::BadUrl(url.to_string()))?;
     let authority = rest.split('/').next().unwrap_or("");
     if let Ok(a) = authority.parse::<SocketAddr>() {
         return Ok(a);
@@ -259,7 +280,10 @@ mod tests {
     #[tokio::test]
     async fn announce_over_loopback_with_a_lost_packet() {
         let addr = fake_tracker(true).await;
-        let r = UdpTracker::ephemeral().announce(&format!("udp://{addr}/announce"), &req()).await.unwrap();
+        let r = UdpTracker::ephemeral()
+            .announce(&format!("udp://{addr}/announce"), &req())
+            .await
+            .unwrap();
         assert_eq!(r.peers, vec!["127.0.0.5:6881".parse().unwrap()]);
         assert_eq!((r.seeders, r.leechers), (Some(9), Some(3)));
         assert_eq!(r.interval, Duration::from_secs(120));

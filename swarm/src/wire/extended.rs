@@ -13,7 +13,11 @@ use super::WireError;
 
 /// The ids under which burrow receives each extension (our side of `m`). Chosen to match the
 /// numbers libtorrent uses, which costs nothing and eases reading captures.
-pub const LOCAL_EXTENSIONS: ExtensionIds = ExtensionIds { ut_pex: Some(1), ut_metadata: Some(2), ut_holepunch: Some(4) };
+pub const LOCAL_EXTENSIONS: ExtensionIds = ExtensionIds {
+    ut_pex: Some(1),
+    ut_metadata: Some(2),
+    ut_holepunch: Some(4),
+};
 
 /// Ids of the extended messages burrow knows; `None` when the side does not speak it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,15 +94,27 @@ impl ExtHandshake {
     /// Parses a peer's handshake. Unknown keys and unknown extensions are ignored; fields of
     /// the wrong shape are dropped rather than failing the connection.
     pub fn decode(payload: &[u8]) -> Result<ExtHandshake, WireError> {
-        let raw: Raw<'_> = crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
+        let raw: Raw<'_> =
+            crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
         let id = |name: &[u8]| {
-            raw.m.iter().find(|(k, _)| k.0.as_ref() == name).and_then(|(_, &v)| u8::try_from(v).ok()).filter(|&v| v != 0)
+            raw.m
+                .iter()
+                .find(|(k, _)| k.0.as_ref() == name)
+                .and_then(|(_, &v)| u8::try_from(v).ok())
+                .filter(|&v| v != 0)
         };
         let small = |v: Option<i64>| v.and_then(|x| u32::try_from(x).ok());
         Ok(ExtHandshake {
-            ids: ExtensionIds { ut_metadata: id(b"ut_metadata"), ut_pex: id(b"ut_pex"), ut_holepunch: id(b"ut_holepunch") },
+            ids: ExtensionIds {
+                ut_metadata: id(b"ut_metadata"),
+                ut_pex: id(b"ut_pex"),
+                ut_holepunch: id(b"ut_holepunch"),
+            },
             client: raw.v.map(|v| client_name(v.0)),
-            listen_port: raw.p.and_then(|p| u16::try_from(p).ok()).filter(|&p| p != 0),
+            listen_port: raw
+                .p
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|&p| p != 0),
             yourip: raw.yourip.and_then(|b| ip_from(b.0)),
             ipv4: raw.ipv4.and_then(|b| match ip_from(b.0) {
                 Some(IpAddr::V4(a)) => Some(a),
@@ -140,7 +156,8 @@ impl ExtHandshake {
             upload_only: self.upload_only.then_some(1),
         };
         let mut out = Vec::new();
-        librqbit_bencode::bencode_serialize_to_writer(&raw, &mut out).expect("writing to a Vec cannot fail");
+        librqbit_bencode::bencode_serialize_to_writer(&raw, &mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 }
@@ -170,7 +187,9 @@ mod tests {
         // character boundary, and decodes to itself when sent on.
         let raw = [0xffu8; 100];
         let name = client_name(&raw);
-        assert!(name.len() <= MAX_CLIENT_NAME && name.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+        assert!(
+            name.len() <= MAX_CLIENT_NAME && name.chars().all(|c| c == char::REPLACEMENT_CHARACTER)
+        );
         assert_eq!(client_name(name.as_bytes()), name);
         assert_eq!(client_name(b"burrow 0.1"), "burrow 0.1");
     }
@@ -197,7 +216,14 @@ mod tests {
         // an out-of-range port and a negative reqq.
         let raw = b"d1:md11:lt_donthavei7e12:ut_holepunchi0e11:ut_metadatai3e6:ut_pexi1ee1:pi70000e4:reqqi-1e1:v13:qBittorrent 46:yourip16:\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x05e";
         let h = ExtHandshake::decode(raw).unwrap();
-        assert_eq!(h.ids, ExtensionIds { ut_metadata: Some(3), ut_pex: Some(1), ut_holepunch: None });
+        assert_eq!(
+            h.ids,
+            ExtensionIds {
+                ut_metadata: Some(3),
+                ut_pex: Some(1),
+                ut_holepunch: None
+            }
+        );
         assert_eq!(h.listen_port, None);
         assert_eq!(h.reqq, None);
         assert_eq!(h.yourip, Some("2001:db8::5".parse().unwrap()));

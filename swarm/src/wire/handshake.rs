@@ -26,7 +26,11 @@ impl Handshake {
         let mut reserved = [0u8; 8];
         reserved[5] |= 0x10; // BEP 10
         reserved[7] |= 0x04 | 0x01; // BEP 6, BEP 5
-        Handshake { reserved, info_hash, peer_id }
+        Handshake {
+            reserved,
+            info_hash,
+            peer_id,
+        }
     }
 
     /// Serialises the handshake.
@@ -54,7 +58,11 @@ impl Handshake {
     /// Parses a whole handshake.
     pub fn decode(b: &[u8; HANDSHAKE_LEN]) -> Result<Self, WireError> {
         let (reserved, info_hash) = Self::decode_prefix(b[..48].try_into().expect("48 bytes"))?;
-        Ok(Handshake { reserved, info_hash, peer_id: PeerId(b[48..68].try_into().expect("20 bytes")) })
+        Ok(Handshake {
+            reserved,
+            info_hash,
+            peer_id: PeerId(b[48..68].try_into().expect("20 bytes")),
+        })
     }
 
     /// The peer speaks the extension protocol (BEP 10).

@@ -70,15 +70,23 @@ impl HolepunchMsg {
         // The error code is only required in error messages: libtorrent 2.0 leaves it out of
         // `rendezvous` and `connect`, although BEP 55 shows it in every message.
         let (ip, rest): (IpAddr, &[u8]) = match p[1] {
-            0 if p.len() >= 2 + 4 + 2 => (IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&p[2..6]).expect("4"))), &p[6..]),
-            1 if p.len() >= 2 + 16 + 2 => (IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[2..18]).expect("16"))), &p[18..]),
+            0 if p.len() >= 2 + 4 + 2 => (
+                IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&p[2..6]).expect("4"))),
+                &p[6..],
+            ),
+            1 if p.len() >= 2 + 16 + 2 => (
+                IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[2..18]).expect("16"))),
+                &p[18..],
+            ),
             0 | 1 => return Err(bad("truncated")),
             t => return Err(bad(&format!("unknown address type {t}"))),
         };
         let port = u16::from_be_bytes([rest[0], rest[1]]);
         let code = match rest.get(2..6) {
             Some(c) => u32::from_be_bytes(c.try_into().expect("4")),
-            None if kind == HolepunchType::Error => return Err(bad("error message without a code")),
+            None if kind == HolepunchType::Error => {
+                return Err(bad("error message without a code"))
+            }
             None => 0,
         };
         let error = match code {
@@ -89,7 +97,11 @@ impl HolepunchMsg {
             4 => HolepunchError::NoSelf,
             e => return Err(bad(&format!("unknown error code {e}"))),
         };
-        Ok(HolepunchMsg { kind, addr: SocketAddr::new(ip, port), error })
+        Ok(HolepunchMsg {
+            kind,
+            addr: SocketAddr::new(ip, port),
+            error,
+        })
     }
 
     /// Serialises the message.
@@ -122,10 +134,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_layout() {
-        let m = HolepunchMsg { kind: HolepunchType::Rendezvous, addr: "1.2.3.4:258".parse().unwrap(), error: HolepunchError::None };
+        let m = HolepunchMsg {
+            kind: HolepunchType::Rendezvous,
+            addr: "1.2.3.4:258".parse().unwrap(),
+            error: HolepunchError::None,
+        };
         assert_eq!(m.encode(), vec![0, 0, 1, 2, 3, 4, 1, 2, 0, 0, 0, 0]);
         assert_eq!(HolepunchMsg::decode(&m.encode()).unwrap(), m);
-        let e = HolepunchMsg { kind: HolepunchType::Error, addr: "[2001:db8::1]:9".parse().unwrap(), error: HolepunchError::NoSelf };
+        let e = HolepunchMsg {
+            kind: HolepunchType::Error,
+            addr: "[2001:db8::1]:9".parse().unwrap(),
+            error: HolepunchError::NoSelf,
+        };
         assert_eq!(HolepunchMsg::decode(&e.encode()).unwrap(), e);
     }
 
@@ -133,18 +153,41 @@ mod tests {
     fn accepts_libtorrent_messages_without_an_error_code() {
         // libtorrent 2.0 sends `connect` and `rendezvous` as type, address type, address, port.
         let connect = HolepunchMsg::decode(&[1, 0, 57, 66, 2, 1, 0x1a, 0xe1]).unwrap();
-        assert_eq!(connect, HolepunchMsg { kind: HolepunchType::Connect, addr: "57.66.2.1:6881".parse().unwrap(), error: HolepunchError::None });
+        assert_eq!(
+            connect,
+            HolepunchMsg {
+                kind: HolepunchType::Connect,
+                addr: "57.66.2.1:6881".parse().unwrap(),
+                error: HolepunchError::None
+            }
+        );
         let mut v6 = vec![0u8, 1];
         v6.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
         v6.extend_from_slice(&[0, 80]);
-        assert_eq!(HolepunchMsg::decode(&v6).unwrap().addr, "[2001:db8::2]:80".parse().unwrap());
-        assert!(HolepunchMsg::decode(&[2, 0, 57, 66, 2, 1, 0x1a, 0xe1]).is_err(), "an error needs its code");
-        assert!(HolepunchMsg::decode(&[1, 0, 57, 66, 2, 1, 0x1a]).is_err(), "port cut short");
+        assert_eq!(
+            HolepunchMsg::decode(&v6).unwrap().addr,
+            "[2001:db8::2]:80".parse().unwrap()
+        );
+        assert!(
+            HolepunchMsg::decode(&[2, 0, 57, 66, 2, 1, 0x1a, 0xe1]).is_err(),
+            "an error needs its code"
+        );
+        assert!(
+            HolepunchMsg::decode(&[1, 0, 57, 66, 2, 1, 0x1a]).is_err(),
+            "port cut short"
+        );
     }
 
     #[test]
     fn refuses_malformed() {
-        for p in [&[][..], &[0], &[3, 0, 1, 2, 3, 4, 0, 1, 0, 0, 0, 0], &[0, 2, 1, 2, 3, 4, 0, 1, 0, 0, 0, 0], &[0, 1, 1, 2, 3, 4, 0, 1, 0, 0, 0, 0], &[2, 0, 1, 2, 3, 4, 0, 1, 0, 0, 0, 9]] {
+        for p in [
+            &[][..],
+            &[0],
+            &[3, 0, 1, 2, 3, 4, 0, 1, 0, 0, 0, 0],
+            &[0, 2, 1, 2, 3, 4, 0, 1, 0, 0, 0, 0],
+            &[0, 1, 1, 2, 3, 4, 0, 1, 0, 0, 0, 0],
+            &[2, 0, 1, 2, 3, 4, 0, 1, 0, 0, 0, 9],
+        ] {
             assert!(HolepunchMsg::decode(p).is_err(), "{p:?}");
         }
     }

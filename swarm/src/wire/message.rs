@@ -128,8 +128,18 @@ impl Message {
 
     fn parse(id: u8, mut p: BytesMut) -> Result<Message, WireError> {
         let n = p.len();
-        let exact = |want: usize| if n == want { Ok(()) } else { Err(WireError::BadLength { id, len: n }) };
-        let block = |p: &mut BytesMut| BlockRef { piece: PieceIndex(p.get_u32()), offset: p.get_u32(), len: p.get_u32() };
+        let exact = |want: usize| {
+            if n == want {
+                Ok(())
+            } else {
+                Err(WireError::BadLength { id, len: n })
+            }
+        };
+        let block = |p: &mut BytesMut| BlockRef {
+            piece: PieceIndex(p.get_u32()),
+            offset: p.get_u32(),
+            len: p.get_u32(),
+        };
         Ok(match id {
             0 => exact(0).map(|_| Message::Choke)?,
             1 => exact(0).map(|_| Message::Unchoke)?,
@@ -144,7 +154,11 @@ impl Message {
                 }
                 let piece = PieceIndex(p.get_u32());
                 let offset = p.get_u32();
-                Message::Piece { piece, offset, data: p.freeze() }
+                Message::Piece {
+                    piece,
+                    offset,
+                    data: p.freeze(),
+                }
             }
             8 => exact(12).map(|_| Message::Cancel(block(&mut p)))?,
             9 => exact(2).map(|_| Message::Port(p.get_u16()))?,
@@ -158,7 +172,10 @@ impl Message {
                     return Err(WireError::BadLength { id, len: n });
                 }
                 let ext = p.get_u8();
-                Message::Extended { id: ext, payload: p.freeze() }
+                Message::Extended {
+                    id: ext,
+                    payload: p.freeze(),
+                }
             }
             other => return Err(WireError::UnknownId(other)),
         })
@@ -195,7 +212,11 @@ impl Message {
                 out.extend_from_slice(b);
             }
             Message::Request(b) => with_block(out, MessageId::Request, b),
-            Message::Piece { piece, offset, data } => {
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => {
                 Self::encode_piece_header(out, *piece, *offset, data.len());
                 out.extend_from_slice(data);
             }
@@ -234,7 +255,11 @@ mod tests {
     use super::*;
 
     fn all_messages() -> Vec<Message> {
-        let b = BlockRef { piece: PieceIndex(3), offset: 16384, len: 16384 };
+        let b = BlockRef {
+            piece: PieceIndex(3),
+            offset: 16384,
+            len: 16384,
+        };
         vec![
             Message::KeepAlive,
             Message::Choke,
@@ -244,7 +269,11 @@ mod tests {
             Message::Have(PieceIndex(7)),
             Message::Bitfield(Bytes::from_static(&[0b1010_0000, 1])),
             Message::Request(b),
-            Message::Piece { piece: PieceIndex(3), offset: 0, data: Bytes::from(vec![9u8; 16384]) },
+            Message::Piece {
+                piece: PieceIndex(3),
+                offset: 0,
+                data: Bytes::from(vec![9u8; 16384]),
+            },
             Message::Cancel(b),
             Message::Port(6881),
             Message::Suggest(PieceIndex(1)),
@@ -252,7 +281,10 @@ mod tests {
             Message::HaveNone,
             Message::Reject(b),
             Message::AllowedFast(PieceIndex(2)),
-            Message::Extended { id: 0, payload: Bytes::from_static(b"de") },
+            Message::Extended {
+                id: 0,
+                payload: Bytes::from_static(b"de"),
+            },
         ]
     }
 
@@ -284,9 +316,18 @@ mod tests {
     #[test]
     fn oversized_messages_are_refused_before_buffering() {
         let mut b = BytesMut::from(&[0, 0, 0x40, 0x0a, 7][..]); // piece of 16394 bytes
-        assert_eq!(Message::decode(&mut b), Err(WireError::TooLong { len: 16394, limit: MAX_PIECE_MESSAGE_LEN }));
+        assert_eq!(
+            Message::decode(&mut b),
+            Err(WireError::TooLong {
+                len: 16394,
+                limit: MAX_PIECE_MESSAGE_LEN
+            })
+        );
         let mut b = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(Message::decode(&mut b), Err(WireError::TooLong { .. })));
+        assert!(matches!(
+            Message::decode(&mut b),
+            Err(WireError::TooLong { .. })
+        ));
         // A length that fits the limit but is not yet complete only asks for more bytes.
         let mut b = BytesMut::from(&[0, 0, 0x40, 0x09, 7][..]);
         assert_eq!(Message::decode(&mut b), Ok(None));
@@ -295,10 +336,16 @@ mod tests {
     #[test]
     fn malformed_lengths_and_ids() {
         let mut b = BytesMut::from(&[0, 0, 0, 2, 0, 0][..]); // choke with a payload
-        assert_eq!(Message::decode(&mut b), Err(WireError::BadLength { id: 0, len: 1 }));
+        assert_eq!(
+            Message::decode(&mut b),
+            Err(WireError::BadLength { id: 0, len: 1 })
+        );
         let mut b = BytesMut::from(&[0, 0, 0, 1, 99][..]);
         assert_eq!(Message::decode(&mut b), Err(WireError::UnknownId(99)));
         let mut b = BytesMut::from(&[0, 0, 0, 4, 6, 0, 0, 0][..]); // short request
-        assert_eq!(Message::decode(&mut b), Err(WireError::BadLength { id: 6, len: 3 }));
+        assert_eq!(
+            Message::decode(&mut b),
+            Err(WireError::BadLength { id: 6, len: 3 })
+        );
     }
 }

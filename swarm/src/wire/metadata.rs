@@ -44,18 +44,25 @@ impl MetadataMsg {
     /// Parses a ut_metadata payload (a dictionary, followed by the data for `Data`).
     pub fn decode(payload: &bytes::Bytes) -> Result<MetadataMsg, WireError> {
         let bad = |m: &str| WireError::BadExtended(format!("ut_metadata: {m}"));
-        let (raw, rest): (Raw, &[u8]) =
-            crate::bencode::decode_prefix(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
+        let (raw, rest): (Raw, &[u8]) = crate::bencode::decode_prefix(payload)
+            .map_err(|e| WireError::BadExtended(e.to_string()))?;
         let piece = u32::try_from(raw.piece).map_err(|_| bad("piece out of range"))?;
         match raw.msg_type {
             0 => Ok(MetadataMsg::Request { piece }),
             1 => {
-                let total_size = raw.total_size.and_then(|t| u32::try_from(t).ok()).ok_or_else(|| bad("no total_size"))?;
+                let total_size = raw
+                    .total_size
+                    .and_then(|t| u32::try_from(t).ok())
+                    .ok_or_else(|| bad("no total_size"))?;
                 if rest.len() > METADATA_PIECE_SIZE {
                     return Err(bad("data piece larger than 16 KiB"));
                 }
                 let start = payload.len() - rest.len();
-                Ok(MetadataMsg::Data { piece, total_size, data: payload.slice(start..) })
+                Ok(MetadataMsg::Data {
+                    piece,
+                    total_size,
+                    data: payload.slice(start..),
+                })
             }
             2 => Ok(MetadataMsg::Reject { piece }),
             t => Err(bad(&format!("unknown msg_type {t}"))),
@@ -66,12 +73,19 @@ impl MetadataMsg {
     pub fn encode(&self) -> Vec<u8> {
         let (msg_type, piece, total_size) = match self {
             MetadataMsg::Request { piece } => (0, *piece, None),
-            MetadataMsg::Data { piece, total_size, .. } => (1, *piece, Some(*total_size as i64)),
+            MetadataMsg::Data {
+                piece, total_size, ..
+            } => (1, *piece, Some(*total_size as i64)),
             MetadataMsg::Reject { piece } => (2, *piece, None),
         };
         let mut out = Vec::new();
-        let raw = Raw { msg_type, piece: piece as i64, total_size };
-        librqbit_bencode::bencode_serialize_to_writer(&raw, &mut out).expect("writing to a Vec cannot fail");
+        let raw = Raw {
+            msg_type,
+            piece: piece as i64,
+            total_size,
+        };
+        librqbit_bencode::bencode_serialize_to_writer(&raw, &mut out)
+            .expect("writing to a Vec cannot fail");
         if let MetadataMsg::Data { data, .. } = self {
             out.extend_from_slice(data);
         }
@@ -88,15 +102,27 @@ mod tests {
         for m in [
             MetadataMsg::Request { piece: 2 },
             MetadataMsg::Reject { piece: 0 },
-            MetadataMsg::Data { piece: 1, total_size: 20000, data: bytes::Bytes::from(vec![5u8; 3616]) },
+            MetadataMsg::Data {
+                piece: 1,
+                total_size: 20000,
+                data: bytes::Bytes::from(vec![5u8; 3616]),
+            },
         ] {
-            assert_eq!(MetadataMsg::decode(&bytes::Bytes::from(m.encode())).unwrap(), m);
+            assert_eq!(
+                MetadataMsg::decode(&bytes::Bytes::from(m.encode())).unwrap(),
+                m
+            );
         }
     }
 
     #[test]
     fn refuses_bad_messages() {
-        for raw in [&b"d8:msg_typei1e5:piecei0ee"[..], b"d8:msg_typei9e5:piecei0ee", b"d8:msg_typei0e5:piecei-1ee", b"x"] {
+        for raw in [
+            &b"d8:msg_typei1e5:piecei0ee"[..],
+            b"d8:msg_typei9e5:piecei0ee",
+            b"d8:msg_typei0e5:piecei-1ee",
+            b"x",
+        ] {
             assert!(MetadataMsg::decode(&bytes::Bytes::copy_from_slice(raw)).is_err());
         }
         let mut big = b"d8:msg_typei1e5:piecei0e10:total_sizei99999ee".to_vec();

@@ -15,8 +15,8 @@ pub use handshake::{Handshake, HANDSHAKE_LEN, PROTOCOL};
 pub use holepunch::{HolepunchError, HolepunchMsg, HolepunchType};
 pub use message::{Message, MessageId, MAX_MESSAGE_LEN, MAX_PIECE_MESSAGE_LEN};
 pub use metadata::{MetadataMsg, METADATA_PIECE_SIZE};
-pub use pex::{PexFlags, PexMessage, PexPeer, MAX_PEX_PEERS};
 pub(crate) use pex::parse_compact;
+pub use pex::{PexFlags, PexMessage, PexPeer, MAX_PEX_PEERS};
 
 /// Why bytes from a peer could not be understood. Any of these ends the connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -76,7 +76,9 @@ pub(crate) fn parse_compact(b: &[u8], v6: bool, limit: usize) -> Vec<SocketAddr>
         .map(|c| {
             let port = u16::from_be_bytes([c[size - 2], c[size - 1]]);
             let ip = if v6 {
-                IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&c[..16]).expect("16 bytes")))
+                IpAddr::V6(Ipv6Addr::from(
+                    <[u8; 16]>::try_from(&c[..16]).expect("16 bytes"),
+                ))
             } else {
                 IpAddr::V4(Ipv4Addr::new(c[0], c[1], c[2], c[3]))
             };
@@ -97,13 +99,23 @@ pub(crate) fn push_compact(out: &mut Vec<u8>, a: &SocketAddr) {
 impl PexMessage {
     /// Parses a ut_pex payload. Lists beyond [`MAX_PEX_PEERS`] are truncated.
     pub fn decode(payload: &[u8]) -> Result<PexMessage, WireError> {
-        let raw: Raw<'_> = crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
+        let raw: Raw<'_> =
+            crate::bencode::decode(payload).map_err(|e| WireError::BadExtended(e.to_string()))?;
         let mut msg = PexMessage::default();
-        for (list, flags, v6) in [(raw.added, raw.added_f, false), (raw.added6, raw.added6_f, true)] {
+        for (list, flags, v6) in [
+            (raw.added, raw.added_f, false),
+            (raw.added6, raw.added6_f, true),
+        ] {
             let Some(list) = list else { continue };
             let flags = flags.map(|f| f.0).unwrap_or(&[]);
-            for (i, addr) in parse_compact(list.0, v6, MAX_PEX_PEERS).into_iter().enumerate() {
-                msg.added.push(PexPeer { addr, flags: PexFlags(flags.get(i).copied().unwrap_or(0)) });
+            for (i, addr) in parse_compact(list.0, v6, MAX_PEX_PEERS)
+                .into_iter()
+                .enumerate()
+            {
+                msg.added.push(PexPeer {
+                    addr,
+                    flags: PexFlags(flags.get(i).copied().unwrap_or(0)),
+                });
             }
         }
         for (list, v6) in [(raw.dropped, false), (raw.dropped6, true)] {
@@ -116,16 +128,25 @@ impl PexMessage {
 
     /// Serialises the message, keeping at most [`MAX_PEX_PEERS`] per list.
     pub fn encode(&self) -> Vec<u8> {
-        let (mut a4, mut f4, mut a6, mut f6, mut d4, mut d6) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut a4, mut f4, mut a6, mut f6, mut d4, mut d6) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
         for p in &self.added {
-            let (list, flags) = if p.addr.is_ipv4() { (&mut a4, &mut f4) } else { (&mut a6, &mut f6) };
+            let (list, flags) = if p.addr.is_ipv4() {
+                (&mut a4, &mut f4)
+            } else {
+                (&mut a6, &mut f6)
+            };
             if flags.len() < MAX_PEX_PEERS {
                 push_compact(list, &p.addr);
                 flags.push(p.flags.0);
             }
         }
         for d in &self.dropped {
-            let (list, size) = if d.is_ipv4() { (&mut d4, 6) } else { (&mut d6, 18) };
+            let (list, size) = if d.is_ipv4() {
+                (&mut d4, 6)
+            } else {
+                (&mut d6, 18)
+            };
             if list.len() / size < MAX_PEX_PEERS {
                 push_compact(list, d);
             }
@@ -140,7 +161,8 @@ impl PexMessage {
             dropped6: ByteBuf(&d6),
         };
         let mut bytes = Vec::new();
-        librqbit_bencode::bencode_serialize_to_writer(&out, &mut bytes).expect("writing to a Vec cannot fail");
+        librqbit_bencode::bencode_serialize_to_writer(&out, &mut bytes)
+            .expect("writing to a Vec cannot fail");
         bytes
     }
 }
@@ -165,8 +187,14 @@ mod tests {
     fn round_trip_both_families() {
         let m = PexMessage {
             added: vec![
-                PexPeer { addr: "10.0.0.1:6881".parse().unwrap(), flags: PexFlags(PexFlags::HOLEPUNCH | PexFlags::UTP) },
-                PexPeer { addr: "[2001:db8::7]:51413".parse().unwrap(), flags: PexFlags(PexFlags::REACHABLE) },
+                PexPeer {
+                    addr: "10.0.0.1:6881".parse().unwrap(),
+                    flags: PexFlags(PexFlags::HOLEPUNCH | PexFlags::UTP),
+                },
+                PexPeer {
+                    addr: "[2001:db8::7]:51413".parse().unwrap(),
+                    flags: PexFlags(PexFlags::REACHABLE),
+                },
             ],
             dropped: vec!["10.0.0.9:1".parse().unwrap(), "[::1]:2".parse().unwrap()],
         };

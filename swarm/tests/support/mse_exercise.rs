@@ -9,7 +9,8 @@
 
 use burrow_swarm::types::InfoHash;
 use burrow_swarm::wire::mse::{
-    req2_hash, Crypto, EncryptionPolicy, Initiator, LocalParams, Responder, KEY_LEN, MAX_BUFFERED, MAX_PAD_LEN,
+    req2_hash, Crypto, EncryptionPolicy, Initiator, LocalParams, Responder, KEY_LEN, MAX_BUFFERED,
+    MAX_PAD_LEN,
 };
 
 const IH: InfoHash = InfoHash([0x5e; 20]);
@@ -23,7 +24,11 @@ struct Params<'a>(&'a [u8]);
 
 impl Params<'_> {
     fn byte(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map(|(b, r)| (*b, r)).unwrap_or((0, &[]));
+        let (b, rest) = self
+            .0
+            .split_first()
+            .map(|(b, r)| (*b, r))
+            .unwrap_or((0, &[]));
         self.0 = rest;
         b
     }
@@ -34,16 +39,25 @@ impl Params<'_> {
         vec![0xa5; self.u16() as usize % (MAX_PAD_LEN + 1)]
     }
     fn policy(&mut self) -> EncryptionPolicy {
-        [EncryptionPolicy::PlaintextPreferred, EncryptionPolicy::Rc4Preferred, EncryptionPolicy::Rc4Required][self.byte() as usize % 3]
+        [
+            EncryptionPolicy::PlaintextPreferred,
+            EncryptionPolicy::Rc4Preferred,
+            EncryptionPolicy::Rc4Required,
+        ][self.byte() as usize % 3]
     }
 }
 
 /// Runs one input.
 pub fn exercise(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     match mode % 3 {
         0 => {
-            let mut b = Responder::new(EncryptionPolicy::Rc4Preferred, LocalParams::new([2; 20], vec![1; 40], vec![]).unwrap());
+            let mut b = Responder::new(
+                EncryptionPolicy::Rc4Preferred,
+                LocalParams::new([2; 20], vec![1; 40], vec![]).unwrap(),
+            );
             for chunk in rest.chunks(61) {
                 let r = b.feed(chunk, &known);
                 assert!(b.buffered() <= MAX_BUFFERED);
@@ -54,7 +68,13 @@ pub fn exercise(data: &[u8]) {
             }
         }
         1 => {
-            let mut a = Initiator::new(IH, EncryptionPolicy::Rc4Preferred, b"", LocalParams::new([1; 20], vec![], vec![]).unwrap()).unwrap();
+            let mut a = Initiator::new(
+                IH,
+                EncryptionPolicy::Rc4Preferred,
+                b"",
+                LocalParams::new([1; 20], vec![], vec![]).unwrap(),
+            )
+            .unwrap();
             a.take_output();
             for chunk in rest.chunks(61) {
                 let r = a.feed(chunk);
@@ -81,13 +101,22 @@ fn scenario(mut p: Params) {
     let flip_xor = p.byte();
     let corrupt = flip & 1 == 1 && flip_xor != 0;
 
-    let mut a = Initiator::new(IH, pa, &ia, LocalParams::new([1; 20], pad_a, pad_c).unwrap()).unwrap();
+    let mut a = Initiator::new(
+        IH,
+        pa,
+        &ia,
+        LocalParams::new([1; 20], pad_a, pad_c).unwrap(),
+    )
+    .unwrap();
     let mut b = Responder::new(pb, LocalParams::new([2; 20], pad_b, pad_d).unwrap());
     let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
     let (mut sent_a, mut sent_b) = (0usize, 0usize);
     let (mut failed_a, mut failed_b) = (false, false);
     loop {
-        for (out, q, sent, dir) in [(a.take_output(), &mut to_b, &mut sent_a, 0), (b.take_output(), &mut to_a, &mut sent_b, 2)] {
+        for (out, q, sent, dir) in [
+            (a.take_output(), &mut to_b, &mut sent_a, 0),
+            (b.take_output(), &mut to_a, &mut sent_b, 2),
+        ] {
             let start = q.len();
             q.extend_from_slice(&out);
             if corrupt && flip & 2 == dir && flip_at >= *sent && flip_at < *sent + out.len() {
@@ -126,7 +155,10 @@ fn scenario(mut p: Params) {
     if corrupt {
         return;
     }
-    assert!(!failed_a && !failed_b && a.is_done() && b.is_done(), "an untouched exchange must succeed");
+    assert!(
+        !failed_a && !failed_b && a.is_done() && b.is_done(),
+        "an untouched exchange must succeed"
+    );
     let (mut ea, mut eb) = (a.into_established().unwrap(), b.into_established().unwrap());
     assert_eq!(ea.crypto, eb.crypto);
     assert_eq!(eb.info_hash, IH);

@@ -11,10 +11,11 @@
 /// Length of the fixed µTP header (BEP 29).
 pub const UTP_HEADER_LEN: usize = 20;
 
-/// Longest datagram accepted as µTP. Every µTP implementation we know keeps packets within an
-/// Ethernet MTU; the limit bounds the memory a flood of µTP-looking datagrams can pin in the
-/// µTP queue (`UdpConfig::utp_queue` × this).
-pub const MAX_UTP_DATAGRAM_LEN: usize = 4096;
+/// Longest datagram accepted as µTP: any UDP payload. Other implementations keep packets
+/// within an Ethernet MTU; burrow's grow up to the route's MTU toward peers that announce this
+/// limit (64 KiB on loopback). The memory a flood can pin in the µTP queue is bounded by
+/// `UdpConfig::utp_queue_bytes`, not by this.
+pub const MAX_UTP_DATAGRAM_LEN: usize = 65_535;
 
 /// Longest datagram accepted as KRPC. KRPC messages fit in one MTU (BEP 5 and BEP 51 size their
 /// replies to it); the limit bounds the memory the DHT queue can pin.

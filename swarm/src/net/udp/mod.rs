@@ -14,6 +14,7 @@ mod tracker;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -43,6 +44,11 @@ pub const DHT_QUEUE_LEN: usize = 1024;
 /// Default capacity of the µTP inbound queue, in datagrams. At 100 MB/s of 1.4 kB packets
 /// this is ~50 ms of traffic, enough to ride out a scheduling hiccup of the µTP dispatcher.
 pub const UTP_QUEUE_LEN: usize = 4096;
+
+/// Default limit on the bytes held in the µTP inbound queue. µTP packets toward burrow peers
+/// grow up to 64 KiB on loopback, so the count alone ([`UTP_QUEUE_LEN`]) would let a flood pin
+/// 256 MiB; this keeps it to 16 MiB (~5 ms at 3 GB/s) while 1.4 kB packets still fill the count.
+pub const UTP_QUEUE_BYTES: usize = 16 << 20;
 
 /// Datagrams a reader takes from its socket before yielding to other tasks.
 pub const READ_BATCH: usize = 64;
@@ -75,6 +81,8 @@ pub struct UdpConfig {
     pub dht_queue: usize,
     /// Capacity of the µTP inbound queue (datagrams).
     pub utp_queue: usize,
+    /// Capacity of the µTP inbound queue (bytes held).
+    pub utp_queue_bytes: usize,
     /// Limit on UDP-tracker transactions waiting at once.
     pub max_tracker_transactions: usize,
 }
@@ -87,6 +95,7 @@ impl Default for UdpConfig {
             ipv6: Some(Ipv6Addr::UNSPECIFIED),
             dht_queue: DHT_QUEUE_LEN,
             utp_queue: UTP_QUEUE_LEN,
+            utp_queue_bytes: UTP_QUEUE_BYTES,
             max_tracker_transactions: MAX_PENDING_TRACKER_TRANSACTIONS,
         }
     }
@@ -111,7 +120,7 @@ pub struct UdpMux {
     trackers: Arc<TrackerTable>,
     counters: Arc<CounterCells>,
     dht_inbox: Option<mpsc::Receiver<Datagram>>,
-    utp_inbox: Option<mpsc::Receiver<Datagram>>,
+    utp_inbox: Option<UtpInbox>,
     readers: Vec<JoinHandle<()>>,
 }
 
@@ -132,9 +141,12 @@ impl UdpMux {
         let trackers = TrackerTable::new(config.max_tracker_transactions);
         let (dht_tx, dht_rx) = mpsc::channel(config.dht_queue.max(1));
         let (utp_tx, utp_rx) = mpsc::channel(config.utp_queue.max(1));
+        let utp_queued = Arc::new(AtomicUsize::new(0));
         let router = Arc::new(Router {
             dht: dht_tx,
             utp: utp_tx,
+            utp_queued: Arc::clone(&utp_queued),
+            utp_budget: config.utp_queue_bytes.max(MAX_UTP_DATAGRAM_LEN),
             trackers: Arc::clone(&trackers),
             counters: Arc::clone(&counters),
         });
@@ -150,7 +162,10 @@ impl UdpMux {
             trackers,
             counters,
             dht_inbox: Some(dht_rx),
-            utp_inbox: Some(utp_rx),
+            utp_inbox: Some(UtpInbox {
+                rx: utp_rx,
+                queued: utp_queued,
+            }),
             readers,
         }
     }
@@ -176,7 +191,7 @@ impl UdpMux {
     }
 
     /// Takes the queue of µTP datagrams; used by [`crate::net::UtpSocket::new`].
-    pub fn take_utp_inbox(&mut self) -> Option<mpsc::Receiver<Datagram>> {
+    pub fn take_utp_inbox(&mut self) -> Option<UtpInbox> {
         self.utp_inbox.take()
     }
 
@@ -291,10 +306,37 @@ pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
+/// The receiving end of the µTP queue; taking a datagram returns its bytes to the queue's
+/// budget.
+#[derive(Debug)]
+pub struct UtpInbox {
+    rx: mpsc::Receiver<Datagram>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl UtpInbox {
+    /// The next datagram; `None` once the readers stopped.
+    pub async fn recv(&mut self) -> Option<Datagram> {
+        let d = self.rx.recv().await?;
+        self.queued.fetch_sub(d.data.len(), Ordering::Relaxed);
+        Some(d)
+    }
+
+    /// The next datagram if one is queued.
+    pub fn try_recv(&mut self) -> Option<Datagram> {
+        let d = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(d.data.len(), Ordering::Relaxed);
+        Some(d)
+    }
+}
+
 /// Hands classified datagrams to their consumers.
 struct Router {
     dht: mpsc::Sender<Datagram>,
     utp: mpsc::Sender<Datagram>,
+    /// Bytes in the µTP queue, and the most it may hold.
+    utp_queued: Arc<AtomicUsize>,
+    utp_budget: usize,
     trackers: Arc<TrackerTable>,
     counters: Arc<CounterCells>,
 }
@@ -311,10 +353,22 @@ impl Router {
                 Ok(()) => CounterCells::bump(&c.rx_dht),
                 Err(_) => CounterCells::bump(&c.dropped_dht_queue_full),
             },
-            DatagramKind::Utp => match self.utp.try_send(datagram()) {
-                Ok(()) => CounterCells::bump(&c.rx_utp),
-                Err(_) => CounterCells::bump(&c.dropped_utp_queue_full),
-            },
+            DatagramKind::Utp => {
+                // The two readers (one per family) may both pass the check at once; the
+                // budget is then exceeded by at most one datagram each.
+                if self.utp_queued.load(Ordering::Relaxed) + data.len() > self.utp_budget {
+                    CounterCells::bump(&c.dropped_utp_queue_full);
+                    return;
+                }
+                self.utp_queued.fetch_add(data.len(), Ordering::Relaxed);
+                match self.utp.try_send(datagram()) {
+                    Ok(()) => CounterCells::bump(&c.rx_utp),
+                    Err(_) => {
+                        self.utp_queued.fetch_sub(data.len(), Ordering::Relaxed);
+                        CounterCells::bump(&c.dropped_utp_queue_full);
+                    }
+                }
+            }
             DatagramKind::Tracker => {
                 let id = tracker_transaction_id(data).expect("classified as tracker");
                 match self.trackers.route(id, datagram()) {

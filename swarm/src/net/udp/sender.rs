@@ -79,6 +79,26 @@ impl UdpSender {
         result
     }
 
+    /// Sends one datagram if the socket can take it now, letting it be fragmented on the way
+    /// (IPv4 without the don't-fragment bit; for IPv6 the kernel fragments it if it knows the
+    /// path is smaller). The socket's policy is restored afterwards; a datagram another task
+    /// sends meanwhile may go out the same way, which is harmless.
+    pub fn try_send_fragmentable(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let (socket, to) = self.socket_for(to)?;
+        let (level, name, dont, want) = if to.is_ipv4() {
+            let (l, n) = (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+            (l, n, libc::IP_PMTUDISC_DONT, libc::IP_PMTUDISC_WANT)
+        } else {
+            let (l, n) = (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER);
+            (l, n, libc::IPV6_PMTUDISC_DONT, libc::IPV6_PMTUDISC_WANT)
+        };
+        set_int_option(socket, level, name, dont)?;
+        let result = socket.try_send_to(data, to);
+        set_int_option(socket, level, name, want)?;
+        self.count(&result);
+        result
+    }
+
     /// Polls sending one datagram (for poll-based protocol drivers such as µTP).
     pub fn poll_send_to(
         &self,
@@ -117,5 +137,25 @@ impl std::fmt::Debug for UdpSender {
         f.debug_struct("UdpSender")
             .field("local_addrs", &self.local_addrs())
             .finish()
+    }
+}
+
+fn set_int_option(socket: &UdpSocket, level: i32, name: i32, value: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open while `socket` is borrowed; the value is a c_int of the
+    // size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

@@ -119,6 +119,11 @@ pub struct Ledbat {
 }
 
 impl Ledbat {
+    /// Packets now carry `mss` payload bytes (the packet-size search raised it).
+    pub fn set_mss(&mut self, mss: usize) {
+        self.mss = mss;
+    }
+
     /// A controller for packets of `mss` payload bytes.
     pub fn new(mss: usize, now: Instant) -> Self {
         Self {

@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::{ConnConfig, ConnError, Connection};
+use super::conn::{ConnConfig, ConnError, Connection, Transmit};
 use super::packet::{encode, Header, Packet, PacketType};
 use super::seq::Seq;
 use super::stream::ConnShared;
-use crate::net::udp::{canonical, Datagram, UdpSender};
+use crate::net::udp::{canonical, Datagram, UdpSender, UtpInbox};
 
 /// Datagrams taken from the queue before the driver services the connections they touched;
 /// ACKs for a whole batch go out as one.
@@ -68,7 +68,7 @@ struct Entry {
 
 pub(crate) struct Driver {
     sender: UdpSender,
-    inbox: mpsc::Receiver<Datagram>,
+    inbox: UtpInbox,
     events: mpsc::UnboundedReceiver<Event>,
     accepted: mpsc::Sender<Arc<ConnShared>>,
     config: DriverConfig,
@@ -77,13 +77,15 @@ pub(crate) struct Driver {
     timers: BTreeSet<(Instant, Key)>,
     touched: Vec<Key>,
     outbox: Vec<(SocketAddr, Vec<u8>)>,
+    /// Datagrams routers may fragment (see [`Transmit::MayFragment`]); rare.
+    fragmentable: Vec<(SocketAddr, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
 }
 
 impl Driver {
     pub(crate) fn new(
         sender: UdpSender,
-        inbox: mpsc::Receiver<Datagram>,
+        inbox: UtpInbox,
         events: mpsc::UnboundedReceiver<Event>,
         accepted: mpsc::Sender<Arc<ConnShared>>,
         config: DriverConfig,
@@ -100,6 +102,7 @@ impl Driver {
             timers: BTreeSet::new(),
             touched: Vec::new(),
             outbox: Vec::new(),
+            fragmentable: Vec::new(),
             spare: Vec::new(),
         }
     }
@@ -131,8 +134,8 @@ impl Driver {
                         self.on_datagram(d, now);
                         for _ in 1..RECV_BATCH {
                             match self.inbox.try_recv() {
-                                Ok(d) => self.on_datagram(d, now),
-                                Err(_) => break,
+                                Some(d) => self.on_datagram(d, now),
+                                None => break,
                             }
                         }
                     }
@@ -252,7 +255,7 @@ impl Driver {
             return;
         }
         match h.kind {
-            PacketType::Syn => self.on_syn(from, &h, now),
+            PacketType::Syn => self.on_syn(from, &packet, now),
             PacketType::Reset => {}
             // A packet for a connection we do not have: tell the sender to stop.
             _ => self.send_reset(from, &h),
@@ -280,13 +283,14 @@ impl Driver {
         None
     }
 
-    fn on_syn(&mut self, from: SocketAddr, h: &Header, now: Instant) {
+    fn on_syn(&mut self, from: SocketAddr, syn: &Packet<'_>, now: Instant) {
+        let h = &syn.header;
         if self.live_connections() >= self.config.max_connections {
             bump(&self.counters.refused_syns);
             self.send_reset(from, h);
             return;
         }
-        let conn = Connection::accept(now, self.conn_config(&from), h, Seq(rand::random()));
+        let conn = Connection::accept(now, self.conn_config(&from), syn, Seq(rand::random()));
         let key = (from, conn.recv_id());
         let shared = ConnShared::new(from, conn);
         if self.accepted.try_send(Arc::clone(&shared)).is_err() {
@@ -339,13 +343,19 @@ impl Driver {
             };
             entry.touched = false;
             let mut st = entry.shared.lock();
+            if st.conn.wants_route_mtu() {
+                st.conn.set_route_mtu(route_mtu(key.0));
+            }
             loop {
                 let mut buf = self.spare.pop().unwrap_or_default();
-                if !st.conn.poll_transmit(now, &mut buf) {
-                    self.spare.push(buf);
-                    break;
+                match st.conn.poll_transmit(now, &mut buf) {
+                    None => {
+                        self.spare.push(buf);
+                        break;
+                    }
+                    Some(Transmit::Whole) => self.outbox.push((key.0, buf)),
+                    Some(Transmit::MayFragment) => self.fragmentable.push((key.0, buf)),
                 }
-                self.outbox.push((key.0, buf));
             }
             if let Some(reply) = entry.connect_reply.take() {
                 if st.conn.is_established() {
@@ -416,6 +426,14 @@ impl Driver {
             }
             self.spare.push(buf);
         }
+        for (to, buf) in self.fragmentable.drain(..) {
+            // Not retried when the socket is full: the packet counts as lost and goes again.
+            match self.sender.try_send_fragmentable(&buf, to) {
+                Ok(_) => bump(&self.counters.packets_out),
+                Err(e) => tracing::debug!(%to, error = %e, "µTP send failed"),
+            }
+            self.spare.push(buf);
+        }
         // A burst can leave many spare buffers; keep a few.
         self.spare.truncate(64);
     }
@@ -430,4 +448,36 @@ impl Driver {
             }
         }
     }
+}
+
+/// The kernel's MTU for the route to `to` (the outgoing interface's, or a smaller path MTU it
+/// has learnt), from a throwaway UDP socket connected there; `None` if it cannot tell.
+fn route_mtu(to: SocketAddr) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let bind: SocketAddr = if to.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(to).ok()?;
+    let (level, name) = if to.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor is open for the call; `mtu` and `len` are valid for writes of
+    // the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && mtu > 0).then_some(mtu as usize)
 }

@@ -11,6 +11,7 @@ pub mod congestion;
 mod conn;
 mod driver;
 pub mod packet;
+mod pmtu;
 pub mod seq;
 mod stream;
 
@@ -26,7 +27,7 @@ use self::conn::{ConnConfig, ConnError};
 use self::driver::{Counters, Driver, DriverConfig, Event};
 use self::stream::ConnShared;
 pub use self::stream::UtpStream;
-use super::udp::{canonical, UdpMux, UdpSender};
+use super::udp::{canonical, UdpMux, UdpSender, MAX_UTP_DATAGRAM_LEN};
 use super::{NetError, Transport};
 
 /// Default limit on live µTP connections of one socket; each may hold up to
@@ -51,8 +52,9 @@ pub const UTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// keep-alive (every 1–2 minutes), so this stays well above that.
 pub const UTP_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// IP packet size µTP fills, bytes. Path MTU is not probed, so this stays below Ethernet's
-/// 1500 with room for PPPoE and common tunnels, as libtorrent's starting size does.
+/// IP packet size µTP starts with, bytes: below Ethernet's 1500 with room for PPPoE and
+/// common tunnels, as libtorrent's starting size is. Packets grow beyond it only toward a
+/// remote that announces a larger receive limit, up to the route's MTU (see `pmtu`).
 pub const UTP_LINK_MTU: usize = 1400;
 
 const IPV4_HEADER: usize = 20;
@@ -72,8 +74,12 @@ pub struct UtpConfig {
     pub connect_timeout: Duration,
     /// Silence after which a connection is dropped.
     pub idle_timeout: Duration,
-    /// IP packet size to fill.
+    /// IP packet size to start with.
     pub link_mtu: usize,
+    /// Largest datagram announced as receivable, letting remotes that understand the
+    /// announcement send larger packets; 0 announces nothing. At most what the UDP reader
+    /// accepts ([`MAX_UTP_DATAGRAM_LEN`]).
+    pub max_datagram: u16,
 }
 
 impl Default for UtpConfig {
@@ -85,6 +91,7 @@ impl Default for UtpConfig {
             connect_timeout: UTP_CONNECT_TIMEOUT,
             idle_timeout: UTP_IDLE_TIMEOUT,
             link_mtu: UTP_LINK_MTU,
+            max_datagram: MAX_UTP_DATAGRAM_LEN as u16,
         }
     }
 }
@@ -96,6 +103,8 @@ impl UtpConfig {
                 .link_mtu
                 .saturating_sub(ip_header + UDP_HEADER + packet::HEADER_LEN)
                 .max(150),
+            ip_overhead: ip_header + UDP_HEADER,
+            max_datagram: self.max_datagram.min(MAX_UTP_DATAGRAM_LEN as u16),
             send_capacity: self.send_buffer_bytes.max(1),
             recv_capacity: self.recv_buffer_bytes.max(1),
             idle_timeout: self.idle_timeout,

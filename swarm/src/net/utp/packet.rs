@@ -9,6 +9,13 @@ pub const HEADER_LEN: usize = 20;
 /// Extension number of selective ACK (BEP 29).
 const EXT_SACK: u8 = 1;
 
+/// Extension number of burrow's datagram limit: a 2-byte big-endian count, the largest UDP
+/// payload the sender of the packet can receive. It rides on SYN and on the acceptor's replies
+/// to it; peers that do not know it skip it (BEP 29), and without it no packet larger than
+/// the starting size is sent to them (libtorrent, for one, reads datagrams into a 1500-byte
+/// buffer, so a larger one would arrive cut short).
+pub const EXT_MAX_DATAGRAM: u8 = 0x6d;
+
 /// Longest selective-ACK bitmask we send, in bytes (1024 packets past `ack_nr + 1`).
 pub const MAX_SACK_BYTES: usize = 128;
 
@@ -69,6 +76,8 @@ pub struct Packet<'a> {
     pub header: Header,
     /// The selective-ACK bitmask, if present (bit i acknowledges `ack_nr + 2 + i`).
     pub sack: Option<&'a [u8]>,
+    /// The sender's datagram limit ([`EXT_MAX_DATAGRAM`]), if present.
+    pub max_datagram: Option<u16>,
     /// Offset of the payload within the datagram.
     pub payload_offset: usize,
 }
@@ -116,6 +125,7 @@ impl<'a> Packet<'a> {
         let mut next_ext = data[1];
         let mut offset = HEADER_LEN;
         let mut sack = None;
+        let mut max_datagram = None;
         let mut count = 0;
         while next_ext != 0 {
             count += 1;
@@ -132,12 +142,16 @@ impl<'a> Packet<'a> {
             if this_ext == EXT_SACK && len > 0 {
                 sack = Some(body);
             }
+            if this_ext == EXT_MAX_DATAGRAM && len == 2 {
+                max_datagram = Some(u16::from_be_bytes([body[0], body[1]]));
+            }
             // Unknown extensions are skipped, as BEP 29 asks.
             offset += 2 + len;
         }
         Ok(Packet {
             header,
             sack,
+            max_datagram,
             payload_offset: offset,
         })
     }
@@ -145,10 +159,26 @@ impl<'a> Packet<'a> {
 
 /// Writes a packet into `out` (cleared first): header, optional selective ACK, payload.
 pub fn encode(header: &Header, sack: Option<&[u8]>, payload: &[u8], out: &mut Vec<u8>) {
+    encode_with_limit(header, sack, None, payload, out);
+}
+
+/// [`encode`] with an optional datagram limit ([`EXT_MAX_DATAGRAM`]) after the selective ACK.
+pub fn encode_with_limit(
+    header: &Header,
+    sack: Option<&[u8]>,
+    max_datagram: Option<u16>,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     out.clear();
-    out.reserve(HEADER_LEN + sack.map_or(0, |s| 2 + s.len()) + payload.len());
+    out.reserve(HEADER_LEN + sack.map_or(0, |s| 2 + s.len()) + 4 + payload.len());
     out.push((header.kind as u8) << 4 | 1);
-    out.push(if sack.is_some() { EXT_SACK } else { 0 });
+    let limit_ext = if max_datagram.is_some() {
+        EXT_MAX_DATAGRAM
+    } else {
+        0
+    };
+    out.push(if sack.is_some() { EXT_SACK } else { limit_ext });
     out.extend_from_slice(&header.conn_id.to_be_bytes());
     out.extend_from_slice(&header.timestamp.to_be_bytes());
     out.extend_from_slice(&header.timestamp_diff.to_be_bytes());
@@ -157,9 +187,14 @@ pub fn encode(header: &Header, sack: Option<&[u8]>, payload: &[u8], out: &mut Ve
     out.extend_from_slice(&header.ack_nr.0.to_be_bytes());
     if let Some(mask) = sack {
         debug_assert!(!mask.is_empty() && mask.len() % 4 == 0 && mask.len() <= MAX_SACK_BYTES);
-        out.push(0);
+        out.push(limit_ext);
         out.push(mask.len() as u8);
         out.extend_from_slice(mask);
+    }
+    if let Some(limit) = max_datagram {
+        out.push(0);
+        out.push(2);
+        out.extend_from_slice(&limit.to_be_bytes());
     }
     out.extend_from_slice(payload);
 }
@@ -227,6 +262,32 @@ mod tests {
         let mut empty = buf[..HEADER_LEN].to_vec();
         empty.extend_from_slice(&[0, 0]);
         assert_eq!(Packet::decode(&empty).unwrap().sack, None);
+    }
+
+    #[test]
+    fn datagram_limit_round_trips_alone_and_after_a_sack() {
+        let mut buf = Vec::new();
+        encode_with_limit(&header(PacketType::Syn), None, Some(65_535), &[], &mut buf);
+        assert_eq!(buf[1], EXT_MAX_DATAGRAM);
+        assert_eq!(buf.len(), HEADER_LEN + 4);
+        let p = Packet::decode(&buf).unwrap();
+        assert_eq!((p.max_datagram, p.sack), (Some(65_535), None));
+        encode_with_limit(
+            &header(PacketType::State),
+            Some(&[1, 0, 0, 0]),
+            Some(9_000),
+            b"",
+            &mut buf,
+        );
+        let p = Packet::decode(&buf).unwrap();
+        assert_eq!(p.max_datagram, Some(9_000));
+        assert_eq!(p.sack, Some(&[1, 0, 0, 0][..]));
+        assert_eq!(p.payload_offset, buf.len());
+        // A limit of the wrong length is ignored, not misread.
+        let mut odd = buf[..HEADER_LEN].to_vec();
+        odd[1] = EXT_MAX_DATAGRAM;
+        odd.extend_from_slice(&[0, 3, 1, 2, 3]);
+        assert_eq!(Packet::decode(&odd).unwrap().max_datagram, None);
     }
 
     #[test]

@@ -26,13 +26,21 @@ struct Tap {
 }
 
 impl AsyncRead for Tap {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Tap {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.refuse = !self.refuse;
         if self.refuse {
             cx.waker().wake_by_ref();
@@ -55,7 +63,15 @@ impl AsyncWrite for Tap {
 
 fn tap(inner: DuplexStream, max: usize) -> (Tap, Arc<Mutex<Vec<u8>>>) {
     let sent = Arc::new(Mutex::new(Vec::new()));
-    (Tap { inner, sent: sent.clone(), max, refuse: false }, sent)
+    (
+        Tap {
+            inner,
+            sent: sent.clone(),
+            max,
+            refuse: false,
+        },
+        sent,
+    )
 }
 
 fn data(len: usize) -> Vec<u8> {
@@ -63,14 +79,28 @@ fn data(len: usize) -> Vec<u8> {
 }
 
 /// Connects both ends, then sends `len` bytes each way at once and checks them.
-async fn exchange(dial: EncryptionPolicy, listen: EncryptionPolicy, max_write: usize, len: usize) -> (Crypto, Vec<u8>) {
+async fn exchange(
+    dial: EncryptionPolicy,
+    listen: EncryptionPolicy,
+    max_write: usize,
+    len: usize,
+) -> (Crypto, Vec<u8>) {
     let (a, b) = duplex(4096);
     let (a, sent_by_a) = tap(a, max_write);
     let (b, _) = tap(b, max_write);
     let bt = Handshake::ours(IH, PeerId([1; 20])).encode();
-    let (ra, rb) = tokio::join!(mse_connect_with_payload(a, IH, dial, &bt), accept(b, known, listen));
+    let (ra, rb) = tokio::join!(
+        mse_connect_with_payload(a, IH, dial, &bt),
+        accept(b, known, listen)
+    );
     let a = ra.unwrap();
-    let Accepted::Encrypted { stream: mut b, info_hash } = rb.unwrap() else { panic!("not MSE") };
+    let Accepted::Encrypted {
+        stream: mut b,
+        info_hash,
+    } = rb.unwrap()
+    else {
+        panic!("not MSE")
+    };
     assert_eq!(info_hash, IH);
     assert_eq!(a.crypto(), b.crypto());
     let mut got = [0u8; 68];
@@ -103,23 +133,50 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test]
 async fn encrypted_both_ways_through_a_stingy_transport() {
-    let (crypto, wire) = exchange(EncryptionPolicy::Rc4Preferred, EncryptionPolicy::Rc4Preferred, 3, 20_000).await;
+    let (crypto, wire) = exchange(
+        EncryptionPolicy::Rc4Preferred,
+        EncryptionPolicy::Rc4Preferred,
+        3,
+        20_000,
+    )
+    .await;
     assert_eq!(crypto, Crypto::Rc4);
     assert!(!contains(&wire, PROTOCOL), "handshake visible on the wire");
-    assert!(!contains(&wire, &data(20_000)[..64]), "payload visible on the wire");
+    assert!(
+        !contains(&wire, &data(20_000)[..64]),
+        "payload visible on the wire"
+    );
 }
 
 #[tokio::test]
 async fn plaintext_choice_leaves_the_payload_readable() {
-    let (crypto, wire) = exchange(EncryptionPolicy::Rc4Preferred, EncryptionPolicy::PlaintextPreferred, 1000, 300_000).await;
+    let (crypto, wire) = exchange(
+        EncryptionPolicy::Rc4Preferred,
+        EncryptionPolicy::PlaintextPreferred,
+        1000,
+        300_000,
+    )
+    .await;
     assert_eq!(crypto, Crypto::Plaintext);
-    assert!(!contains(&wire, PROTOCOL), "the initial payload is still RC4");
-    assert!(wire.ends_with(&data(300_000)), "payload after the handshake in plain");
+    assert!(
+        !contains(&wire, PROTOCOL),
+        "the initial payload is still RC4"
+    );
+    assert!(
+        wire.ends_with(&data(300_000)),
+        "payload after the handshake in plain"
+    );
 }
 
 #[tokio::test]
 async fn required_encryption_wins_over_a_plaintext_preference() {
-    let (crypto, _) = exchange(EncryptionPolicy::Rc4Required, EncryptionPolicy::PlaintextPreferred, 64, 1000).await;
+    let (crypto, _) = exchange(
+        EncryptionPolicy::Rc4Required,
+        EncryptionPolicy::PlaintextPreferred,
+        64,
+        1000,
+    )
+    .await;
     assert_eq!(crypto, Crypto::Rc4);
 }
 
@@ -129,7 +186,12 @@ async fn plain_handshakes_pass_through_accept() {
     let bt = Handshake::ours(IH, PeerId([1; 20])).encode();
     a.write_all(&bt).await.unwrap();
     a.write_all(b"then messages").await.unwrap();
-    let Accepted::Plaintext(mut s) = accept(b, known, EncryptionPolicy::Rc4Preferred).await.unwrap() else { panic!("not plain") };
+    let Accepted::Plaintext(mut s) = accept(b, known, EncryptionPolicy::Rc4Preferred)
+        .await
+        .unwrap()
+    else {
+        panic!("not plain")
+    };
     assert_eq!(s.crypto(), None);
     let mut got = vec![0u8; 68 + 13];
     s.read_exact(&mut got).await.unwrap();
@@ -178,11 +240,17 @@ async fn unknown_torrent_is_refused() {
 async fn silent_peers_time_out_per_phase() {
     let (_a, b) = duplex(4096);
     let r = accept(b, known, EncryptionPolicy::Rc4Preferred).await;
-    assert!(matches!(r, Err(MseError::Timeout(Phase::KeyExchange))), "{r:?}");
+    assert!(
+        matches!(r, Err(MseError::Timeout(Phase::KeyExchange))),
+        "{r:?}"
+    );
 
     let (_a, b) = duplex(4096);
     let r = mse_connect(b, IH, EncryptionPolicy::Rc4Preferred).await;
-    assert!(matches!(r, Err(MseError::Timeout(Phase::KeyExchange))), "{r:?}");
+    assert!(
+        matches!(r, Err(MseError::Timeout(Phase::KeyExchange))),
+        "{r:?}"
+    );
 
     // A peer that sends its key and padding, then stalls before the sync point.
     let (mut a, b) = duplex(4096);
@@ -200,13 +268,22 @@ fn futures_and_stream_can_move_between_threads() {
     fn is_send<T: Send>(_: &T) {}
     fn is_peer_io<T: crate::peer::conn::PeerIo>() {}
     is_peer_io::<MseStream<tokio::net::TcpStream>>();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let s = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
         let (t, _) = l.accept().await.unwrap();
         let table = Arc::new(vec![IH]);
-        let f = accept(t, move |h: &[u8; 20]| table.iter().copied().find(|ih| req2_hash(ih) == *h), EncryptionPolicy::default());
+        let f = accept(
+            t,
+            move |h: &[u8; 20]| table.iter().copied().find(|ih| req2_hash(ih) == *h),
+            EncryptionPolicy::default(),
+        );
         is_send(&f);
         let g = mse_connect(s, IH, EncryptionPolicy::default());
         is_send(&g);

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::{Action, TorrentCore};
 use crate::peer::PeerKey;
-use crate::wire::{HolepunchError, HolepunchMsg, HolepunchType, Message, PexFlags, PexMessage, PexPeer, MAX_PEX_PEERS};
+use crate::wire::{
+    HolepunchError, HolepunchMsg, HolepunchType, Message, PexFlags, PexMessage, PexPeer,
+    MAX_PEX_PEERS,
+};
 
 /// Time between PEX messages to one peer (BEP 11: at most one a minute).
 pub const PEX_INTERVAL: Duration = Duration::from_secs(60);
@@ -63,7 +66,11 @@ impl TorrentCore {
             .iter()
             .filter_map(|(k, p)| {
                 let other = p.ext.as_ref().and_then(|e| p.other_family(e))?;
-                let flags = if p.supports_holepunch() { PexFlags::HOLEPUNCH } else { 0 };
+                let flags = if p.supports_holepunch() {
+                    PexFlags::HOLEPUNCH
+                } else {
+                    0
+                };
                 Some((*k, other, PexFlags(flags)))
             })
             .collect();
@@ -71,7 +78,9 @@ impl TorrentCore {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in keys {
             let p = self.peers.get_mut(&k).expect("present");
-            let Some(id) = p.ext.as_ref().and_then(|e| e.ids.ut_pex) else { continue };
+            let Some(id) = p.ext.as_ref().and_then(|e| e.ids.ut_pex) else {
+                continue;
+            };
             let due = match p.pex_at {
                 Some(t) => now.duration_since(t) >= PEX_INTERVAL,
                 None => now.duration_since(p.connected_at) >= PEX_FIRST_DELAY,
@@ -79,14 +88,27 @@ impl TorrentCore {
             if !due {
                 continue;
             }
-            let current: HashSet<SocketAddr> = everyone.iter().filter(|(o, ..)| *o != k).map(|(_, a, _)| *a).collect();
+            let current: HashSet<SocketAddr> = everyone
+                .iter()
+                .filter(|(o, ..)| *o != k)
+                .map(|(_, a, _)| *a)
+                .collect();
             let added: Vec<PexPeer> = everyone
                 .iter()
                 .filter(|(o, a, _)| *o != k && !p.pex_sent.contains(a))
                 .take(MAX_PEX_PEERS)
-                .map(|(_, addr, flags)| PexPeer { addr: *addr, flags: *flags })
+                .map(|(_, addr, flags)| PexPeer {
+                    addr: *addr,
+                    flags: *flags,
+                })
                 .collect();
-            let dropped: Vec<SocketAddr> = p.pex_sent.iter().filter(|a| !current.contains(a)).take(MAX_PEX_PEERS).copied().collect();
+            let dropped: Vec<SocketAddr> = p
+                .pex_sent
+                .iter()
+                .filter(|a| !current.contains(a))
+                .take(MAX_PEX_PEERS)
+                .copied()
+                .collect();
             p.pex_at = Some(now);
             if added.is_empty() && dropped.is_empty() {
                 continue;
@@ -98,7 +120,13 @@ impl TorrentCore {
                 p.pex_sent.remove(d);
             }
             let payload = PexMessage { added, dropped }.encode();
-            self.actions.push_back(Action::Send(k, Message::Extended { id, payload: payload.into() }));
+            self.actions.push_back(Action::Send(
+                k,
+                Message::Extended {
+                    id,
+                    payload: payload.into(),
+                },
+            ));
         }
     }
 
@@ -110,24 +138,56 @@ impl TorrentCore {
         let from = &self.peers[&key];
         // Some peers list us among their peers (libtorrent does): the address this peer says
         // it sees us at, with our listen port, is not a peer to dial.
-        let us = from.ext.as_ref().and_then(|e| e.yourip).zip(self.config.listen_port).map(|(ip, port)| SocketAddr::new(ip, port));
-        let peers: Vec<PexPeer> = msg.added.into_iter().filter(|p| Some(p.addr) != us).collect();
+        let us = from
+            .ext
+            .as_ref()
+            .and_then(|e| e.yourip)
+            .zip(self.config.listen_port)
+            .map(|(ip, port)| SocketAddr::new(ip, port));
+        let peers: Vec<PexPeer> = msg
+            .added
+            .into_iter()
+            .filter(|p| Some(p.addr) != us)
+            .collect();
         if peers.is_empty() {
             return;
         }
         let via = from.dialable().unwrap_or(from.addr);
-        self.actions.push_back(Action::PexPeers { via, via_key: key, peers });
+        self.actions.push_back(Action::PexPeers {
+            via,
+            via_key: key,
+            peers,
+        });
     }
 
     /// Sends a holepunch message to a connected peer (the task uses this to ask a relay for a
     /// rendezvous). Returns false if the peer does not speak ut_holepunch.
     pub fn send_holepunch(&mut self, key: PeerKey, msg: HolepunchMsg) -> bool {
-        let Some(id) = self.peers.get(&key).and_then(|p| p.ext.as_ref()).and_then(|e| e.ids.ut_holepunch) else { return false };
-        self.actions.push_back(Action::Send(key, Message::Extended { id, payload: msg.encode().into() }));
+        let Some(id) = self
+            .peers
+            .get(&key)
+            .and_then(|p| p.ext.as_ref())
+            .and_then(|e| e.ids.ut_holepunch)
+        else {
+            return false;
+        };
+        self.actions.push_back(Action::Send(
+            key,
+            Message::Extended {
+                id,
+                payload: msg.encode().into(),
+            },
+        ));
         true
     }
 
-    fn holepunch_reply(&mut self, key: PeerKey, kind: HolepunchType, addr: SocketAddr, error: HolepunchError) {
+    fn holepunch_reply(
+        &mut self,
+        key: PeerKey,
+        kind: HolepunchType,
+        addr: SocketAddr,
+        error: HolepunchError,
+    ) {
         self.send_holepunch(key, HolepunchMsg { kind, addr, error });
     }
 
@@ -137,11 +197,15 @@ impl TorrentCore {
             HolepunchType::Rendezvous => self.relay(key, msg.addr, now),
             HolepunchType::Connect => {
                 let via = self.peers[&key].addr;
-                self.actions.push_back(Action::HolepunchConnect { addr: msg.addr, via });
+                self.actions.push_back(Action::HolepunchConnect {
+                    addr: msg.addr,
+                    via,
+                });
             }
             HolepunchType::Error => {
                 tracing::debug!(target = %msg.addr, error = ?msg.error, "holepunch rendezvous refused");
-                self.actions.push_back(Action::HolepunchFailed { addr: msg.addr });
+                self.actions
+                    .push_back(Action::HolepunchFailed { addr: msg.addr });
             }
         }
     }
@@ -149,7 +213,11 @@ impl TorrentCore {
     /// The relay role: introduce `from` to the peer at `target`.
     fn relay(&mut self, from: PeerKey, target: SocketAddr, now: Instant) {
         let requester = &mut self.peers.get_mut(&from).expect("present");
-        while requester.relay_times.front().is_some_and(|t| now.duration_since(*t) > RELAY_WINDOW) {
+        while requester
+            .relay_times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RELAY_WINDOW)
+        {
             requester.relay_times.pop_front();
         }
         if requester.relay_times.len() >= MAX_RELAYS_PER_WINDOW {
@@ -158,18 +226,47 @@ impl TorrentCore {
         requester.relay_times.push_back(now);
         let from_addr = requester.addr;
         if target.port() == 0 || target.ip().is_unspecified() || target.ip().is_multicast() {
-            return self.holepunch_reply(from, HolepunchType::Error, target, HolepunchError::NoSuchPeer);
+            return self.holepunch_reply(
+                from,
+                HolepunchType::Error,
+                target,
+                HolepunchError::NoSuchPeer,
+            );
         }
         if is_local(target.ip()) && !is_local(from_addr.ip()) {
-            return self.holepunch_reply(from, HolepunchType::Error, target, HolepunchError::NoSuchPeer);
+            return self.holepunch_reply(
+                from,
+                HolepunchType::Error,
+                target,
+                HolepunchError::NoSuchPeer,
+            );
         }
         if self.peers.get(&from).and_then(|p| p.dialable()) == Some(target) || from_addr == target {
-            return self.holepunch_reply(from, HolepunchType::Error, target, HolepunchError::NoSelf);
+            return self.holepunch_reply(
+                from,
+                HolepunchType::Error,
+                target,
+                HolepunchError::NoSelf,
+            );
         }
-        let found = self.peers.iter().find(|(k, p)| **k != from && (p.addr == target || p.dialable() == Some(target))).map(|(k, p)| (*k, p.supports_holepunch(), p.addr));
+        let found = self
+            .peers
+            .iter()
+            .find(|(k, p)| **k != from && (p.addr == target || p.dialable() == Some(target)))
+            .map(|(k, p)| (*k, p.supports_holepunch(), p.addr));
         match found {
-            None => self.holepunch_reply(from, HolepunchType::Error, target, HolepunchError::NotConnected),
-            Some((_, false, _)) => self.holepunch_reply(from, HolepunchType::Error, target, HolepunchError::NoSupport),
+            None => self.holepunch_reply(
+                from,
+                HolepunchType::Error,
+                target,
+                HolepunchError::NotConnected,
+            ),
+            Some((_, false, _)) => self.holepunch_reply(
+                from,
+                HolepunchType::Error,
+                target,
+                HolepunchError::NoSupport,
+            ),
             Some((to, true, to_addr)) => {
                 // Each side learns the other's address as we see it: for a NATed peer that
                 // is its mapping, the one its hole must be punched toward.

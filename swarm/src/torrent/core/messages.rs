@@ -20,7 +20,12 @@ pub const MAX_UNWANTED_BLOCKS: u32 = 500;
 
 impl TorrentCore {
     /// Messages arrived from a peer, in order.
-    pub fn peer_messages(&mut self, key: PeerKey, msgs: impl IntoIterator<Item = Message>, now: Instant) {
+    pub fn peer_messages(
+        &mut self,
+        key: PeerKey,
+        msgs: impl IntoIterator<Item = Message>,
+        now: Instant,
+    ) {
         for m in msgs {
             if !self.peers.contains_key(&key) {
                 return;
@@ -74,7 +79,11 @@ impl TorrentCore {
             Message::Cancel(r) => {
                 self.actions.push_back(Action::CancelServe(key, r));
             }
-            Message::Piece { piece, offset, data } => self.on_block(key, piece, offset, data, now)?,
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => self.on_block(key, piece, offset, data, now)?,
             Message::Reject(r) => {
                 let p = self.peers.get_mut(&key).expect("present");
                 if p.outstanding.remove(&r) {
@@ -111,7 +120,12 @@ impl TorrentCore {
                     haves.push(i);
                 }
             }
-            (PeerHas::Unknown, None) => p.has = PeerHas::Pending { bitfield: None, haves: vec![i] },
+            (PeerHas::Unknown, None) => {
+                p.has = PeerHas::Pending {
+                    bitfield: None,
+                    haves: vec![i],
+                }
+            }
             (PeerHas::Unknown, Some(n)) => {
                 let mut b = Bitfield::new(n);
                 b.set(i, true);
@@ -152,12 +166,22 @@ impl TorrentCore {
         p.has = match (raw, count) {
             (Some(raw), Some(n)) => {
                 let b = Bitfield::from_wire(&raw, n).ok_or("bitfield of the wrong length")?;
-                if b.is_full() { PeerHas::All } else { PeerHas::Some(b) }
+                if b.is_full() {
+                    PeerHas::All
+                } else {
+                    PeerHas::Some(b)
+                }
             }
-            (Some(raw), None) => PeerHas::Pending { bitfield: Some(raw), haves: vec![] },
+            (Some(raw), None) => PeerHas::Pending {
+                bitfield: Some(raw),
+                haves: vec![],
+            },
             (None, _) if all => PeerHas::All,
             (None, Some(n)) => PeerHas::Some(Bitfield::new(n)),
-            (None, None) => PeerHas::Pending { bitfield: None, haves: vec![] },
+            (None, None) => PeerHas::Pending {
+                bitfield: None,
+                haves: vec![],
+            },
         };
         if let Some(picker) = &mut self.picker {
             super::add_to_picker(picker, &p.has);
@@ -188,8 +212,19 @@ impl TorrentCore {
         }
     }
 
-    fn on_block(&mut self, key: PeerKey, piece: PieceIndex, offset: u32, data: Bytes, now: Instant) -> Result<(), String> {
-        let r = BlockRef { piece, offset, len: data.len() as u32 };
+    fn on_block(
+        &mut self,
+        key: PeerKey,
+        piece: PieceIndex,
+        offset: u32,
+        data: Bytes,
+        now: Instant,
+    ) -> Result<(), String> {
+        let r = BlockRef {
+            piece,
+            offset,
+            len: data.len() as u32,
+        };
         let p = self.peers.get_mut(&key).expect("present");
         let requested = p.outstanding.remove(&r);
         p.down.add(data.len() as u64);
@@ -229,7 +264,10 @@ impl TorrentCore {
             // A reused buffer needs no zeroing: every byte is overwritten by a block.
             let mut buf = spare.pop().unwrap_or_default();
             buf.resize(len, 0);
-            Assembly { buf, contributors: Vec::new() }
+            Assembly {
+                buf,
+                contributors: Vec::new(),
+            }
         });
         a.buf[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
         if !a.contributors.contains(&ip) {
@@ -237,14 +275,25 @@ impl TorrentCore {
         }
         if complete {
             let buf = std::mem::take(&mut a.buf);
-            self.actions.push_back(Action::Verify { piece: piece.0, data: buf });
+            self.actions.push_back(Action::Verify {
+                piece: piece.0,
+                data: buf,
+            });
         }
         if duplicated {
             // Endgame: others were asked for the same block; withdraw those requests.
-            let others: Vec<PeerKey> =
-                self.peers.iter().filter(|(k, p)| **k != key && p.outstanding.contains(&r)).map(|(k, _)| *k).collect();
+            let others: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(k, p)| **k != key && p.outstanding.contains(&r))
+                .map(|(k, _)| *k)
+                .collect();
             for k in others {
-                self.peers.get_mut(&k).expect("present").outstanding.remove(&r);
+                self.peers
+                    .get_mut(&k)
+                    .expect("present")
+                    .outstanding
+                    .remove(&r);
                 self.send(k, Message::Cancel(r));
             }
         }
@@ -254,14 +303,24 @@ impl TorrentCore {
     /// The driver hashed piece `piece`: `ok` if it matched (and was written). `buf` comes back
     /// for reuse.
     pub fn piece_checked(&mut self, piece: u32, ok: bool, buf: Vec<u8>) {
-        let contributors = self.assembling.remove(&piece).map(|a| a.contributors).unwrap_or_default();
+        let contributors = self
+            .assembling
+            .remove(&piece)
+            .map(|a| a.contributors)
+            .unwrap_or_default();
         // Spare buffers plus pieces being assembled never exceed the picker's memory cap, and
         // reusing them spares a page fault per 4 KiB of every piece.
-        let cap = self.picker.as_ref().map_or(0, |p| p.max_partial()).saturating_sub(self.assembling.len());
+        let cap = self
+            .picker
+            .as_ref()
+            .map_or(0, |p| p.max_partial())
+            .saturating_sub(self.assembling.len());
         if self.spare_buffers.len() < cap && buf.capacity() > 0 {
             self.spare_buffers.push(buf);
         }
-        let Some(picker) = &mut self.picker else { return };
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
         picker.piece_verified(piece, ok);
         if ok {
             self.actions.push_back(Action::PieceVerified(piece));
@@ -275,7 +334,10 @@ impl TorrentCore {
             self.check_complete();
         } else {
             self.stats.hash_failures += 1;
-            self.stats.wasted += self.info.as_ref().map_or(0, |i| i.piece_len(PieceIndex(piece)) as u64);
+            self.stats.wasted += self
+                .info
+                .as_ref()
+                .map_or(0, |i| i.piece_len(PieceIndex(piece)) as u64);
             let weight = if contributors.len() == 1 { 3 } else { 1 };
             for ip in contributors {
                 let s = self.strikes.entry(ip).or_insert(0);
@@ -289,13 +351,24 @@ impl TorrentCore {
 
     fn ban(&mut self, ip: std::net::IpAddr) {
         self.actions.push_back(Action::Ban(ip));
-        let keys: Vec<PeerKey> = self.peers.iter().filter(|(_, p)| p.addr.ip() == ip).map(|(k, _)| *k).collect();
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr.ip() == ip)
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             self.drop_peer(k, CloseReason::Banned);
         }
     }
 
-    fn on_extended(&mut self, key: PeerKey, id: u8, payload: Bytes, now: Instant) -> Result<(), String> {
+    fn on_extended(
+        &mut self,
+        key: PeerKey,
+        id: u8,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), String> {
         if id == 0 {
             let hs = ExtHandshake::decode(&payload).map_err(|e| e.to_string())?;
             let p = self.peers.get_mut(&key).expect("present");
@@ -305,10 +378,14 @@ impl TorrentCore {
             let size = hs.metadata_size;
             let has_md = hs.ids.ut_metadata.is_some();
             if let Some(reported) = hs.yourip {
-                self.actions.push_back(Action::YourIp { reported, by: p.addr.ip() });
+                self.actions.push_back(Action::YourIp {
+                    reported,
+                    by: p.addr.ip(),
+                });
             }
             if let Some(other) = p.other_family(&hs) {
-                self.actions.push_back(Action::OtherFamily { key, addr: other });
+                self.actions
+                    .push_back(Action::OtherFamily { key, addr: other });
             }
             p.ext = Some(hs);
             if self.info.is_none() && has_md {
@@ -346,7 +423,11 @@ impl TorrentCore {
         };
         if want != p.am_interested {
             p.am_interested = want;
-            let m = if want { Message::Interested } else { Message::NotInterested };
+            let m = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
             self.send(key, m);
         }
     }

@@ -66,7 +66,11 @@ impl MetadataFetch {
 impl TorrentCore {
     /// Fraction of the metadata received (magnet links).
     pub fn metadata_progress(&self) -> f64 {
-        if self.info.is_some() { 1.0 } else { self.metadata.progress() }
+        if self.info.is_some() {
+            1.0
+        } else {
+            self.metadata.progress()
+        }
     }
 
     /// Sends metadata requests for pieces nobody is fetching.
@@ -74,33 +78,62 @@ impl TorrentCore {
         if self.info.is_some() {
             return;
         }
-        let Some(size) = self.metadata.size else { return };
+        let Some(size) = self.metadata.size else {
+            return;
+        };
         for i in 0..self.metadata.pieces.len() {
             if self.metadata.pieces[i].is_some() {
                 continue;
             }
-            if self.metadata.pending[i].is_some_and(|(_, t)| now.duration_since(t) < METADATA_REQUEST_TIMEOUT) {
+            if self.metadata.pending[i]
+                .is_some_and(|(_, t)| now.duration_since(t) < METADATA_REQUEST_TIMEOUT)
+            {
                 continue;
             }
-            let busy = |k: PeerKey| self.metadata.pending.iter().filter(|p| p.is_some_and(|(pk, _)| pk == k)).count();
+            let busy = |k: PeerKey| {
+                self.metadata
+                    .pending
+                    .iter()
+                    .filter(|p| p.is_some_and(|(pk, _)| pk == k))
+                    .count()
+            };
             let best = self
                 .peers
                 .iter()
                 .filter(|(k, p)| {
                     !self.metadata.refused.contains(k)
-                        && p.ext.as_ref().is_some_and(|e| e.ids.ut_metadata.is_some() && e.metadata_size == Some(size))
+                        && p.ext.as_ref().is_some_and(|e| {
+                            e.ids.ut_metadata.is_some() && e.metadata_size == Some(size)
+                        })
                 })
                 .min_by_key(|(k, _)| busy(**k))
-                .map(|(k, p)| (*k, p.ext.as_ref().and_then(|e| e.ids.ut_metadata).expect("filtered")));
+                .map(|(k, p)| {
+                    (
+                        *k,
+                        p.ext
+                            .as_ref()
+                            .and_then(|e| e.ids.ut_metadata)
+                            .expect("filtered"),
+                    )
+                });
             let Some((key, id)) = best else { return };
             self.metadata.pending[i] = Some((key, now));
             let payload = MetadataMsg::Request { piece: i as u32 }.encode();
-            self.send(key, Message::Extended { id, payload: payload.into() });
+            self.send(
+                key,
+                Message::Extended {
+                    id,
+                    payload: payload.into(),
+                },
+            );
         }
     }
 
     pub(super) fn on_metadata(&mut self, key: PeerKey, msg: MetadataMsg, now: Instant) {
-        let their_id = self.peers[&key].ext.as_ref().and_then(|e| e.ids.ut_metadata);
+        let their_id = self.peers[&key]
+            .ext
+            .as_ref()
+            .and_then(|e| e.ids.ut_metadata);
         match msg {
             MetadataMsg::Request { piece } => {
                 let Some(id) = their_id else { return };
@@ -108,11 +141,21 @@ impl TorrentCore {
                     Some(info) if (piece as usize) * METADATA_PIECE_SIZE < info.raw.len() => {
                         let start = piece as usize * METADATA_PIECE_SIZE;
                         let end = (start + METADATA_PIECE_SIZE).min(info.raw.len());
-                        MetadataMsg::Data { piece, total_size: info.raw.len() as u32, data: info.raw.slice(start..end) }
+                        MetadataMsg::Data {
+                            piece,
+                            total_size: info.raw.len() as u32,
+                            data: info.raw.slice(start..end),
+                        }
                     }
                     _ => MetadataMsg::Reject { piece },
                 };
-                self.send(key, Message::Extended { id, payload: reply.encode().into() });
+                self.send(
+                    key,
+                    Message::Extended {
+                        id,
+                        payload: reply.encode().into(),
+                    },
+                );
             }
             MetadataMsg::Reject { piece } => {
                 self.metadata.refused.insert(key);
@@ -123,12 +166,19 @@ impl TorrentCore {
                 }
                 self.request_metadata(now);
             }
-            MetadataMsg::Data { piece, total_size, data } => {
+            MetadataMsg::Data {
+                piece,
+                total_size,
+                data,
+            } => {
                 if self.info.is_some() || Some(total_size) != self.metadata.size {
                     return;
                 }
                 let i = piece as usize;
-                if i >= self.metadata.pieces.len() || data.len() != self.metadata.piece_len(i) || self.metadata.pieces[i].is_some() {
+                if i >= self.metadata.pieces.len()
+                    || data.len() != self.metadata.piece_len(i)
+                    || self.metadata.pieces[i].is_some()
+                {
                     return;
                 }
                 self.metadata.pieces[i] = Some(data);
@@ -158,9 +208,16 @@ impl TorrentCore {
             Err(e) => {
                 tracing::warn!(error = %e, "metadata from peers was invalid; fetching again");
                 let failures = self.metadata.failures + 1;
-                self.metadata = MetadataFetch { failures, ..Default::default() };
+                self.metadata = MetadataFetch {
+                    failures,
+                    ..Default::default()
+                };
                 // Sizes announced by other peers will be taken afresh.
-                let sizes: Vec<u32> = self.peers.values().filter_map(|p| p.ext.as_ref().and_then(|e| e.metadata_size)).collect();
+                let sizes: Vec<u32> = self
+                    .peers
+                    .values()
+                    .filter_map(|p| p.ext.as_ref().and_then(|e| e.metadata_size))
+                    .collect();
                 if let Some(&s) = sizes.iter().next_back() {
                     self.metadata.set_size(s);
                 }

@@ -224,8 +224,18 @@ pub const MAX_HASH_STRIKES: u32 = 6;
 
 impl TorrentCore {
     /// A core for a torrent known by `info_hash`; `info` is `None` for magnet links.
-    pub fn new(info_hash: InfoHash, our_id: PeerId, info: Option<Arc<Info>>, config: CoreConfig, seed: u64) -> TorrentCore {
-        let phase = if info.is_some() { Phase::Checking } else { Phase::FetchingMetadata };
+    pub fn new(
+        info_hash: InfoHash,
+        our_id: PeerId,
+        info: Option<Arc<Info>>,
+        config: CoreConfig,
+        seed: u64,
+    ) -> TorrentCore {
+        let phase = if info.is_some() {
+            Phase::Checking
+        } else {
+            Phase::FetchingMetadata
+        };
         TorrentCore {
             info_hash,
             our_id,
@@ -299,11 +309,15 @@ impl TorrentCore {
     /// (BEP 55). A peer that dialled us decides for itself whether it needs us; a reachable
     /// peer we dialled is kept while we want anchors; a holepunched one never is.
     fn keeps_as_anchor(&self, key: PeerKey) -> bool {
-        let Some(p) = self.peers.get(&key) else { return false };
+        let Some(p) = self.peers.get(&key) else {
+            return false;
+        };
         if p.ext.is_none() {
             // Decided when its extension handshake says whether it relays; a peer that
             // promised one and has not sent it within EXT_HANDSHAKE_WAIT never will.
-            let waited = self.last_tick.map_or(std::time::Duration::ZERO, |t| t.saturating_duration_since(p.connected_at));
+            let waited = self.last_tick.map_or(std::time::Duration::ZERO, |t| {
+                t.saturating_duration_since(p.connected_at)
+            });
             return p.handshake.supports_extensions() && waited < EXT_HANDSHAKE_WAIT;
         }
         if !p.supports_holepunch() || p.route.is_holepunched() {
@@ -315,7 +329,9 @@ impl TorrentCore {
         let older = self
             .peers
             .iter()
-            .filter(|(k, q)| **k < key && q.route.is_outgoing() && q.supports_holepunch() && q.upload_only())
+            .filter(|(k, q)| {
+                **k < key && q.route.is_outgoing() && q.supports_holepunch() && q.upload_only()
+            })
             .count();
         // The oldest links are the anchors, whatever order they are looked at in.
         older < self.config.anchors
@@ -336,7 +352,12 @@ impl TorrentCore {
         if self.phase != Phase::Complete || !self.config.seed {
             return;
         }
-        let useless: Vec<PeerKey> = self.peers.keys().copied().filter(|k| self.is_useless(*k)).collect();
+        let useless: Vec<PeerKey> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|k| self.is_useless(*k))
+            .collect();
         for k in useless {
             self.drop_peer(k, CloseReason::Useless);
         }
@@ -344,7 +365,11 @@ impl TorrentCore {
 
     /// Our own addresses, announced in extension handshakes from now on (BEP 10 `ipv4` and
     /// `ipv6`): a peer that knows us over one family can then try the other.
-    pub fn set_own_addresses(&mut self, v4: Option<std::net::Ipv4Addr>, v6: Option<std::net::Ipv6Addr>) {
+    pub fn set_own_addresses(
+        &mut self,
+        v4: Option<std::net::Ipv4Addr>,
+        v6: Option<std::net::Ipv6Addr>,
+    ) {
         self.config.our_ipv4 = v4;
         self.config.our_ipv6 = v6;
     }
@@ -367,9 +392,16 @@ impl TorrentCore {
     /// Storage was checked: `have` is what is on disk. Starts downloading.
     pub fn attach(&mut self, have: Bitfield) {
         let info = self.info.clone().expect("attach needs the info dictionary");
-        let max_partial = (self.config.max_partial_bytes / info.piece_length as u64).max(2) as usize;
+        let max_partial =
+            (self.config.max_partial_bytes / info.piece_length as u64).max(2) as usize;
         let seed = self.next_rand();
-        let mut picker = Picker::new(info.piece_length, info.total_length, have, max_partial, seed);
+        let mut picker = Picker::new(
+            info.piece_length,
+            info.total_length,
+            have,
+            max_partial,
+            seed,
+        );
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in &keys {
             let p = self.peers.get_mut(k).expect("present");
@@ -398,11 +430,13 @@ impl TorrentCore {
     /// A connection finished its handshake and joins the torrent.
     pub fn peer_connected(&mut self, key: PeerKey, state: PeerState, now: Instant) {
         if state.peer_id() == self.our_id {
-            self.actions.push_back(Action::Close(key, CloseReason::Duplicate));
+            self.actions
+                .push_back(Action::Close(key, CloseReason::Duplicate));
             return;
         }
         if self.peers.values().any(|p| p.peer_id() == state.peer_id()) {
-            self.actions.push_back(Action::Close(key, CloseReason::Duplicate));
+            self.actions
+                .push_back(Action::Close(key, CloseReason::Duplicate));
             return;
         }
         let extensions = state.handshake.supports_extensions();
@@ -412,7 +446,14 @@ impl TorrentCore {
         if extensions {
             let complete = self.phase == Phase::Complete;
             let hs = ExtHandshake {
-                ids: if self.is_private() { crate::wire::ExtensionIds { ut_pex: None, ..LOCAL_EXTENSIONS } } else { LOCAL_EXTENSIONS },
+                ids: if self.is_private() {
+                    crate::wire::ExtensionIds {
+                        ut_pex: None,
+                        ..LOCAL_EXTENSIONS
+                    }
+                } else {
+                    LOCAL_EXTENSIONS
+                },
                 client: Some(self.config.client.clone()),
                 listen_port: self.config.listen_port,
                 yourip,
@@ -421,9 +462,14 @@ impl TorrentCore {
                 upload_only: complete && self.config.seed,
                 ipv4: self.config.our_ipv4,
                 ipv6: self.config.our_ipv6,
-                ..Default::default()
             };
-            self.send(key, Message::Extended { id: 0, payload: hs.encode().into() });
+            self.send(
+                key,
+                Message::Extended {
+                    id: 0,
+                    payload: hs.encode().into(),
+                },
+            );
         }
         match self.picker.as_ref().map(|p| p.have()) {
             Some(h) if h.is_full() && fast => self.send(key, Message::HaveAll),
@@ -439,7 +485,9 @@ impl TorrentCore {
 
     /// A connection ended.
     pub fn peer_closed(&mut self, key: PeerKey) {
-        let Some(p) = self.peers.remove(&key) else { return };
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
         if let Some(picker) = &mut self.picker {
             for r in &p.outstanding {
                 picker.request_failed(r);
@@ -482,11 +530,18 @@ impl TorrentCore {
 /// Turns a peer's pre-metadata announcements into a bitfield once the piece count is known.
 fn resolve_pending(p: &mut PeerState, count: u32) {
     if let PeerHas::Pending { bitfield, haves } = &p.has {
-        let mut b = bitfield.as_ref().and_then(|raw| Bitfield::from_wire(raw, count)).unwrap_or_else(|| Bitfield::new(count));
+        let mut b = bitfield
+            .as_ref()
+            .and_then(|raw| Bitfield::from_wire(raw, count))
+            .unwrap_or_else(|| Bitfield::new(count));
         for &i in haves {
             b.set(i, true);
         }
-        p.has = if b.is_full() { PeerHas::All } else { PeerHas::Some(b) };
+        p.has = if b.is_full() {
+            PeerHas::All
+        } else {
+            PeerHas::Some(b)
+        };
     }
 }
 

@@ -22,14 +22,27 @@ impl TorrentCore {
         if self.phase != Phase::Downloading {
             return;
         }
-        let Some(picker) = &mut self.picker else { return };
-        let Some(p) = self.peers.get_mut(&key) else { return };
+        let Some(picker) = &mut self.picker else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
         if p.peer_choking || !p.am_interested {
             return;
         }
-        let reqq = p.ext.as_ref().and_then(|e| e.reqq).map_or(250, |q| q as usize).clamp(1, MAX_REQUESTS);
+        let reqq = p
+            .ext
+            .as_ref()
+            .and_then(|e| e.reqq)
+            .map_or(250, |q| q as usize)
+            .clamp(1, MAX_REQUESTS);
         let by_rate = (p.down.rate() * REQUEST_QUEUE_SECONDS / BLOCK_SIZE as f64) as usize;
-        p.max_requests = if p.snubbed { 1 } else { by_rate.max(p.max_requests).max(MIN_REQUESTS).min(reqq) };
+        p.max_requests = if p.snubbed {
+            1
+        } else {
+            by_rate.max(p.max_requests).max(MIN_REQUESTS).min(reqq)
+        };
         if p.outstanding.len() >= p.max_requests {
             return;
         }
@@ -48,7 +61,8 @@ impl TorrentCore {
         picker.pick(has, room, |r| outstanding.contains(r), &mut picked);
         for r in picked {
             p.outstanding.insert(r);
-            self.actions.push_back(Action::Send(key, Message::Request(r)));
+            self.actions
+                .push_back(Action::Send(key, Message::Request(r)));
         }
     }
 
@@ -56,8 +70,14 @@ impl TorrentCore {
     /// wait for the next choke round.
     pub(super) fn maybe_fast_unchoke(&mut self, key: PeerKey, _now: Instant) {
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-        let Some(p) = self.peers.get_mut(&key) else { return };
-        if p.peer_interested && p.am_choking && unchoked < self.choker.slots() && self.picker.is_some() {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.peer_interested
+            && p.am_choking
+            && unchoked < self.choker.slots()
+            && self.picker.is_some()
+        {
             p.am_choking = false;
             self.send(key, Message::Unchoke);
         }

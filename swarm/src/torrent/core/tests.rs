@@ -25,18 +25,42 @@ fn torrent(len: usize, piece_length: u32) -> (Arc<Info>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
     std::fs::write(dir.path().join("f"), &data).unwrap();
-    let t = create_torrent(&dir.path().join("f"), &CreateOptions { piece_length: Some(piece_length), ..Default::default() }).unwrap();
+    let t = create_torrent(
+        &dir.path().join("f"),
+        &CreateOptions {
+            piece_length: Some(piece_length),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     (Arc::new(Metainfo::from_bytes(&t).unwrap().info), data)
 }
 
 fn node(info: &Arc<Info>, data: Option<&[u8]>, id: u8, magnet: bool) -> Node {
     let core_info = if magnet { None } else { Some(info.clone()) };
-    let mut core = TorrentCore::new(info.info_hash, PeerId([id; 20]), core_info, CoreConfig::default(), id as u64);
-    let have = if data.is_some() { Bitfield::full(info.piece_count()) } else { Bitfield::new(info.piece_count()) };
+    let mut core = TorrentCore::new(
+        info.info_hash,
+        PeerId([id; 20]),
+        core_info,
+        CoreConfig::default(),
+        id as u64,
+    );
+    let have = if data.is_some() {
+        Bitfield::full(info.piece_count())
+    } else {
+        Bitfield::new(info.piece_count())
+    };
     if !magnet {
         core.attach(have);
     }
-    Node { core, data: data.map(|d| d.to_vec()).unwrap_or_else(|| vec![0; info.total_length as usize]), corrupt: false, completed: false }
+    Node {
+        core,
+        data: data
+            .map(|d| d.to_vec())
+            .unwrap_or_else(|| vec![0; info.total_length as usize]),
+        corrupt: false,
+        completed: false,
+    }
 }
 
 fn connect(nodes: &mut [Node], a: usize, b: usize, now: Instant) {
@@ -45,8 +69,16 @@ fn connect(nodes: &mut [Node], a: usize, b: usize, now: Instant) {
     let ha = hs(&nodes[a], a);
     let hb = hs(&nodes[b], b);
     let addr = |i: usize| SocketAddr::from(([10, 0, 0, i as u8 + 1], 6881));
-    nodes[a].core.peer_connected(b as u64, PeerState::new(addr(b), hb, Route::OutgoingTcp, now), now);
-    nodes[b].core.peer_connected(a as u64, PeerState::new(addr(a), ha, Route::IncomingTcp, now), now);
+    nodes[a].core.peer_connected(
+        b as u64,
+        PeerState::new(addr(b), hb, Route::OutgoingTcp, now),
+        now,
+    );
+    nodes[b].core.peer_connected(
+        a as u64,
+        PeerState::new(addr(a), ha, Route::IncomingTcp, now),
+        now,
+    );
 }
 
 /// Runs actions until quiet; returns the number of messages delivered.
@@ -70,7 +102,11 @@ fn pump(nodes: &mut [Node], now: Instant) -> usize {
                             block[0] ^= 0xff;
                         }
                         nodes[i].core.record_upload(to, r.len as u64);
-                        let m = Message::Piece { piece: r.piece, offset: r.offset, data: block.into() };
+                        let m = Message::Piece {
+                            piece: r.piece,
+                            offset: r.offset,
+                            data: block.into(),
+                        };
                         nodes[to as usize].core.peer_messages(i as u64, [m], now);
                     }
                     Action::Verify { piece, data } => {
@@ -120,7 +156,10 @@ fn run(nodes: &mut [Node], secs: u64) -> Instant {
 #[test]
 fn leecher_downloads_everything_from_a_seed() {
     let (info, data) = torrent(1_000_000, 64 * 1024);
-    let mut nodes = vec![node(&info, Some(&data), 1, false), node(&info, None, 2, false)];
+    let mut nodes = vec![
+        node(&info, Some(&data), 1, false),
+        node(&info, None, 2, false),
+    ];
     nodes[0].completed = true;
     connect(&mut nodes, 1, 0, Instant::now());
     run(&mut nodes, 30);
@@ -151,8 +190,23 @@ fn complete_seed_keeps_anchors_and_closes_other_seed_links() {
     let now = Instant::now();
     let mut us = node(&info, Some(&data), 1, false).core;
     let ext = |holepunch: bool| {
-        let ids = if holepunch { LOCAL_EXTENSIONS } else { crate::wire::ExtensionIds { ut_holepunch: None, ..LOCAL_EXTENSIONS } };
-        Message::Extended { id: 0, payload: ExtHandshake { ids, ..Default::default() }.encode().into() }
+        let ids = if holepunch {
+            LOCAL_EXTENSIONS
+        } else {
+            crate::wire::ExtensionIds {
+                ut_holepunch: None,
+                ..LOCAL_EXTENSIONS
+            }
+        };
+        Message::Extended {
+            id: 0,
+            payload: ExtHandshake {
+                ids,
+                ..Default::default()
+            }
+            .encode()
+            .into(),
+        }
     };
     let peer = |k: u8, route: Route| {
         let hs = Handshake::ours(info.info_hash, PeerId([k + 10; 20]));
@@ -180,7 +234,11 @@ fn complete_seed_keeps_anchors_and_closes_other_seed_links() {
         }
     }
     closed.sort();
-    assert_eq!(closed, vec![3, 4, 6], "kept two dialled anchors and the one that dialled us");
+    assert_eq!(
+        closed,
+        vec![3, 4, 6],
+        "kept two dialled anchors and the one that dialled us"
+    );
     // Reached from outside: no anchors wanted, only the link the other side keeps stays.
     us.set_anchors(0);
     us.tick(now + Duration::from_secs(2));
@@ -199,16 +257,26 @@ fn complete_seed_keeps_anchors_and_closes_other_seed_links() {
     us.peer_connected(7, peer(7, Route::OutgoingTcp), later);
     us.peer_messages(7, [Message::HaveAll], later);
     us.tick(later + Duration::from_secs(1));
-    assert!(std::iter::from_fn(|| us.poll_action()).all(|a| !matches!(a, Action::Close(7, _))), "closed before its handshake could arrive");
+    assert!(
+        std::iter::from_fn(|| us.poll_action()).all(|a| !matches!(a, Action::Close(7, _))),
+        "closed before its handshake could arrive"
+    );
     us.tick(later + EXT_HANDSHAKE_WAIT);
-    assert!(std::iter::from_fn(|| us.poll_action()).any(|a| matches!(a, Action::Close(7, CloseReason::Useless))));
+    assert!(std::iter::from_fn(|| us.poll_action())
+        .any(|a| matches!(a, Action::Close(7, CloseReason::Useless))));
 }
 
 #[test]
 fn magnet_leecher_fetches_metadata_then_data() {
     let (info, data) = torrent(300_000, 16 * 1024);
-    assert!(info.raw.len() > 300, "metadata spans more than a trivial message");
-    let mut nodes = vec![node(&info, Some(&data), 1, false), node(&info, None, 2, true)];
+    assert!(
+        info.raw.len() > 300,
+        "metadata spans more than a trivial message"
+    );
+    let mut nodes = vec![
+        node(&info, Some(&data), 1, false),
+        node(&info, None, 2, true),
+    ];
     nodes[0].completed = true;
     assert_eq!(nodes[1].core.phase(), Phase::FetchingMetadata);
     connect(&mut nodes, 1, 0, Instant::now());
@@ -244,7 +312,11 @@ fn three_leechers_share_pieces_with_one_seed() {
 #[test]
 fn a_peer_sending_bad_data_is_banned_and_the_good_peer_finishes() {
     let (info, data) = torrent(500_000, 16 * 1024);
-    let mut nodes = vec![node(&info, Some(&data), 1, false), node(&info, None, 2, false), node(&info, Some(&data), 3, false)];
+    let mut nodes = vec![
+        node(&info, Some(&data), 1, false),
+        node(&info, None, 2, false),
+        node(&info, Some(&data), 3, false),
+    ];
     nodes[0].corrupt = true;
     nodes[0].completed = true;
     nodes[2].completed = true;
@@ -253,7 +325,10 @@ fn a_peer_sending_bad_data_is_banned_and_the_good_peer_finishes() {
     pump(&mut nodes, now);
     let banned_before = nodes[1].core.stats().hash_failures;
     assert!(banned_before >= 1);
-    assert!(nodes[1].core.peers().all(|(k, _)| *k != 0), "the corrupting peer was dropped");
+    assert!(
+        nodes[1].core.peers().all(|(k, _)| *k != 0),
+        "the corrupting peer was dropped"
+    );
     connect(&mut nodes, 1, 2, now);
     run(&mut nodes, 60);
     assert!(nodes[1].completed);
@@ -266,21 +341,55 @@ fn requests_are_validated_and_rejected_when_choked() {
     let mut seed = node(&info, Some(&data), 1, false);
     let now = Instant::now();
     let hs = Handshake::ours(info.info_hash, PeerId([9; 20]));
-    seed.core.peer_connected(7, PeerState::new(SocketAddr::from(([10, 0, 0, 9], 1)), hs, Route::IncomingTcp, now), now);
+    seed.core.peer_connected(
+        7,
+        PeerState::new(
+            SocketAddr::from(([10, 0, 0, 9], 1)),
+            hs,
+            Route::IncomingTcp,
+            now,
+        ),
+        now,
+    );
     while seed.core.poll_action().is_some() {}
-    let bad = BlockRef { piece: PieceIndex(0), offset: 0, len: 16384 };
+    let bad = BlockRef {
+        piece: PieceIndex(0),
+        offset: 0,
+        len: 16384,
+    };
     seed.core.peer_messages(7, [Message::Request(bad)], now);
-    assert!(matches!(seed.core.poll_action(), Some(Action::Send(7, Message::Reject(_)))), "choked: rejected");
+    assert!(
+        matches!(
+            seed.core.poll_action(),
+            Some(Action::Send(7, Message::Reject(_)))
+        ),
+        "choked: rejected"
+    );
     seed.core.peer_messages(7, [Message::Interested], now);
-    assert!(matches!(seed.core.poll_action(), Some(Action::Send(7, Message::Unchoke))));
-    let past_end = BlockRef { piece: PieceIndex(6), offset: 16384, len: 16384 };
-    seed.core.peer_messages(7, [Message::Request(past_end)], now);
-    assert!(matches!(seed.core.poll_action(), Some(Action::Send(7, Message::Reject(_)))));
+    assert!(matches!(
+        seed.core.poll_action(),
+        Some(Action::Send(7, Message::Unchoke))
+    ));
+    let past_end = BlockRef {
+        piece: PieceIndex(6),
+        offset: 16384,
+        len: 16384,
+    };
+    seed.core
+        .peer_messages(7, [Message::Request(past_end)], now);
+    assert!(matches!(
+        seed.core.poll_action(),
+        Some(Action::Send(7, Message::Reject(_)))
+    ));
     seed.core.peer_messages(7, [Message::Request(bad)], now);
     assert!(matches!(seed.core.poll_action(), Some(Action::Serve(7, r)) if r == bad));
     // A have for a piece beyond the torrent is a protocol violation.
-    seed.core.peer_messages(7, [Message::Have(PieceIndex(999))], now);
-    assert!(matches!(seed.core.poll_action(), Some(Action::Close(7, CloseReason::Protocol(_)))));
+    seed.core
+        .peer_messages(7, [Message::Have(PieceIndex(999))], now);
+    assert!(matches!(
+        seed.core.poll_action(),
+        Some(Action::Close(7, CloseReason::Protocol(_)))
+    ));
 }
 
 #[test]
@@ -289,21 +398,71 @@ fn duplicate_and_self_connections_are_closed() {
     let mut n = node(&info, None, 1, false);
     let now = Instant::now();
     let addr = SocketAddr::from(([10, 0, 0, 2], 1));
-    n.core.peer_connected(1, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([1; 20])), Route::IncomingTcp, now), now);
-    assert!(matches!(n.core.poll_action(), Some(Action::Close(1, CloseReason::Duplicate))));
-    n.core.peer_connected(2, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([5; 20])), Route::IncomingTcp, now), now);
+    n.core.peer_connected(
+        1,
+        PeerState::new(
+            addr,
+            Handshake::ours(info.info_hash, PeerId([1; 20])),
+            Route::IncomingTcp,
+            now,
+        ),
+        now,
+    );
+    assert!(matches!(
+        n.core.poll_action(),
+        Some(Action::Close(1, CloseReason::Duplicate))
+    ));
+    n.core.peer_connected(
+        2,
+        PeerState::new(
+            addr,
+            Handshake::ours(info.info_hash, PeerId([5; 20])),
+            Route::IncomingTcp,
+            now,
+        ),
+        now,
+    );
     while n.core.poll_action().is_some() {}
-    n.core.peer_connected(3, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([5; 20])), Route::IncomingTcp, now), now);
-    assert!(matches!(n.core.poll_action(), Some(Action::Close(3, CloseReason::Duplicate))));
+    n.core.peer_connected(
+        3,
+        PeerState::new(
+            addr,
+            Handshake::ours(info.info_hash, PeerId([5; 20])),
+            Route::IncomingTcp,
+            now,
+        ),
+        now,
+    );
+    assert!(matches!(
+        n.core.poll_action(),
+        Some(Action::Close(3, CloseReason::Duplicate))
+    ));
 }
 
-fn ext_handshake_from(core: &mut TorrentCore, key: u64, listen_port: Option<u16>, holepunch: bool, now: Instant) {
+fn ext_handshake_from(
+    core: &mut TorrentCore,
+    key: u64,
+    listen_port: Option<u16>,
+    holepunch: bool,
+    now: Instant,
+) {
     let mut ids = crate::wire::LOCAL_EXTENSIONS;
     if !holepunch {
         ids.ut_holepunch = None;
     }
-    let hs = crate::wire::ExtHandshake { ids, listen_port, ..Default::default() };
-    core.peer_messages(key, [Message::Extended { id: 0, payload: hs.encode().into() }], now);
+    let hs = crate::wire::ExtHandshake {
+        ids,
+        listen_port,
+        ..Default::default()
+    };
+    core.peer_messages(
+        key,
+        [Message::Extended {
+            id: 0,
+            payload: hs.encode().into(),
+        }],
+        now,
+    );
 }
 
 fn holepunch_sent(core: &mut TorrentCore) -> Vec<(u64, crate::wire::HolepunchMsg)> {
@@ -325,18 +484,54 @@ fn relay_introduces_two_peers_and_refuses_bad_rendezvous() {
     let a_addr: SocketAddr = "57.66.1.10:40000".parse().unwrap();
     let b_addr: SocketAddr = "57.66.2.20:50000".parse().unwrap();
     let c_addr: SocketAddr = "57.66.3.30:60000".parse().unwrap();
-    for (key, addr, id, hp) in [(10, a_addr, 10u8, true), (20, b_addr, 20, true), (30, c_addr, 30, false)] {
-        relay.peer_connected(key, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([id; 20])), Route::IncomingTcp, now), now);
+    for (key, addr, id, hp) in [
+        (10, a_addr, 10u8, true),
+        (20, b_addr, 20, true),
+        (30, c_addr, 30, false),
+    ] {
+        relay.peer_connected(
+            key,
+            PeerState::new(
+                addr,
+                Handshake::ours(info.info_hash, PeerId([id; 20])),
+                Route::IncomingTcp,
+                now,
+            ),
+            now,
+        );
         ext_handshake_from(&mut relay, key, Some(addr.port()), hp, now);
     }
     while relay.poll_action().is_some() {}
-    let ask = |target: SocketAddr| Message::Extended { id: 4, payload: HolepunchMsg { kind: T::Rendezvous, addr: target, error: E::None }.encode().into() };
+    let ask = |target: SocketAddr| Message::Extended {
+        id: 4,
+        payload: HolepunchMsg {
+            kind: T::Rendezvous,
+            addr: target,
+            error: E::None,
+        }
+        .encode()
+        .into(),
+    };
 
     relay.peer_messages(10, [ask(b_addr)], now);
     let sent = holepunch_sent(&mut relay);
     assert_eq!(sent.len(), 2, "connect goes to both sides: {sent:?}");
-    assert!(sent.contains(&(10, HolepunchMsg { kind: T::Connect, addr: b_addr, error: E::None })));
-    assert!(sent.contains(&(20, HolepunchMsg { kind: T::Connect, addr: a_addr, error: E::None })));
+    assert!(sent.contains(&(
+        10,
+        HolepunchMsg {
+            kind: T::Connect,
+            addr: b_addr,
+            error: E::None
+        }
+    )));
+    assert!(sent.contains(&(
+        20,
+        HolepunchMsg {
+            kind: T::Connect,
+            addr: a_addr,
+            error: E::None
+        }
+    )));
     assert_eq!(relay.stats().relayed, 1);
 
     let refusals = [
@@ -349,7 +544,18 @@ fn relay_introduces_two_peers_and_refuses_bad_rendezvous() {
     ];
     for (target, err) in refusals {
         relay.peer_messages(10, [ask(target)], now);
-        assert_eq!(holepunch_sent(&mut relay), vec![(10, HolepunchMsg { kind: T::Error, addr: target, error: err })], "target {target}");
+        assert_eq!(
+            holepunch_sent(&mut relay),
+            vec![(
+                10,
+                HolepunchMsg {
+                    kind: T::Error,
+                    addr: target,
+                    error: err
+                }
+            )],
+            "target {target}"
+        );
     }
     // The rate limit: the requester has used 7 of its rendezvous; the rest of the window
     // allows 3 more, then silence.
@@ -359,8 +565,16 @@ fn relay_introduces_two_peers_and_refuses_bad_rendezvous() {
         answered += holepunch_sent(&mut relay).len();
     }
     assert_eq!(answered, 3 * 2);
-    relay.peer_messages(10, [ask(b_addr)], now + super::exchange::RELAY_WINDOW + Duration::from_secs(1));
-    assert_eq!(holepunch_sent(&mut relay).len(), 2, "a new window allows rendezvous again");
+    relay.peer_messages(
+        10,
+        [ask(b_addr)],
+        now + super::exchange::RELAY_WINDOW + Duration::from_secs(1),
+    );
+    assert_eq!(
+        holepunch_sent(&mut relay).len(),
+        2,
+        "a new window allows rendezvous again"
+    );
 }
 
 #[test]
@@ -370,8 +584,26 @@ fn pex_tells_each_peer_about_the_others_once_a_minute() {
     let now = Instant::now();
     let a: SocketAddr = "57.66.1.10:40000".parse().unwrap();
     let b: SocketAddr = "57.66.2.20:1234".parse().unwrap();
-    c.peer_connected(1, PeerState::new(a, Handshake::ours(info.info_hash, PeerId([7; 20])), Route::OutgoingTcp, now), now);
-    c.peer_connected(2, PeerState::new(b, Handshake::ours(info.info_hash, PeerId([8; 20])), Route::IncomingTcp, now), now);
+    c.peer_connected(
+        1,
+        PeerState::new(
+            a,
+            Handshake::ours(info.info_hash, PeerId([7; 20])),
+            Route::OutgoingTcp,
+            now,
+        ),
+        now,
+    );
+    c.peer_connected(
+        2,
+        PeerState::new(
+            b,
+            Handshake::ours(info.info_hash, PeerId([8; 20])),
+            Route::IncomingTcp,
+            now,
+        ),
+        now,
+    );
     ext_handshake_from(&mut c, 1, None, true, now);
     ext_handshake_from(&mut c, 2, Some(50000), true, now);
     while c.poll_action().is_some() {}
@@ -391,21 +623,50 @@ fn pex_tells_each_peer_about_the_others_once_a_minute() {
     let sent = pex_of(&mut c);
     assert_eq!(sent.len(), 2);
     // Peer 1 hears of peer 2 at its announced listen port; peer 2 of peer 1, flagged reachable.
-    assert_eq!(sent[0].1.added.iter().map(|p| p.addr).collect::<Vec<_>>(), vec!["57.66.2.20:50000".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(
+        sent[0].1.added.iter().map(|p| p.addr).collect::<Vec<_>>(),
+        vec!["57.66.2.20:50000".parse::<SocketAddr>().unwrap()]
+    );
     assert!(sent[0].1.added[0].flags.has(PexFlags::HOLEPUNCH));
     assert_eq!(sent[1].1.added[0].addr, a);
-    assert!(sent[1].1.added[0].flags.has(PexFlags::REACHABLE | PexFlags::HOLEPUNCH));
+    assert!(sent[1].1.added[0]
+        .flags
+        .has(PexFlags::REACHABLE | PexFlags::HOLEPUNCH));
     c.tick(now + Duration::from_secs(30));
-    assert!(pex_of(&mut c).is_empty(), "at most once a minute, and nothing new");
+    assert!(
+        pex_of(&mut c).is_empty(),
+        "at most once a minute, and nothing new"
+    );
     c.peer_closed(2);
     c.tick(now + Duration::from_secs(70));
     let sent = pex_of(&mut c);
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].1.dropped, vec!["57.66.2.20:50000".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(
+        sent[0].1.dropped,
+        vec!["57.66.2.20:50000".parse::<SocketAddr>().unwrap()]
+    );
     // Received PEX becomes peers to dial, remembered with the peer that told us.
-    let msg = PexMessage { added: vec![PexPeer { addr: "57.66.5.5:7".parse().unwrap(), flags: PexFlags(PexFlags::HOLEPUNCH) }], dropped: vec![] };
-    c.peer_messages(1, [Message::Extended { id: 1, payload: msg.encode().into() }], now);
-    let got: Vec<_> = std::iter::from_fn(|| c.poll_action()).filter_map(|a| match a { Action::PexPeers { via, peers, .. } => Some((via, peers)), _ => None }).collect();
+    let msg = PexMessage {
+        added: vec![PexPeer {
+            addr: "57.66.5.5:7".parse().unwrap(),
+            flags: PexFlags(PexFlags::HOLEPUNCH),
+        }],
+        dropped: vec![],
+    };
+    c.peer_messages(
+        1,
+        [Message::Extended {
+            id: 1,
+            payload: msg.encode().into(),
+        }],
+        now,
+    );
+    let got: Vec<_> = std::iter::from_fn(|| c.poll_action())
+        .filter_map(|a| match a {
+            Action::PexPeers { via, peers, .. } => Some((via, peers)),
+            _ => None,
+        })
+        .collect();
     assert_eq!(got, vec![(a, msg.added)]);
 }
 
@@ -416,15 +677,56 @@ fn pex_listing_ourselves_is_not_a_peer_to_dial() {
     c.set_listen_port(Some(6881));
     let now = Instant::now();
     let relay: SocketAddr = "57.66.1.1:6881".parse().unwrap();
-    c.peer_connected(1, PeerState::new(relay, Handshake::ours(info.info_hash, PeerId([7; 20])), Route::OutgoingTcp, now), now);
-    let hs = crate::wire::ExtHandshake { ids: crate::wire::LOCAL_EXTENSIONS, yourip: Some("57.66.2.1".parse().unwrap()), ..Default::default() };
-    c.peer_messages(1, [Message::Extended { id: 0, payload: hs.encode().into() }], now);
+    c.peer_connected(
+        1,
+        PeerState::new(
+            relay,
+            Handshake::ours(info.info_hash, PeerId([7; 20])),
+            Route::OutgoingTcp,
+            now,
+        ),
+        now,
+    );
+    let hs = crate::wire::ExtHandshake {
+        ids: crate::wire::LOCAL_EXTENSIONS,
+        yourip: Some("57.66.2.1".parse().unwrap()),
+        ..Default::default()
+    };
+    c.peer_messages(
+        1,
+        [Message::Extended {
+            id: 0,
+            payload: hs.encode().into(),
+        }],
+        now,
+    );
     while c.poll_action().is_some() {}
-    let other = PexPeer { addr: "57.66.2.2:6881".parse().unwrap(), flags: PexFlags(PexFlags::HOLEPUNCH) };
-    let us = PexPeer { addr: "57.66.2.1:6881".parse().unwrap(), flags: PexFlags(PexFlags::HOLEPUNCH) };
-    let msg = PexMessage { added: vec![us, other], dropped: vec![] };
-    c.peer_messages(1, [Message::Extended { id: 1, payload: msg.encode().into() }], now);
-    let got: Vec<_> = std::iter::from_fn(|| c.poll_action()).filter_map(|a| match a { Action::PexPeers { peers, .. } => Some(peers), _ => None }).collect();
+    let other = PexPeer {
+        addr: "57.66.2.2:6881".parse().unwrap(),
+        flags: PexFlags(PexFlags::HOLEPUNCH),
+    };
+    let us = PexPeer {
+        addr: "57.66.2.1:6881".parse().unwrap(),
+        flags: PexFlags(PexFlags::HOLEPUNCH),
+    };
+    let msg = PexMessage {
+        added: vec![us, other],
+        dropped: vec![],
+    };
+    c.peer_messages(
+        1,
+        [Message::Extended {
+            id: 1,
+            payload: msg.encode().into(),
+        }],
+        now,
+    );
+    let got: Vec<_> = std::iter::from_fn(|| c.poll_action())
+        .filter_map(|a| match a {
+            Action::PexPeers { peers, .. } => Some(peers),
+            _ => None,
+        })
+        .collect();
     assert_eq!(got, vec![vec![other]]);
 }
 
@@ -433,13 +735,27 @@ fn extension_handshake_carries_both_families_and_learns_the_other() {
     let (info, _) = torrent(50_000, 16 * 1024);
     let mut c = node(&info, None, 1, false).core;
     let now = Instant::now();
-    c.set_own_addresses(Some("57.66.1.1".parse().unwrap()), Some("2001:db8:1::5".parse().unwrap()));
+    c.set_own_addresses(
+        Some("57.66.1.1".parse().unwrap()),
+        Some("2001:db8:1::5".parse().unwrap()),
+    );
     c.set_listen_port(Some(40001));
     let addr: SocketAddr = "57.66.9.9:6881".parse().unwrap();
-    c.peer_connected(5, PeerState::new(addr, Handshake::ours(info.info_hash, PeerId([3; 20])), Route::IncomingTcp, now), now);
+    c.peer_connected(
+        5,
+        PeerState::new(
+            addr,
+            Handshake::ours(info.info_hash, PeerId([3; 20])),
+            Route::IncomingTcp,
+            now,
+        ),
+        now,
+    );
     let ours = std::iter::from_fn(|| c.poll_action())
         .find_map(|a| match a {
-            Action::Send(5, Message::Extended { id: 0, payload }) => Some(crate::wire::ExtHandshake::decode(&payload).unwrap()),
+            Action::Send(5, Message::Extended { id: 0, payload }) => {
+                Some(crate::wire::ExtHandshake::decode(&payload).unwrap())
+            }
             _ => None,
         })
         .unwrap();
@@ -448,8 +764,19 @@ fn extension_handshake_carries_both_families_and_learns_the_other() {
     assert_eq!(ours.listen_port, Some(40001));
     assert_eq!(ours.yourip, Some(addr.ip()));
     // The peer, on IPv4, names its IPv6 address: kept as a way back to it.
-    let theirs = crate::wire::ExtHandshake { ipv6: Some("2001:db8:9::9".parse().unwrap()), listen_port: Some(7000), ..Default::default() };
-    c.peer_messages(5, [Message::Extended { id: 0, payload: theirs.encode().into() }], now);
+    let theirs = crate::wire::ExtHandshake {
+        ipv6: Some("2001:db8:9::9".parse().unwrap()),
+        listen_port: Some(7000),
+        ..Default::default()
+    };
+    c.peer_messages(
+        5,
+        [Message::Extended {
+            id: 0,
+            payload: theirs.encode().into(),
+        }],
+        now,
+    );
     let other = std::iter::from_fn(|| c.poll_action()).find_map(|a| match a {
         Action::OtherFamily { key, addr } => Some((key, addr)),
         _ => None,

@@ -22,7 +22,10 @@ impl TorrentCore {
             let p = self.peers.get_mut(&k).expect("present");
             p.down.tick(now);
             p.up.tick(now);
-            if !p.outstanding.is_empty() && now.duration_since(p.last_block_at) > SNUB_TIMEOUT && !p.snubbed {
+            if !p.outstanding.is_empty()
+                && now.duration_since(p.last_block_at) > SNUB_TIMEOUT
+                && !p.snubbed
+            {
                 p.snubbed = true;
                 let lost: Vec<BlockRef> = p.outstanding.drain().collect();
                 for r in &lost {
@@ -33,7 +36,10 @@ impl TorrentCore {
                 }
             }
         }
-        if self.last_choke.is_none_or(|t| now.duration_since(t) >= CHOKE_INTERVAL) {
+        if self
+            .last_choke
+            .is_none_or(|t| now.duration_since(t) >= CHOKE_INTERVAL)
+        {
             self.last_choke = Some(now);
             self.choke_round(now);
         }

@@ -226,7 +226,11 @@ mod tests {
         let mut p_minus_1 = p_bytes();
         p_minus_1[KEY_LEN - 1] -= 1;
         for base in [2, 3, 5, 7, 11] {
-            assert_eq!(mod_pow(&from_small(base), &p_minus_1), from_small(1), "base {base}");
+            assert_eq!(
+                mod_pow(&from_small(base), &p_minus_1),
+                from_small(1),
+                "base {base}"
+            );
         }
     }
 

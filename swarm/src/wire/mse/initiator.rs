@@ -4,8 +4,9 @@
 
 use super::input::{Input, Sync};
 use super::{
-    sha1, stream_keys, Crypto, EncryptionPolicy, Established, KeyPair, LocalParams, MseError, PayloadCipher, Phase, Rc4,
-    CRYPTO_PLAINTEXT, CRYPTO_RC4, KEY_LEN, MAX_INITIAL_PAYLOAD, MAX_PAD_LEN, VC,
+    sha1, stream_keys, Crypto, EncryptionPolicy, Established, KeyPair, LocalParams, MseError,
+    PayloadCipher, Phase, Rc4, CRYPTO_PLAINTEXT, CRYPTO_RC4, KEY_LEN, MAX_INITIAL_PAYLOAD,
+    MAX_PAD_LEN, VC,
 };
 use crate::types::InfoHash;
 
@@ -27,11 +28,23 @@ enum State {
     /// Waiting for Yb.
     AwaitKey,
     /// Scanning PadB for the encrypted VC.
-    SyncVc { send: Rc4, recv: Rc4, vc: [u8; 8] },
+    SyncVc {
+        send: Rc4,
+        recv: Rc4,
+        vc: [u8; 8],
+    },
     /// Reading crypto_select and len(PadD).
-    Select { send: Rc4, recv: Rc4 },
+    Select {
+        send: Rc4,
+        recv: Rc4,
+    },
     /// Reading PadD.
-    PadD { send: Rc4, recv: Rc4, crypto: Crypto, len: usize },
+    PadD {
+        send: Rc4,
+        recv: Rc4,
+        crypto: Crypto,
+        len: usize,
+    },
     Done(Box<Established>),
     Failed,
 }
@@ -39,7 +52,12 @@ enum State {
 impl Initiator {
     /// Starts a handshake for `info_hash`; `initial_payload` (IA, usually our BitTorrent
     /// handshake or nothing) goes out with step 3, before the peer's choice is known.
-    pub fn new(info_hash: InfoHash, policy: EncryptionPolicy, initial_payload: &[u8], local: LocalParams) -> Result<Initiator, MseError> {
+    pub fn new(
+        info_hash: InfoHash,
+        policy: EncryptionPolicy,
+        initial_payload: &[u8],
+        local: LocalParams,
+    ) -> Result<Initiator, MseError> {
         if initial_payload.len() > MAX_INITIAL_PAYLOAD {
             return Err(MseError::InitialPayloadTooLong(initial_payload.len()));
         }
@@ -117,9 +135,14 @@ impl Initiator {
                 if !full {
                     return Ok((n, State::AwaitKey, false));
                 }
-                let remote: [u8; KEY_LEN] = self.input.bytes()[..KEY_LEN].try_into().expect("key length");
+                let remote: [u8; KEY_LEN] = self.input.bytes()[..KEY_LEN]
+                    .try_into()
+                    .expect("key length");
                 self.input.clear();
-                let secret = self.keys.shared_secret(&remote).ok_or(MseError::BadPublicKey)?;
+                let secret = self
+                    .keys
+                    .shared_secret(&remote)
+                    .ok_or(MseError::BadPublicKey)?;
                 let (mut send, mut recv) = stream_keys(&secret, &self.info_hash);
                 self.write_offer(&secret, &mut send);
                 let mut vc = VC;
@@ -155,12 +178,35 @@ impl Initiator {
                 if len > MAX_PAD_LEN {
                     return Err(MseError::PadTooLong(len));
                 }
-                (n, State::PadD { send, recv, crypto, len }, true)
+                (
+                    n,
+                    State::PadD {
+                        send,
+                        recv,
+                        crypto,
+                        len,
+                    },
+                    true,
+                )
             }
-            State::PadD { send, mut recv, crypto, len } => {
+            State::PadD {
+                send,
+                mut recv,
+                crypto,
+                len,
+            } => {
                 let (n, full) = self.input.fill(data, len);
                 if !full {
-                    return Ok((n, State::PadD { send, recv, crypto, len }, false));
+                    return Ok((
+                        n,
+                        State::PadD {
+                            send,
+                            recv,
+                            crypto,
+                            len,
+                        },
+                        false,
+                    ));
                 }
                 recv.apply(self.input.bytes());
                 self.input.clear();
@@ -183,13 +229,17 @@ impl Initiator {
         self.output.extend_from_slice(&sha1(&[b"req1", secret]));
         let req2 = sha1(&[b"req2", &self.info_hash.0]);
         let req3 = sha1(&[b"req3", secret]);
-        self.output.extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
+        self.output
+            .extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
         let start = self.output.len();
         self.output.extend_from_slice(&VC);
-        self.output.extend_from_slice(&self.policy.provide().to_be_bytes());
-        self.output.extend_from_slice(&(self.negotiation_pad.len() as u16).to_be_bytes());
+        self.output
+            .extend_from_slice(&self.policy.provide().to_be_bytes());
+        self.output
+            .extend_from_slice(&(self.negotiation_pad.len() as u16).to_be_bytes());
         self.output.extend_from_slice(&self.negotiation_pad);
-        self.output.extend_from_slice(&(self.initial_payload.len() as u16).to_be_bytes());
+        self.output
+            .extend_from_slice(&(self.initial_payload.len() as u16).to_be_bytes());
         self.output.extend_from_slice(&self.initial_payload);
         send.apply(&mut self.output[start..]);
     }

@@ -40,12 +40,19 @@ impl Input {
         self.buf.extend_from_slice(&data[..take]);
         // Everything starting before `from` was searched on earlier calls.
         let from = old.saturating_sub(pattern.len() - 1);
-        if let Some(at) = self.buf[from..].windows(pattern.len()).position(|w| w == pattern) {
+        if let Some(at) = self.buf[from..]
+            .windows(pattern.len())
+            .position(|w| w == pattern)
+        {
             let end = from + at + pattern.len();
             self.buf.truncate(end);
             return (end - old, Sync::Found);
         }
-        let state = if self.buf.len() >= window { Sync::Missing } else { Sync::Pending };
+        let state = if self.buf.len() >= window {
+            Sync::Missing
+        } else {
+            Sync::Pending
+        };
         (take, state)
     }
 

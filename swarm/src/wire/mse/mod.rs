@@ -183,17 +183,29 @@ impl LocalParams {
         rng.fill_bytes(&mut private);
         let mut pad = vec![0u8; rng.random_range(0..=MAX_PAD_LEN)];
         rng.fill_bytes(&mut pad);
-        LocalParams { keys: KeyPair::from_private(private), pad, negotiation_pad: Vec::new() }
+        LocalParams {
+            keys: KeyPair::from_private(private),
+            pad,
+            negotiation_pad: Vec::new(),
+        }
     }
 
     /// Chosen material: the private key, PadA/PadB and PadC/PadD (for tests and fuzzing).
-    pub fn new(private: [u8; PRIVATE_KEY_LEN], pad: Vec<u8>, negotiation_pad: Vec<u8>) -> Result<LocalParams, MseError> {
+    pub fn new(
+        private: [u8; PRIVATE_KEY_LEN],
+        pad: Vec<u8>,
+        negotiation_pad: Vec<u8>,
+    ) -> Result<LocalParams, MseError> {
         for p in [&pad, &negotiation_pad] {
             if p.len() > MAX_PAD_LEN {
                 return Err(MseError::PadTooLong(p.len()));
             }
         }
-        Ok(LocalParams { keys: KeyPair::from_private(private), pad, negotiation_pad })
+        Ok(LocalParams {
+            keys: KeyPair::from_private(private),
+            pad,
+            negotiation_pad,
+        })
     }
 }
 
@@ -223,16 +235,28 @@ pub struct PayloadCipher {
 impl PayloadCipher {
     /// No transform at all (a plain BitTorrent connection).
     pub fn plaintext() -> PayloadCipher {
-        PayloadCipher { send: None, recv: None, recv_left: None }
+        PayloadCipher {
+            send: None,
+            recv: None,
+            recv_left: None,
+        }
     }
 
     /// The transform after negotiating `crypto`: RC4 both ways, or plaintext except for the
     /// first `recv_rc4_prefix` received bytes (the initial payload, always RC4).
     fn negotiated(crypto: Crypto, send: Rc4, recv: Rc4, recv_rc4_prefix: usize) -> PayloadCipher {
         match crypto {
-            Crypto::Rc4 => PayloadCipher { send: Some(send), recv: Some(recv), recv_left: None },
+            Crypto::Rc4 => PayloadCipher {
+                send: Some(send),
+                recv: Some(recv),
+                recv_left: None,
+            },
             Crypto::Plaintext if recv_rc4_prefix == 0 => PayloadCipher::plaintext(),
-            Crypto::Plaintext => PayloadCipher { send: None, recv: Some(recv), recv_left: Some(recv_rc4_prefix) },
+            Crypto::Plaintext => PayloadCipher {
+                send: None,
+                recv: Some(recv),
+                recv_left: Some(recv_rc4_prefix),
+            },
         }
     }
 

@@ -22,7 +22,11 @@ impl std::fmt::Debug for Rc4 {
 impl Rc4 {
     /// Plain RC4 keyed with `key` (1 to 256 bytes), keystream from its first byte.
     pub fn new(key: &[u8]) -> Rc4 {
-        assert!(!key.is_empty() && key.len() <= 256, "RC4 key of {} bytes", key.len());
+        assert!(
+            !key.is_empty() && key.len() <= 256,
+            "RC4 key of {} bytes",
+            key.len()
+        );
         let mut s: [u8; 256] = std::array::from_fn(|i| i as u8);
         let mut j = 0u8;
         for i in 0..256 {

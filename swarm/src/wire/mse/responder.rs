@@ -4,8 +4,8 @@
 
 use super::input::{Input, Sync};
 use super::{
-    sha1, stream_keys, EncryptionPolicy, Established, KeyPair, LocalParams, MseError, PayloadCipher, Phase, Rc4, KEY_LEN, MAX_PAD_LEN,
-    VC,
+    sha1, stream_keys, EncryptionPolicy, Established, KeyPair, LocalParams, MseError,
+    PayloadCipher, Phase, Rc4, KEY_LEN, MAX_PAD_LEN, VC,
 };
 use crate::types::InfoHash;
 
@@ -26,13 +26,28 @@ enum State {
     /// Waiting for Ya.
     AwaitKey,
     /// Scanning PadA for HASH('req1', S).
-    SyncReq1 { secret: Box<[u8; KEY_LEN]>, req1: [u8; 20] },
+    SyncReq1 {
+        secret: Box<[u8; KEY_LEN]>,
+        req1: [u8; 20],
+    },
     /// Reading the obfuscated info-hash.
-    Skey { secret: Box<[u8; KEY_LEN]> },
+    Skey {
+        secret: Box<[u8; KEY_LEN]>,
+    },
     /// Reading VC, crypto_provide and len(PadC).
-    Provide { send: Rc4, recv: Rc4, info_hash: InfoHash },
+    Provide {
+        send: Rc4,
+        recv: Rc4,
+        info_hash: InfoHash,
+    },
     /// Reading PadC and len(IA).
-    PadC { send: Rc4, recv: Rc4, info_hash: InfoHash, provided: u32, len: usize },
+    PadC {
+        send: Rc4,
+        recv: Rc4,
+        info_hash: InfoHash,
+        provided: u32,
+        len: usize,
+    },
     Done(Box<Established>),
     Failed,
 }
@@ -74,7 +89,11 @@ impl Responder {
     /// Takes received bytes; returns how many belong to the handshake. `known` maps
     /// `SHA1("req2", info_hash)` (see [`super::req2_hash`]) to a torrent we serve. Once done,
     /// the rest of `data` is payload for [`Established::cipher`], starting with the IA.
-    pub fn feed(&mut self, data: &[u8], known: &dyn Fn(&[u8; 20]) -> Option<InfoHash>) -> Result<usize, MseError> {
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        known: &dyn Fn(&[u8; 20]) -> Option<InfoHash>,
+    ) -> Result<usize, MseError> {
         let mut used = 0;
         loop {
             let state = std::mem::replace(&mut self.state, State::Failed);
@@ -103,20 +122,37 @@ impl Responder {
         }
     }
 
-    fn step(&mut self, state: State, data: &[u8], known: &dyn Fn(&[u8; 20]) -> Option<InfoHash>) -> Result<(usize, State, bool), MseError> {
+    fn step(
+        &mut self,
+        state: State,
+        data: &[u8],
+        known: &dyn Fn(&[u8; 20]) -> Option<InfoHash>,
+    ) -> Result<(usize, State, bool), MseError> {
         Ok(match state {
             State::AwaitKey => {
                 let (n, full) = self.input.fill(data, KEY_LEN);
                 if !full {
                     return Ok((n, State::AwaitKey, false));
                 }
-                let remote: [u8; KEY_LEN] = self.input.bytes()[..KEY_LEN].try_into().expect("key length");
+                let remote: [u8; KEY_LEN] = self.input.bytes()[..KEY_LEN]
+                    .try_into()
+                    .expect("key length");
                 self.input.clear();
-                let secret = self.keys.shared_secret(&remote).ok_or(MseError::BadPublicKey)?;
+                let secret = self
+                    .keys
+                    .shared_secret(&remote)
+                    .ok_or(MseError::BadPublicKey)?;
                 self.output.extend_from_slice(self.keys.public());
                 self.output.append(&mut self.pad);
                 let req1 = sha1(&[b"req1", &secret]);
-                (n, State::SyncReq1 { secret: Box::new(secret), req1 }, true)
+                (
+                    n,
+                    State::SyncReq1 {
+                        secret: Box::new(secret),
+                        req1,
+                    },
+                    true,
+                )
             }
             State::SyncReq1 { secret, req1 } => match self.input.sync(data, &req1, MAX_PAD_LEN) {
                 (n, Sync::Found) => {
@@ -136,12 +172,32 @@ impl Responder {
                 self.input.clear();
                 let info_hash = known(&req2).ok_or(MseError::UnknownInfoHash)?;
                 let (recv, send) = stream_keys(&secret, &info_hash);
-                (n, State::Provide { send, recv, info_hash }, true)
+                (
+                    n,
+                    State::Provide {
+                        send,
+                        recv,
+                        info_hash,
+                    },
+                    true,
+                )
             }
-            State::Provide { send, mut recv, info_hash } => {
+            State::Provide {
+                send,
+                mut recv,
+                info_hash,
+            } => {
                 let (n, full) = self.input.fill(data, 14);
                 if !full {
-                    return Ok((n, State::Provide { send, recv, info_hash }, false));
+                    return Ok((
+                        n,
+                        State::Provide {
+                            send,
+                            recv,
+                            info_hash,
+                        },
+                        false,
+                    ));
                 }
                 let b = self.input.bytes();
                 recv.apply(b);
@@ -154,23 +210,53 @@ impl Responder {
                 if len > MAX_PAD_LEN {
                     return Err(MseError::PadTooLong(len));
                 }
-                (n, State::PadC { send, recv, info_hash, provided, len }, true)
+                (
+                    n,
+                    State::PadC {
+                        send,
+                        recv,
+                        info_hash,
+                        provided,
+                        len,
+                    },
+                    true,
+                )
             }
-            State::PadC { mut send, mut recv, info_hash, provided, len } => {
+            State::PadC {
+                mut send,
+                mut recv,
+                info_hash,
+                provided,
+                len,
+            } => {
                 let (n, full) = self.input.fill(data, len + 2);
                 if !full {
-                    return Ok((n, State::PadC { send, recv, info_hash, provided, len }, false));
+                    return Ok((
+                        n,
+                        State::PadC {
+                            send,
+                            recv,
+                            info_hash,
+                            provided,
+                            len,
+                        },
+                        false,
+                    ));
                 }
                 let b = self.input.bytes();
                 recv.apply(b);
                 let ia_len = u16::from_be_bytes([b[len], b[len + 1]]) as usize;
                 self.input.clear();
-                let crypto = self.policy.select(provided).ok_or(MseError::NoCommonMethod(provided))?;
+                let crypto = self
+                    .policy
+                    .select(provided)
+                    .ok_or(MseError::NoCommonMethod(provided))?;
                 // Step 4: ENCRYPT(VC, crypto_select, len(padD), padD).
                 let start = self.output.len();
                 self.output.extend_from_slice(&VC);
                 self.output.extend_from_slice(&crypto.bits().to_be_bytes());
-                self.output.extend_from_slice(&(self.negotiation_pad.len() as u16).to_be_bytes());
+                self.output
+                    .extend_from_slice(&(self.negotiation_pad.len() as u16).to_be_bytes());
                 self.output.extend_from_slice(&self.negotiation_pad);
                 send.apply(&mut self.output[start..]);
                 let established = Established {

@@ -22,7 +22,12 @@ struct Wire {
 
 /// Runs both sides until neither moves, delivering at most `chunk` bytes per feed. Returns
 /// each side's error, if any; leftovers stay in `wire`.
-fn pump(a: &mut Initiator, b: &mut Responder, chunk: usize, wire: &mut Wire) -> (Option<MseError>, Option<MseError>) {
+fn pump(
+    a: &mut Initiator,
+    b: &mut Responder,
+    chunk: usize,
+    wire: &mut Wire,
+) -> (Option<MseError>, Option<MseError>) {
     let (mut ea, mut eb) = (None, None);
     loop {
         let mut moved = false;
@@ -67,11 +72,18 @@ fn handshake(
 ) -> (Established, Established, Wire) {
     let mut a = Initiator::new(IH, pa, ia, params(1, pads.0, pads.1)).unwrap();
     let mut b = Responder::new(pb, params(2, pads.0, pads.1));
-    let mut wire = Wire { to_b: Vec::new(), to_a: Vec::new() };
+    let mut wire = Wire {
+        to_b: Vec::new(),
+        to_a: Vec::new(),
+    };
     let (ea, eb) = pump(&mut a, &mut b, chunk, &mut wire);
     assert!(ea.is_none() && eb.is_none(), "{ea:?} {eb:?}");
     assert_eq!((a.phase(), b.phase()), (Phase::Done, Phase::Done));
-    (a.into_established().unwrap(), b.into_established().unwrap(), wire)
+    (
+        a.into_established().unwrap(),
+        b.into_established().unwrap(),
+        wire,
+    )
 }
 
 /// After the handshake: B reads IA then more from A; A reads what B sends.
@@ -90,7 +102,10 @@ fn check_payload(mut ea: Established, mut eb: Established, mut wire: Wire, ia: &
     let plain_tail = raw_from_a.ends_with(b"after the handshake");
     assert_eq!(plain_tail, ea.crypto == Crypto::Plaintext);
     if !ia.is_empty() {
-        assert!(!raw_from_a.starts_with(ia), "IA travels encrypted whatever the choice");
+        assert!(
+            !raw_from_a.starts_with(ia),
+            "IA travels encrypted whatever the choice"
+        );
     }
 
     let mut reply = b"reply from B".to_vec();
@@ -124,10 +139,19 @@ fn both_roles_agree_on_every_policy_pair() {
 
 #[test]
 fn maximal_and_empty_pads_in_any_chunking() {
-    for pads in [(MAX_PAD_LEN, MAX_PAD_LEN), (0, 0), (MAX_PAD_LEN, 0), (1, MAX_PAD_LEN)] {
+    for pads in [
+        (MAX_PAD_LEN, MAX_PAD_LEN),
+        (0, 0),
+        (MAX_PAD_LEN, 0),
+        (1, MAX_PAD_LEN),
+    ] {
         for chunk in [1, 7, 20, 97, 4096] {
-            for pb in [EncryptionPolicy::Rc4Preferred, EncryptionPolicy::PlaintextPreferred] {
-                let (ea, eb, wire) = handshake(EncryptionPolicy::Rc4Preferred, pb, pads, b"IA bytes", chunk);
+            for pb in [
+                EncryptionPolicy::Rc4Preferred,
+                EncryptionPolicy::PlaintextPreferred,
+            ] {
+                let (ea, eb, wire) =
+                    handshake(EncryptionPolicy::Rc4Preferred, pb, pads, b"IA bytes", chunk);
                 check_payload(ea, eb, wire, b"IA bytes");
             }
         }
@@ -136,15 +160,33 @@ fn maximal_and_empty_pads_in_any_chunking() {
 
 #[test]
 fn responder_picks_the_torrent_from_the_obfuscated_hash() {
-    let mut a = Initiator::new(OTHER, EncryptionPolicy::Rc4Preferred, b"", params(3, 5, 0)).unwrap();
+    let mut a =
+        Initiator::new(OTHER, EncryptionPolicy::Rc4Preferred, b"", params(3, 5, 0)).unwrap();
     let mut b = Responder::new(EncryptionPolicy::Rc4Preferred, params(4, 5, 0));
-    let mut wire = Wire { to_b: Vec::new(), to_a: Vec::new() };
+    let mut wire = Wire {
+        to_b: Vec::new(),
+        to_a: Vec::new(),
+    };
     assert!(matches!(pump(&mut a, &mut b, 64, &mut wire), (None, None)));
     assert_eq!(b.into_established().unwrap().info_hash, OTHER);
 
-    let mut a = Initiator::new(InfoHash([0x33; 20]), EncryptionPolicy::Rc4Preferred, b"", params(3, 5, 0)).unwrap();
+    let mut a = Initiator::new(
+        InfoHash([0x33; 20]),
+        EncryptionPolicy::Rc4Preferred,
+        b"",
+        params(3, 5, 0),
+    )
+    .unwrap();
     let mut b = Responder::new(EncryptionPolicy::Rc4Preferred, params(4, 5, 0));
-    let (ea, eb) = pump(&mut a, &mut b, 64, &mut Wire { to_b: Vec::new(), to_a: Vec::new() });
+    let (ea, eb) = pump(
+        &mut a,
+        &mut b,
+        64,
+        &mut Wire {
+            to_b: Vec::new(),
+            to_a: Vec::new(),
+        },
+    );
     assert!(ea.is_none() && !a.is_done(), "A still waits");
     assert!(matches!(eb, Some(MseError::UnknownInfoHash)), "{eb:?}");
     assert!(matches!(b.feed(b"more", &known), Err(MseError::Failed)));
@@ -168,7 +210,10 @@ fn truncated_handshakes_wait_without_error() {
     assert_eq!(a.phase(), Phase::Sync);
     let step3 = a.take_output();
     // Step 3 minus its last byte: B stops in the negotiation, nothing sent.
-    assert_eq!(b.feed(&step3[..step3.len() - 1], &known).unwrap(), step3.len() - 1);
+    assert_eq!(
+        b.feed(&step3[..step3.len() - 1], &known).unwrap(),
+        step3.len() - 1
+    );
     assert_eq!(b.phase(), Phase::Negotiation);
     assert!(b.take_output().is_empty());
     assert_eq!(b.feed(&step3[step3.len() - 1..], &known).unwrap(), 1);
@@ -182,7 +227,8 @@ fn degenerate_public_keys_are_refused() {
         let mut b = Responder::new(EncryptionPolicy::Rc4Preferred, params(2, 0, 0));
         assert!(matches!(b.feed(&key, &known), Err(MseError::BadPublicKey)));
         assert!(b.take_output().is_empty(), "no reply to a bad key");
-        let mut a = Initiator::new(IH, EncryptionPolicy::Rc4Preferred, b"", params(1, 0, 0)).unwrap();
+        let mut a =
+            Initiator::new(IH, EncryptionPolicy::Rc4Preferred, b"", params(1, 0, 0)).unwrap();
         assert!(matches!(a.feed(&key), Err(MseError::BadPublicKey)));
     }
 }
@@ -225,7 +271,15 @@ fn junk_instead_of_a_sync_point_is_bounded() {
 }
 
 /// Step 3 as an initiator with secret `s` would send it, with every field chosen.
-fn step3(s: &[u8; KEY_LEN], ih: &InfoHash, vc: [u8; 8], provide: u32, pad_len_field: u16, pad: &[u8], ia: &[u8]) -> Vec<u8> {
+fn step3(
+    s: &[u8; KEY_LEN],
+    ih: &InfoHash,
+    vc: [u8; 8],
+    provide: u32,
+    pad_len_field: u16,
+    pad: &[u8],
+    ia: &[u8],
+) -> Vec<u8> {
     let mut out = sha1(&[b"req1", s]).to_vec();
     let req3 = sha1(&[b"req3", s]);
     out.extend(req2_hash(ih).iter().zip(req3).map(|(a, b)| a ^ b));
@@ -242,7 +296,10 @@ fn step3(s: &[u8; KEY_LEN], ih: &InfoHash, vc: [u8; 8], provide: u32, pad_len_fi
 }
 
 /// Feeds a responder a key and a hand-made step 3.
-fn responder_with(policy: EncryptionPolicy, make: impl Fn(&[u8; KEY_LEN]) -> Vec<u8>) -> (Responder, Result<usize, MseError>) {
+fn responder_with(
+    policy: EncryptionPolicy,
+    make: impl Fn(&[u8; KEY_LEN]) -> Vec<u8>,
+) -> (Responder, Result<usize, MseError>) {
     let peer = KeyPair::from_private([6; 20]);
     let mut b = Responder::new(policy, params(2, 9, 0));
     b.feed(peer.public(), &known).unwrap();
@@ -255,23 +312,44 @@ fn responder_with(policy: EncryptionPolicy, make: impl Fn(&[u8; KEY_LEN]) -> Vec
 #[test]
 fn responder_rejects_each_broken_field() {
     use EncryptionPolicy::*;
-    let (_, r) = responder_with(Rc4Preferred, |s| step3(s, &IH, [0, 0, 0, 1, 0, 0, 0, 0], 3, 0, b"", b""));
+    let (_, r) = responder_with(Rc4Preferred, |s| {
+        step3(s, &IH, [0, 0, 0, 1, 0, 0, 0, 0], 3, 0, b"", b"")
+    });
     assert!(matches!(r, Err(MseError::BadVc)), "{r:?}");
-    let (_, r) = responder_with(Rc4Preferred, |s| step3(s, &IH, [0; 8], 3, 513, &[0; 513], b""));
+    let (_, r) = responder_with(Rc4Preferred, |s| {
+        step3(s, &IH, [0; 8], 3, 513, &[0; 513], b"")
+    });
     assert!(matches!(r, Err(MseError::PadTooLong(513))), "{r:?}");
-    let (_, r) = responder_with(Rc4Required, |s| step3(s, &IH, [0; 8], CRYPTO_PLAINTEXT, 0, b"", b""));
+    let (_, r) = responder_with(Rc4Required, |s| {
+        step3(s, &IH, [0; 8], CRYPTO_PLAINTEXT, 0, b"", b"")
+    });
     assert!(matches!(r, Err(MseError::NoCommonMethod(1))), "{r:?}");
     let (_, r) = responder_with(Rc4Preferred, |s| step3(s, &IH, [0; 8], 0x10, 0, b"", b""));
     assert!(matches!(r, Err(MseError::NoCommonMethod(0x10))), "{r:?}");
     // Unknown bits beside a known one are ignored; a plaintext-only offer is honoured.
-    let (b, r) = responder_with(Rc4Preferred, |s| step3(s, &IH, [0; 8], 0xf0 | CRYPTO_PLAINTEXT, 512, &[9; 512], b"x"));
+    let (b, r) = responder_with(Rc4Preferred, |s| {
+        step3(
+            s,
+            &IH,
+            [0; 8],
+            0xf0 | CRYPTO_PLAINTEXT,
+            512,
+            &[9; 512],
+            b"x",
+        )
+    });
     assert!(r.is_ok());
     let e = b.into_established().unwrap();
     assert_eq!((e.crypto, e.initial_payload_len), (Crypto::Plaintext, 1));
 }
 
 /// Feeds an initiator B's key and a hand-made step 4.
-fn initiator_with(policy: EncryptionPolicy, select: u32, pad_len_field: u16, pad: &[u8]) -> Result<usize, MseError> {
+fn initiator_with(
+    policy: EncryptionPolicy,
+    select: u32,
+    pad_len_field: u16,
+    pad: &[u8],
+) -> Result<usize, MseError> {
     let peer = KeyPair::from_private([8; 20]);
     let mut a = Initiator::new(IH, policy, b"", params(1, 0, 0)).unwrap();
     let ya: [u8; KEY_LEN] = a.take_output()[..KEY_LEN].try_into().unwrap();
@@ -295,10 +373,22 @@ fn initiator_rejects_each_broken_choice() {
     use EncryptionPolicy::*;
     assert!(initiator_with(Rc4Preferred, CRYPTO_RC4, 0, b"").is_ok());
     assert!(initiator_with(Rc4Preferred, CRYPTO_PLAINTEXT, 512, &[1; 512]).is_ok());
-    assert!(matches!(initiator_with(Rc4Required, CRYPTO_PLAINTEXT, 0, b""), Err(MseError::BadSelect(1))));
-    assert!(matches!(initiator_with(Rc4Preferred, 3, 0, b""), Err(MseError::BadSelect(3))));
-    assert!(matches!(initiator_with(Rc4Preferred, 0, 0, b""), Err(MseError::BadSelect(0))));
-    assert!(matches!(initiator_with(Rc4Preferred, CRYPTO_RC4, 513, &[0; 513]), Err(MseError::PadTooLong(513))));
+    assert!(matches!(
+        initiator_with(Rc4Required, CRYPTO_PLAINTEXT, 0, b""),
+        Err(MseError::BadSelect(1))
+    ));
+    assert!(matches!(
+        initiator_with(Rc4Preferred, 3, 0, b""),
+        Err(MseError::BadSelect(3))
+    ));
+    assert!(matches!(
+        initiator_with(Rc4Preferred, 0, 0, b""),
+        Err(MseError::BadSelect(0))
+    ));
+    assert!(matches!(
+        initiator_with(Rc4Preferred, CRYPTO_RC4, 513, &[0; 513]),
+        Err(MseError::PadTooLong(513))
+    ));
 }
 
 #[test]
@@ -310,13 +400,22 @@ fn a_flipped_byte_in_the_encrypted_part_fails_cleanly() {
     a.feed(&b.take_output()).unwrap();
     let mut step3 = a.take_output();
     step3[20] ^= 1; // first byte of the obfuscated info-hash
-    assert!(matches!(b.feed(&step3, &known), Err(MseError::UnknownInfoHash)));
+    assert!(matches!(
+        b.feed(&step3, &known),
+        Err(MseError::UnknownInfoHash)
+    ));
 }
 
 #[test]
 fn oversized_local_material_is_refused() {
-    assert!(matches!(LocalParams::new([1; 20], vec![0; 513], vec![]), Err(MseError::PadTooLong(513))));
-    assert!(matches!(LocalParams::new([1; 20], vec![], vec![0; 513]), Err(MseError::PadTooLong(513))));
+    assert!(matches!(
+        LocalParams::new([1; 20], vec![0; 513], vec![]),
+        Err(MseError::PadTooLong(513))
+    ));
+    assert!(matches!(
+        LocalParams::new([1; 20], vec![], vec![0; 513]),
+        Err(MseError::PadTooLong(513))
+    ));
     let ia = vec![0; MAX_INITIAL_PAYLOAD + 1];
     assert!(matches!(
         Initiator::new(IH, EncryptionPolicy::Rc4Preferred, &ia, params(1, 0, 0)),
@@ -339,7 +438,8 @@ fn random_streams_never_panic_or_grow() {
         let len = (next() % 2000) as usize;
         let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         let mut b = Responder::new(EncryptionPolicy::Rc4Preferred, params(2, 0, 0));
-        let mut a = Initiator::new(IH, EncryptionPolicy::Rc4Preferred, b"", params(1, 0, 0)).unwrap();
+        let mut a =
+            Initiator::new(IH, EncryptionPolicy::Rc4Preferred, b"", params(1, 0, 0)).unwrap();
         for chunk in data.chunks(1 + (next() % 300) as usize) {
             let rb = b.feed(chunk, &known);
             let ra = a.feed(chunk);

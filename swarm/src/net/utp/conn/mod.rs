@@ -22,7 +22,8 @@ use bytes::Bytes;
 use self::recv::{Received, RecvQueue};
 use self::send::SendQueue;
 use super::congestion::{Ledbat, RttEstimator, INITIAL_RTO, MAX_RTO};
-use super::packet::{encode, Header, Packet, PacketType, MAX_SACK_BYTES};
+use super::packet::{encode_with_limit, Header, Packet, PacketType, HEADER_LEN, MAX_SACK_BYTES};
+use super::pmtu::{MtuSearch, ProbeOutcome, STEP};
 use super::seq::Seq;
 
 /// Most packets in flight (and most a receiver buffers ahead of a gap). Keeps sequence
@@ -60,14 +61,29 @@ const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(10);
 /// Per-connection parameters.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnConfig {
-    /// Payload bytes per packet.
+    /// Payload bytes per packet to start with (see `pmtu`).
     pub mss: usize,
+    /// IP and UDP header bytes in front of each packet.
+    pub ip_overhead: usize,
+    /// The largest datagram we can receive, announced to the remote; 0 announces nothing.
+    pub max_datagram: u16,
     /// Unacknowledged bytes the application may queue.
     pub send_capacity: usize,
     /// Bytes buffered for the application (the advertised window).
     pub recv_capacity: usize,
     /// Silence from the remote after which the connection fails.
     pub idle_timeout: Duration,
+}
+
+/// How a datagram from [`Connection::poll_transmit`] may cross the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transmit {
+    /// Whole: it is no larger than what is known to cross, or it is a first packet-size
+    /// probe, which must fail rather than be fragmented.
+    Whole,
+    /// A packet-size probe sent again: it was probably too large for the path and cannot be
+    /// repacketised, so routers may fragment it.
+    MayFragment,
 }
 
 /// A connection's congestion state, for diagnostics and measurements.
@@ -91,6 +107,8 @@ pub struct ConnStats {
     pub losses: u64,
     /// Retransmission timeouts.
     pub timeouts: u64,
+    /// Payload bytes per data packet now (grows by the packet-size search).
+    pub packet_size: usize,
 }
 
 /// Why a connection ended abnormally.
@@ -152,6 +170,14 @@ pub(crate) struct Connection {
     error: Option<ConnError>,
     losses: u64,
     rto_count: u64,
+    /// The packet-size search.
+    mtu: MtuSearch,
+    /// The largest datagram the remote said it can receive.
+    peer_max_datagram: Option<usize>,
+    /// Whether the route's MTU was asked for (see [`Self::wants_route_mtu`]).
+    route_checked: bool,
+    /// Largest payload received in one packet, for window updates.
+    largest_in: usize,
 }
 
 impl Connection {
@@ -194,6 +220,10 @@ impl Connection {
             error: None,
             losses: 0,
             rto_count: 0,
+            mtu: MtuSearch::new(cfg.mss),
+            peer_max_datagram: None,
+            route_checked: false,
+            largest_in: cfg.mss,
             cfg,
         }
     }
@@ -220,7 +250,9 @@ impl Connection {
     }
 
     /// Accepts the connection `syn` opens; our first data packet will be `isn`.
-    pub(crate) fn accept(now: Instant, cfg: ConnConfig, syn: &Header, isn: Seq) -> Self {
+    pub(crate) fn accept(now: Instant, cfg: ConnConfig, syn: &Packet<'_>, isn: Seq) -> Self {
+        let peer_max_datagram = syn.max_datagram;
+        let syn = &syn.header;
         let send = SendQueue::new(isn, cfg.send_capacity);
         let recv = RecvQueue::new(syn.seq_nr, cfg.recv_capacity);
         let mut c = Self::new(
@@ -233,6 +265,7 @@ impl Connection {
             recv,
         );
         c.peer_wnd = syn.wnd_size as usize;
+        c.peer_max_datagram = peer_max_datagram.map(usize::from);
         c.reply_micro = c.micros(now).wrapping_sub(syn.timestamp);
         c.need_ack = true;
         c
@@ -259,7 +292,10 @@ impl Connection {
         }
         self.reply_micro = self.micros(now).wrapping_sub(h.timestamp);
         self.peer_wnd = h.wnd_size as usize;
-        if self.peer_wnd < self.cfg.mss {
+        if let Some(limit) = packet.max_datagram {
+            self.peer_max_datagram = Some(usize::from(limit));
+        }
+        if self.peer_wnd < self.mtu.size() {
             // The remote answers but has no room: probes that time out are not failures.
             self.timeouts = 0;
         }
@@ -295,6 +331,7 @@ impl Connection {
         self.process_ack(now, h, packet.sack, payload.is_empty());
         match h.kind {
             PacketType::Data if !payload.is_empty() => {
+                self.largest_in = self.largest_in.max(payload.len());
                 // Every data packet is answered, duplicates too: the sender may have missed
                 // our ACK, and a repeated ACK is how it learns of a gap.
                 let _: Received = self.recv.on_data(h.seq_nr, payload);
@@ -349,10 +386,52 @@ impl Connection {
         }
         self.last_ack = h.ack_nr;
         self.cc.on_ack(bytes, in_flight);
+        // A probe lost for its size says nothing about congestion.
+        if self.settle_mtu_probe() == Some(ProbeOutcome::Lost) {
+            loss = false;
+        }
         if loss {
             self.losses += 1;
             self.cc.on_loss(now, srtt);
         }
+    }
+
+    /// Settles the packet-size probe once it is acknowledged or deemed lost.
+    fn settle_mtu_probe(&mut self) -> Option<ProbeOutcome> {
+        let (seq, _) = self.mtu.probe()?;
+        let outcome = match self.send.find(seq) {
+            None => ProbeOutcome::Delivered,
+            Some(p) if p.sacked => ProbeOutcome::Delivered,
+            Some(p) if p.lost || p.transmissions > 1 => ProbeOutcome::Lost,
+            Some(_) => return None,
+        };
+        self.mtu.settle(outcome);
+        self.cc.set_mss(self.mtu.size());
+        Some(outcome)
+    }
+
+    /// Whether the driver should look up the route's MTU to the remote (once, and only when
+    /// the remote announced that it can receive datagrams larger than ours).
+    pub(crate) fn wants_route_mtu(&self) -> bool {
+        !self.route_checked
+            && self
+                .peer_max_datagram
+                .is_some_and(|m| m >= HEADER_LEN + self.mtu.size() + STEP)
+    }
+
+    /// The route's MTU to the remote (IP packet bytes), if the kernel knows it: together with
+    /// the remote's limit it bounds the packet-size search.
+    pub(crate) fn set_route_mtu(&mut self, mtu: Option<usize>) {
+        self.route_checked = true;
+        let (Some(mtu), Some(peer)) = (mtu, self.peer_max_datagram) else {
+            return;
+        };
+        // Neither IPv4 nor IPv6 (without jumbograms) carries more than 65,535 bytes.
+        let route = mtu
+            .min(usize::from(u16::MAX))
+            .saturating_sub(self.cfg.ip_overhead);
+        self.mtu
+            .set_ceiling(route.min(peer).saturating_sub(HEADER_LEN));
     }
 
     fn check_closed(&mut self, now: Instant) {
@@ -384,7 +463,7 @@ impl Connection {
         let n = self.recv.read(buf);
         // Tell a sender stalled on our full buffer that room opened.
         if n > 0
-            && self.last_wnd < 2 * self.cfg.mss
+            && self.last_wnd < 2 * self.largest_in
             && self.recv.window() >= self.cfg.recv_capacity / 2
         {
             self.need_ack = true;
@@ -478,6 +557,7 @@ impl Connection {
             retransmissions: self.send.retransmissions(),
             losses: self.losses,
             timeouts: self.rto_count,
+            packet_size: self.mtu.size(),
         }
     }
 }

@@ -343,6 +343,24 @@ impl SendQueue {
         }
     }
 
+    /// Bytes written and not yet put into a packet.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether a packet deemed lost waits to be sent again.
+    pub(crate) fn has_lost(&self) -> bool {
+        self.lost_count > 0
+    }
+
+    /// The unacknowledged packet `seq`; `None` once it is cumulatively acknowledged.
+    pub(crate) fn find(&self, seq: Seq) -> Option<&Sent> {
+        let index = self.oldest().distance_to(seq);
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.inflight.get(i))
+    }
+
     /// Marks every unacknowledged packet lost (a retransmission timeout).
     pub(crate) fn mark_all_lost(&mut self) {
         for p in self.inflight.iter_mut() {

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
-use crate::net::utp::packet::Packet;
+use crate::net::utp::packet::{encode, Packet};
 
 const MSS: usize = 1000;
 
 fn cfg(capacity: usize) -> ConnConfig {
     ConnConfig {
         mss: MSS,
+        ip_overhead: 28,
+        max_datagram: 0,
         send_capacity: capacity,
         recv_capacity: capacity,
         idle_timeout: Duration::from_secs(120),
@@ -34,14 +36,26 @@ struct Sim {
     jitter: Duration,
     /// Packets sent a→b and b→a.
     sent: [u64; 2],
+    /// The route MTU both ends' kernels report, if any.
+    route_mtu: Option<usize>,
+    /// The largest datagram the path carries whole; larger ones arrive only when they may be
+    /// fragmented, and are otherwise dropped (counted in `too_large`).
+    path_limit: usize,
+    too_large: u64,
+    /// Largest datagram sent a→b and b→a.
+    largest: [usize; 2],
 }
 
 impl Sim {
     fn new(isn_a: u16, capacity: usize) -> Self {
+        Self::with_config(isn_a, cfg(capacity))
+    }
+
+    fn with_config(isn_a: u16, config: ConnConfig) -> Self {
         let now = Instant::now();
         Self {
             now,
-            a: Connection::connect(now, cfg(capacity), 0xfffe, Seq(isn_a)),
+            a: Connection::connect(now, config, 0xfffe, Seq(isn_a)),
             b: None,
             wire: BTreeMap::new(),
             serial: 0,
@@ -50,6 +64,10 @@ impl Sim {
             loss_percent: 0,
             jitter: Duration::ZERO,
             sent: [0; 2],
+            route_mtu: None,
+            path_limit: usize::MAX,
+            too_large: 0,
+            largest: [0; 2],
         }
     }
 
@@ -70,18 +88,29 @@ impl Sim {
         for to_b in [true, false] {
             loop {
                 let now = self.now;
+                for c in [Some(&mut self.a), self.b.as_mut()].into_iter().flatten() {
+                    if c.wants_route_mtu() {
+                        c.set_route_mtu(self.route_mtu);
+                    }
+                }
                 let produced = if to_b {
                     self.a.poll_transmit(now, &mut out)
                 } else {
                     match self.b.as_mut() {
                         Some(b) => b.poll_transmit(now, &mut out),
-                        None => false,
+                        None => None,
                     }
                 };
-                if !produced {
+                let Some(transmit) = produced else {
                     break;
-                }
+                };
                 self.sent[usize::from(!to_b)] += 1;
+                let largest = &mut self.largest[usize::from(!to_b)];
+                *largest = (*largest).max(out.len());
+                if out.len() > self.path_limit && transmit == Transmit::Whole {
+                    self.too_large += 1;
+                    continue;
+                }
                 if self.random() % 100 < self.loss_percent {
                     continue;
                 }
@@ -123,7 +152,7 @@ impl Sim {
                         self.b = Some(Connection::accept(
                             self.now,
                             self.a.cfg.clone(),
-                            &packet.header,
+                            &packet,
                             Seq(65530),
                         ));
                     }
@@ -308,7 +337,7 @@ fn syn_without_answer_fails_after_retries() {
     let mut syns = 0;
     let mut t = now;
     while a.error().is_none() {
-        while a.poll_transmit(t, &mut out) {
+        while a.poll_transmit(t, &mut out).is_some() {
             assert_eq!(Packet::decode(&out).unwrap().header.kind, PacketType::Syn);
             syns += 1;
         }
@@ -448,4 +477,84 @@ fn only_the_answer_to_our_syn_opens_a_connection() {
     reply(&mut a, 500);
     assert!(a.is_established());
     assert_eq!(a.recv.ack_nr(), Seq(8999));
+}
+
+/// Configuration of a burrow endpoint over IPv4: 1400-byte packets to start with, and the
+/// largest datagram it receives announced.
+fn announcing_cfg() -> ConnConfig {
+    ConnConfig {
+        mss: 1400 - 28 - HEADER_LEN,
+        ip_overhead: 28,
+        max_datagram: u16::MAX,
+        ..cfg(1 << 20)
+    }
+}
+
+#[test]
+fn packets_grow_to_the_route_mtu_between_peers_that_announce_their_limit() {
+    let mut sim = Sim::with_config(7, announcing_cfg());
+    sim.route_mtu = Some(65_536); // loopback's
+    let data = pattern(8 << 20);
+    assert_eq!(transfer(&mut sim, &data, Duration::from_secs(30)), data);
+    // IPv4 carries at most 65,535 bytes: 65,507 of UDP payload.
+    assert_eq!(sim.largest[0], 65_507);
+    let stats = sim.a.snapshot();
+    assert_eq!(stats.packet_size, 65_507 - HEADER_LEN);
+    assert_eq!((stats.losses, stats.retransmissions), (0, 0));
+    assert!(
+        sim.sent[0] < 8 * 1024,
+        "{} packets for 8 MiB: most packets were large",
+        sim.sent[0]
+    );
+}
+
+#[test]
+fn a_path_smaller_than_the_route_is_found_and_the_too_large_probe_still_arrives() {
+    let mut sim = Sim::with_config(9, announcing_cfg());
+    sim.route_mtu = Some(65_536);
+    sim.path_limit = 9_000;
+    let data = pattern(8 << 20);
+    assert_eq!(transfer(&mut sim, &data, Duration::from_secs(60)), data);
+    let stats = sim.a.snapshot();
+    let size = stats.packet_size + HEADER_LEN;
+    assert!(
+        size <= 9_000 && size + STEP > 9_000,
+        "settled at {size}-byte datagrams"
+    );
+    // Each too-large probe was lost once, then fragmented; none ended the connection or
+    // counted as congestion.
+    assert!(
+        sim.too_large >= 1 && sim.too_large <= 12,
+        "{}",
+        sim.too_large
+    );
+    assert_eq!(stats.timeouts, 0);
+    assert_eq!(stats.losses, 0);
+}
+
+#[test]
+fn without_the_remotes_announcement_packets_keep_their_starting_size() {
+    // b announces nothing, as libtorrent does not: a must not send it large datagrams,
+    // whatever the route allows.
+    let mut sim = Sim::with_config(11, announcing_cfg());
+    sim.route_mtu = Some(65_536);
+    sim.run_until(|s| s.b.is_some(), Duration::from_secs(1));
+    let mut quiet = sim.b.take().unwrap();
+    quiet.cfg.max_datagram = 0;
+    sim.b = Some(quiet);
+    let data = pattern(4 << 20);
+    assert_eq!(transfer(&mut sim, &data, Duration::from_secs(30)), data);
+    assert_eq!(sim.largest[0], 1400 - 28);
+    assert_eq!(sim.a.snapshot().packet_size, 1400 - 28 - HEADER_LEN);
+    // ... while b heard a's limit, and may grow its own packets toward a.
+    assert_eq!(sim.b().peer_max_datagram, Some(65_535));
+}
+
+#[test]
+fn without_a_route_mtu_packets_keep_their_starting_size() {
+    let mut sim = Sim::with_config(13, announcing_cfg());
+    sim.route_mtu = None;
+    let data = pattern(2 << 20);
+    assert_eq!(transfer(&mut sim, &data, Duration::from_secs(30)), data);
+    assert_eq!(sim.largest[0], 1400 - 28);
 }

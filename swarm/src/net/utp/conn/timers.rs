@@ -83,6 +83,7 @@ impl Connection {
         self.rto_count += 1;
         self.cc.on_timeout();
         self.send.mark_all_lost();
+        let _ = self.settle_mtu_probe();
         self.probe_deadline = None;
         self.probe_armed = true;
         let backoff = (self.rtt.rto() * (1 << (self.timeouts - 1).min(16))).min(MAX_RTO);

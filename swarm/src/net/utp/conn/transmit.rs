@@ -6,34 +6,39 @@ use std::time::Instant;
 use super::*;
 
 impl Connection {
-    /// Writes the next datagram to send into `out`; false when there is nothing to send.
-    pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
+    /// Writes the next datagram to send into `out`; `None` when there is nothing to send.
+    pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit> {
         match self.state {
             State::SynSent { .. } if self.need_syn => {
                 self.need_syn = false;
                 self.emit(now, PacketType::Syn, self.syn_seq, &[], out);
-                true
+                Some(Transmit::Whole)
             }
-            State::SynSent { .. } => false,
+            State::SynSent { .. } => None,
             State::Closed if self.need_ack && self.error.is_none() => {
                 self.need_ack = false;
                 self.emit(now, PacketType::State, self.state_seq(), &[], out);
-                true
+                Some(Transmit::Whole)
             }
-            State::Closed => false,
+            State::Closed => None,
             State::Connected => {
                 if self.need_probe {
                     self.need_probe = false;
                     if let Some(i) = self.send.probe_candidate() {
                         self.send.mark_probe_sent(i, now);
-                        self.emit_buffered(i, now, out);
-                        return true;
+                        return Some(self.emit_buffered(i, now, out));
                     }
                 }
                 let window = self.cc.window().min(self.peer_wnd);
-                if let Some(i) = self.send.next_to_send(window, self.cfg.mss) {
+                let probe = self.mtu_probe_size(window);
+                let size = probe.unwrap_or(self.mtu.size());
+                if let Some(i) = self.send.next_to_send(window, size) {
+                    let p = self.send.packet(i);
+                    if probe == Some(p.payload.len()) && p.transmissions == 0 {
+                        self.mtu.probe_sent(p.seq, p.payload.len());
+                    }
                     self.send.mark_sent(i, now);
-                    self.emit_buffered(i, now, out);
+                    let transmit = self.emit_buffered(i, now, out);
                     // Selective ACKs ride only on ST_STATE, so data packets stay within the
                     // MTU; while a gap exists, a STATE follows each data packet.
                     self.need_ack = self.recv.has_gap();
@@ -47,15 +52,25 @@ impl Connection {
                             self.probe_deadline = Some(now + (2 * srtt).max(MIN_PROBE_TIMEOUT));
                         }
                     }
-                    return true;
+                    return Some(transmit);
                 }
                 if self.need_ack {
                     self.emit(now, PacketType::State, self.state_seq(), &[], out);
-                    return true;
+                    return Some(Transmit::Whole);
                 }
-                false
+                None
             }
         }
+    }
+
+    /// The size of a packet-size probe to send now: one is due, nothing waits for
+    /// retransmission, and enough bytes are queued to fill it within the window.
+    fn mtu_probe_size(&self, window: usize) -> Option<usize> {
+        let size = self.mtu.next_probe()?;
+        (!self.send.has_lost()
+            && self.send.buffered() >= size
+            && self.send.bytes_in_flight() + size <= window)
+            .then_some(size)
     }
 
     /// Sequence number for ST_STATE: the next one to be sent, but never past our FIN —
@@ -65,11 +80,23 @@ impl Connection {
     }
 
     /// Emits the send buffer's packet `i` (data, or the FIN) as it stands.
-    fn emit_buffered(&mut self, i: usize, now: Instant, out: &mut Vec<u8>) {
+    fn emit_buffered(&mut self, i: usize, now: Instant, out: &mut Vec<u8>) -> Transmit {
         let p = self.send.packet(i);
-        let kind = if p.fin { PacketType::Fin } else { PacketType::Data };
+        let kind = if p.fin {
+            PacketType::Fin
+        } else {
+            PacketType::Data
+        };
+        // Only a packet-size probe exceeds the size known to cross; sent again, it was
+        // probably too large, and cannot be cut into smaller packets.
+        let transmit = if p.payload.len() > self.mtu.size() && p.transmissions > 1 {
+            Transmit::MayFragment
+        } else {
+            Transmit::Whole
+        };
         let (seq, payload) = (p.seq, p.payload.clone());
         self.emit(now, kind, seq, &payload, out);
+        transmit
     }
 
     fn emit(
@@ -104,7 +131,12 @@ impl Connection {
         } else {
             None
         };
-        encode(&header, sack, payload, out);
+        // The datagram limit goes out until the remote has shown it heard us: on the SYN,
+        // and on the acceptor's answers to it.
+        let limit = (self.cfg.max_datagram > 0
+            && (kind == PacketType::Syn || (kind == PacketType::State && !self.heard)))
+            .then_some(self.cfg.max_datagram);
+        encode_with_limit(&header, sack, limit, payload, out);
         self.last_wnd = wnd;
         self.last_send = now;
         self.need_ack = false;
