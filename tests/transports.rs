@@ -104,6 +104,56 @@ fn libtorrent_downloads_from_burrow_over_utp_only() {
     seed.wait_for_output("route=\"incoming_utp\"", Duration::from_secs(10));
 }
 
+/// burrow to burrow over µTP only: both announce their datagram limit, so packets grow to
+/// what loopback carries while the peer wire runs over them; every byte is checked.
+#[test]
+fn burrow_downloads_from_burrow_over_utp_only_with_large_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let set = make_set(&d.join("src"), "set", &[("data.bin", 24_000_000), ("b", 1)]);
+    let (torrent, _) = create_torrent(&d.join("src/set"), &d.join("set.torrent"), &[]);
+    let seed_port = free_port();
+    let mut c = burrow(
+        &[
+            "seed",
+            torrent.to_str().unwrap(),
+            "--data",
+            d.join("src").to_str().unwrap(),
+        ],
+        seed_port,
+        &d.join("seed-state"),
+    );
+    c.env("RUST_LOG", "burrow_swarm::net::utp=debug,info");
+    let mut seed = Proc::spawn("burrow-seed", c, d);
+    seed.wait_for_output("seeding", Duration::from_secs(30));
+    let mut c = burrow(
+        &[
+            "download",
+            torrent.to_str().unwrap(),
+            "-o",
+            d.join("out").to_str().unwrap(),
+            "--peer",
+            &format!("127.0.0.1:{seed_port}"),
+            "--transport",
+            "utp",
+        ],
+        free_port(),
+        &d.join("state"),
+    );
+    let mut dl = Proc::spawn("burrow-utp", c, d);
+    dl.wait_success(Duration::from_secs(60));
+    assert_set(&d.join("out"), "set", &set);
+    let out = dl.output();
+    assert!(out.contains("outgoing_utp=1"), "connected over µTP:\n{out}");
+    // The seed's blocks filled 64 KiB datagrams (65,487 bytes of payload over IPv4).
+    seed.wait_for_output("µTP packet payload size", Duration::from_secs(5));
+    assert!(
+        seed.output().contains("bytes=65487"),
+        "packets grew to 64 KiB datagrams:\n{}",
+        seed.output()
+    );
+}
+
 #[test]
 fn download_over_ipv6_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,8 @@ struct Entry {
     timer: Option<Instant>,
     connect_reply: Option<oneshot::Sender<Result<Arc<ConnShared>, ConnError>>>,
     touched: bool,
+    /// Payload bytes per packet last logged.
+    packet_size: usize,
 }
 
 pub(crate) struct Driver {
@@ -228,6 +230,7 @@ impl Driver {
                 timer: None,
                 connect_reply,
                 touched: false,
+                packet_size: 0,
             },
         );
         self.touch(key);
@@ -374,6 +377,13 @@ impl Driver {
                 }
             }
             st.wake();
+            let size = st.conn.packet_size();
+            if size != entry.packet_size {
+                if entry.packet_size != 0 {
+                    tracing::debug!(peer = %key.0, bytes = size, "µTP packet payload size");
+                }
+                entry.packet_size = size;
+            }
             let finished = st.conn.is_finished();
             let timer = st.conn.poll_timeout();
             drop(st);

@@ -545,6 +545,11 @@ impl Connection {
         (self.cc.window(), self.rtt.srtt())
     }
 
+    /// Payload bytes per data packet now.
+    pub(crate) fn packet_size(&self) -> usize {
+        self.mtu.size()
+    }
+
     /// A snapshot for diagnostics.
     pub(crate) fn snapshot(&self) -> ConnStats {
         ConnStats {
