@@ -3,7 +3,7 @@
 //! `cargo bench -p burrow-swarm --bench net_throughput` — loopback: TCP vs burrow's µTP (one
 //! and four streams, IPv4 and IPv6), MB/s and CPU seconds per GiB, with librqbit-utp 0.7 on
 //! its own UDP socket for comparison. `BURROW_BENCH_MIB` sets the bytes per run (default
-//! 256 MiB).
+//! 256 MiB); `BURROW_BENCH_ONLY=µTP` runs only the cases whose name starts with the text.
 //!
 //! `cargo bench -p burrow-swarm --bench net_throughput -- contention` (root; needs `ip` and
 //! `tc`) — does µTP yield to TCP? Builds three network namespaces, sender → router → receiver,
@@ -212,13 +212,17 @@ fn loopback(rt: &Runtime) {
         (Flow::Utp, false, 4),
         (Flow::Rqbit, false, 4),
     ];
+    let only = std::env::var("BURROW_BENCH_ONLY").unwrap_or_default();
     for (flow, v6, streams) in cases {
-        let (mbps, cpu) = rt.block_on(run(flow, v6, streams, total));
         let name = format!(
             "{flow} {streams} stream{} {}",
             if streams > 1 { "s" } else { "" },
             if v6 { "IPv6" } else { "IPv4" }
         );
+        if !name.starts_with(only.as_str()) {
+            continue;
+        }
+        let (mbps, cpu) = rt.block_on(run(flow, v6, streams, total));
         println!("{name:<34} {mbps:>10.1} {cpu:>12.2}");
     }
 }

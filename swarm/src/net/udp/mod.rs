@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -55,6 +55,11 @@ pub const READ_BATCH: usize = 64;
 
 /// Largest UDP payload; the reader's buffer is this big so nothing is truncated.
 const MAX_UDP_PAYLOAD: usize = 65_535;
+
+/// µTP datagrams at least this long are handed on in the buffer they were received into (which
+/// is then replaced) instead of being copied out; at most half of such a buffer is unused, so a
+/// packet held in a reorder buffer pins at most twice its size. Shorter datagrams are copied.
+const ZERO_COPY_MIN: usize = MAX_UDP_PAYLOAD / 2;
 
 /// Times to retry an ephemeral port whose number the other family already uses.
 pub(crate) const EPHEMERAL_BIND_ATTEMPTS: usize = 16;
@@ -342,13 +347,28 @@ struct Router {
 }
 
 impl Router {
-    fn route(&self, data: &[u8], from: SocketAddr) {
+    /// Routes the datagram in `buf`, leaving `buf` empty with room for the next one.
+    fn route(&self, buf: &mut BytesMut, from: SocketAddr) {
+        let len = buf.len();
+        let kind = classify(buf);
+        let data = if kind == DatagramKind::Utp && len >= ZERO_COPY_MIN {
+            std::mem::replace(buf, BytesMut::with_capacity(MAX_UDP_PAYLOAD)).freeze()
+        } else {
+            let copy = Bytes::copy_from_slice(buf);
+            buf.clear();
+            copy
+        };
+        self.route_bytes(kind, data, from);
+    }
+
+    fn route_bytes(&self, kind: DatagramKind, bytes: Bytes, from: SocketAddr) {
         let c = &self.counters;
+        let data: &[u8] = &bytes;
         let datagram = || Datagram {
             from,
-            data: Bytes::copy_from_slice(data),
+            data: bytes.clone(),
         };
-        match classify(data) {
+        match kind {
             DatagramKind::Dht => match self.dht.try_send(datagram()) {
                 Ok(()) => CounterCells::bump(&c.rx_dht),
                 Err(_) => CounterCells::bump(&c.dropped_dht_queue_full),
@@ -384,7 +404,7 @@ impl Router {
 /// Reads `socket` until the task is aborted: waits for readiness, then drains up to
 /// [`READ_BATCH`] datagrams without waiting again.
 async fn read_loop(socket: Arc<UdpSocket>, router: Arc<Router>) {
-    let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
+    let mut buf = BytesMut::with_capacity(MAX_UDP_PAYLOAD);
     loop {
         if let Err(e) = socket.readable().await {
             tracing::warn!(error = %e, "UDP socket no longer readable; reader stops");
@@ -392,8 +412,8 @@ async fn read_loop(socket: Arc<UdpSocket>, router: Arc<Router>) {
         }
         let mut drained = false;
         for _ in 0..READ_BATCH {
-            match socket.try_recv_from(&mut buf) {
-                Ok((len, from)) => router.route(&buf[..len], from),
+            match socket.try_recv_buf_from(&mut buf) {
+                Ok((_, from)) => router.route(&mut buf, from),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;

@@ -83,7 +83,7 @@ impl UdpSender {
     /// (IPv4 without the don't-fragment bit; for IPv6 the kernel fragments it if it knows the
     /// path is smaller). The socket's policy is restored afterwards; a datagram another task
     /// sends meanwhile may go out the same way, which is harmless.
-    pub fn try_send_fragmentable(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    pub fn try_send_fragmentable(&self, parts: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
         let (socket, to) = self.socket_for(to)?;
         let (level, name, dont, want) = if to.is_ipv4() {
             let (l, n) = (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
@@ -93,10 +93,36 @@ impl UdpSender {
             (l, n, libc::IPV6_PMTUDISC_DONT, libc::IPV6_PMTUDISC_WANT)
         };
         set_int_option(socket, level, name, dont)?;
-        let result = socket.try_send_to(data, to);
+        let result = try_send_vectored(socket, parts, to);
         set_int_option(socket, level, name, want)?;
         self.count(&result);
         result
+    }
+
+    /// Sends one datagram made of `parts` (gathered by the kernel, not copied here) if the
+    /// socket can take it now.
+    pub fn try_send_parts(&self, parts: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
+        let (socket, to) = self.socket_for(to)?;
+        let result = try_send_vectored(socket, parts, to);
+        if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.count(&result);
+        }
+        result
+    }
+
+    /// Sends one datagram made of `parts`, waiting for room in the socket.
+    pub async fn send_parts(&self, parts: &[&[u8]], to: SocketAddr) -> Result<usize, NetError> {
+        let (socket, to) = self
+            .socket_for(to)
+            .map_err(|_| NetError::NoSocketForFamily(to))?;
+        let addr = socket2::SockAddr::from(to);
+        let result = socket
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                send_vectored(socket, parts, &addr)
+            })
+            .await;
+        self.count(&result);
+        result.map_err(|source| NetError::Send { to, source })
     }
 
     /// Polls sending one datagram (for poll-based protocol drivers such as µTP).
@@ -158,4 +184,28 @@ fn set_int_option(socket: &UdpSocket, level: i32, name: i32, value: i32) -> io::
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Most parts one datagram is gathered from.
+const MAX_PARTS: usize = 4;
+
+fn send_vectored(socket: &UdpSocket, parts: &[&[u8]], to: &socket2::SockAddr) -> io::Result<usize> {
+    if parts.len() > MAX_PARTS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a datagram of more than four parts",
+        ));
+    }
+    let mut slices = [std::io::IoSlice::new(&[]); MAX_PARTS];
+    for (slice, part) in slices.iter_mut().zip(parts) {
+        *slice = std::io::IoSlice::new(part);
+    }
+    socket2::SockRef::from(socket).send_to_vectored(&slices[..parts.len()], to)
+}
+
+fn try_send_vectored(socket: &UdpSocket, parts: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
+    let addr = socket2::SockAddr::from(to);
+    socket.try_io(tokio::io::Interest::WRITABLE, || {
+        send_vectored(socket, parts, &addr)
+    })
 }

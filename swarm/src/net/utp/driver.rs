@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::{ConnConfig, ConnError, Connection, Transmit};
+use super::conn::{ConnConfig, ConnError, Connection, Outgoing, Transmit};
 use super::packet::{encode, Header, Packet, PacketType};
 use super::seq::Seq;
 use super::stream::ConnShared;
@@ -78,10 +78,10 @@ pub(crate) struct Driver {
     conns: HashMap<Key, Entry>,
     timers: BTreeSet<(Instant, Key)>,
     touched: Vec<Key>,
-    outbox: Vec<(SocketAddr, Vec<u8>)>,
+    outbox: Vec<(SocketAddr, Outgoing)>,
     /// Datagrams routers may fragment (see [`Transmit::MayFragment`]); rare.
-    fragmentable: Vec<(SocketAddr, Vec<u8>)>,
-    spare: Vec<Vec<u8>>,
+    fragmentable: Vec<(SocketAddr, Outgoing)>,
+    spare: Vec<Outgoing>,
 }
 
 impl Driver {
@@ -316,9 +316,10 @@ impl Driver {
             seq_nr: h.ack_nr,
             ack_nr: h.seq_nr,
         };
-        let mut buf = self.spare.pop().unwrap_or_default();
-        encode(&reset, None, &[], &mut buf);
-        self.outbox.push((to, buf));
+        let mut out = self.spare.pop().unwrap_or_default();
+        encode(&reset, None, &[], &mut out.head);
+        out.payload.clear();
+        self.outbox.push((to, out));
         bump(&self.counters.resets_sent);
     }
 
@@ -350,14 +351,14 @@ impl Driver {
                 st.conn.set_route_mtu(route_mtu(key.0));
             }
             loop {
-                let mut buf = self.spare.pop().unwrap_or_default();
-                match st.conn.poll_transmit(now, &mut buf) {
+                let mut out = self.spare.pop().unwrap_or_default();
+                match st.conn.poll_transmit(now, &mut out) {
                     None => {
-                        self.spare.push(buf);
+                        self.spare.push(out);
                         break;
                     }
-                    Some(Transmit::Whole) => self.outbox.push((key.0, buf)),
-                    Some(Transmit::MayFragment) => self.fragmentable.push((key.0, buf)),
+                    Some(Transmit::Whole) => self.outbox.push((key.0, out)),
+                    Some(Transmit::MayFragment) => self.fragmentable.push((key.0, out)),
                 }
             }
             if let Some(reply) = entry.connect_reply.take() {
@@ -415,17 +416,18 @@ impl Driver {
     }
 
     async fn send_outbox(&mut self) {
-        for (to, buf) in self.outbox.drain(..) {
+        for (to, mut out) in self.outbox.drain(..) {
             if tracing::enabled!(tracing::Level::TRACE) {
-                if let Ok(p) = Packet::decode(&buf) {
+                if let Ok(p) = Packet::decode(&out.head) {
                     let h = p.header;
-                    tracing::trace!(%to, kind = ?h.kind, conn_id = h.conn_id, seq = h.seq_nr.0, ack = h.ack_nr.0, wnd = h.wnd_size, sack = ?p.sack, len = buf.len() - p.payload_offset, "µTP out");
+                    tracing::trace!(%to, kind = ?h.kind, conn_id = h.conn_id, seq = h.seq_nr.0, ack = h.ack_nr.0, wnd = h.wnd_size, sack = ?p.sack, len = out.payload.len(), "µTP out");
                 }
             }
-            let result = match self.sender.try_send_to(&buf, to) {
+            let parts = [&out.head[..], &out.payload[..]];
+            let result = match self.sender.try_send_parts(&parts, to) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self
                     .sender
-                    .send_to(&buf, to)
+                    .send_parts(&parts, to)
                     .await
                     .map_err(io::Error::other),
                 r => r,
@@ -434,15 +436,20 @@ impl Driver {
                 Ok(_) => bump(&self.counters.packets_out),
                 Err(e) => tracing::debug!(%to, error = %e, "µTP send failed"),
             }
-            self.spare.push(buf);
+            out.payload.clear();
+            self.spare.push(out);
         }
-        for (to, buf) in self.fragmentable.drain(..) {
+        for (to, mut out) in self.fragmentable.drain(..) {
             // Not retried when the socket is full: the packet counts as lost and goes again.
-            match self.sender.try_send_fragmentable(&buf, to) {
+            match self
+                .sender
+                .try_send_fragmentable(&[&out.head[..], &out.payload[..]], to)
+            {
                 Ok(_) => bump(&self.counters.packets_out),
                 Err(e) => tracing::debug!(%to, error = %e, "µTP send failed"),
             }
-            self.spare.push(buf);
+            out.payload.clear();
+            self.spare.push(out);
         }
         // A burst can leave many spare buffers; keep a few.
         self.spare.truncate(64);

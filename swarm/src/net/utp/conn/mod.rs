@@ -75,6 +75,24 @@ pub(crate) struct ConnConfig {
     pub idle_timeout: Duration,
 }
 
+/// One datagram from [`Connection::poll_transmit`]: the packet's header (with extensions)
+/// and its payload, kept apart so the payload goes to the socket without being copied.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    /// Header and extensions.
+    pub head: Vec<u8>,
+    /// Payload (shared with the send buffer).
+    pub payload: Bytes,
+}
+
+impl Outgoing {
+    /// The whole datagram in one buffer.
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], &self.payload[..]].concat()
+    }
+}
+
 /// How a datagram from [`Connection::poll_transmit`] may cross the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transmit {

@@ -7,17 +7,17 @@ use super::*;
 
 impl Connection {
     /// Writes the next datagram to send into `out`; `None` when there is nothing to send.
-    pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Outgoing) -> Option<Transmit> {
         match self.state {
             State::SynSent { .. } if self.need_syn => {
                 self.need_syn = false;
-                self.emit(now, PacketType::Syn, self.syn_seq, &[], out);
+                self.emit(now, PacketType::Syn, self.syn_seq, Bytes::new(), out);
                 Some(Transmit::Whole)
             }
             State::SynSent { .. } => None,
             State::Closed if self.need_ack && self.error.is_none() => {
                 self.need_ack = false;
-                self.emit(now, PacketType::State, self.state_seq(), &[], out);
+                self.emit(now, PacketType::State, self.state_seq(), Bytes::new(), out);
                 Some(Transmit::Whole)
             }
             State::Closed => None,
@@ -55,7 +55,7 @@ impl Connection {
                     return Some(transmit);
                 }
                 if self.need_ack {
-                    self.emit(now, PacketType::State, self.state_seq(), &[], out);
+                    self.emit(now, PacketType::State, self.state_seq(), Bytes::new(), out);
                     return Some(Transmit::Whole);
                 }
                 None
@@ -64,12 +64,13 @@ impl Connection {
     }
 
     /// The size of a packet-size probe to send now: one is due, nothing waits for
-    /// retransmission, and enough bytes are queued to fill it within the window.
+    /// retransmission, and enough bytes are queued to fill it. A window too small for the
+    /// size the search wants gets a smaller probe that fits, so a small window (a lossy path)
+    /// still lets packets grow step by step.
     fn mtu_probe_size(&self, window: usize) -> Option<usize> {
-        let size = self.mtu.next_probe()?;
-        (!self.send.has_lost()
-            && self.send.buffered() >= size
-            && self.send.bytes_in_flight() + size <= window)
+        let room = window.saturating_sub(self.send.bytes_in_flight());
+        let size = self.mtu.next_probe()?.min(room);
+        (size >= self.mtu.size() + STEP && !self.send.has_lost() && self.send.buffered() >= size)
             .then_some(size)
     }
 
@@ -80,22 +81,28 @@ impl Connection {
     }
 
     /// Emits the send buffer's packet `i` (data, or the FIN) as it stands.
-    fn emit_buffered(&mut self, i: usize, now: Instant, out: &mut Vec<u8>) -> Transmit {
+    fn emit_buffered(&mut self, i: usize, now: Instant, out: &mut Outgoing) -> Transmit {
         let p = self.send.packet(i);
         let kind = if p.fin {
             PacketType::Fin
         } else {
             PacketType::Data
         };
+        let (seq, payload, resent) = (p.seq, p.payload.clone(), p.transmissions > 1);
+        // A packet-size probe that has to go again counts as lost, however it was found
+        // missing (loss rules, tail-loss probe, timeout): an acknowledgement of the second copy
+        // could not tell whether the first crossed whole.
+        if resent && self.mtu.probe().is_some_and(|(probe, _)| probe == seq) {
+            self.mtu.settle(ProbeOutcome::Lost);
+        }
         // Only a packet-size probe exceeds the size known to cross; sent again, it was
         // probably too large, and cannot be cut into smaller packets.
-        let transmit = if p.payload.len() > self.mtu.size() && p.transmissions > 1 {
+        let transmit = if payload.len() > self.mtu.size() && resent {
             Transmit::MayFragment
         } else {
             Transmit::Whole
         };
-        let (seq, payload) = (p.seq, p.payload.clone());
-        self.emit(now, kind, seq, &payload, out);
+        self.emit(now, kind, seq, payload, out);
         transmit
     }
 
@@ -104,8 +111,8 @@ impl Connection {
         now: Instant,
         kind: PacketType,
         seq: Seq,
-        payload: &[u8],
-        out: &mut Vec<u8>,
+        payload: Bytes,
+        out: &mut Outgoing,
     ) {
         let wnd = self.recv.window();
         let header = Header {
@@ -136,7 +143,8 @@ impl Connection {
         let limit = (self.cfg.max_datagram > 0
             && (kind == PacketType::Syn || (kind == PacketType::State && !self.heard)))
             .then_some(self.cfg.max_datagram);
-        encode_with_limit(&header, sack, limit, payload, out);
+        encode_with_limit(&header, sack, limit, &[], &mut out.head);
+        out.payload = payload;
         self.last_wnd = wnd;
         self.last_send = now;
         self.need_ack = false;
