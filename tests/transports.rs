@@ -126,7 +126,7 @@ fn burrow_downloads_from_burrow_over_utp_only_with_large_packets() {
     c.env("RUST_LOG", "burrow_swarm::net::utp=debug,info");
     let mut seed = Proc::spawn("burrow-seed", c, d);
     seed.wait_for_output("seeding", Duration::from_secs(30));
-    let mut c = burrow(
+    let c = burrow(
         &[
             "download",
             torrent.to_str().unwrap(),
