@@ -90,4 +90,14 @@ fn interrupted_download_resumes_without_fetching_verified_pieces_again() {
         "first {got_first} + second {got_second} exceeds {total} + {slack}:\n{}",
         second.output()
     );
+    // The completion checkpoint and the final save at exit do not trip over each other, and
+    // what was saved last says everything is there.
+    assert!(
+        !second.output().contains("cannot save resume data"),
+        "{}",
+        second.output()
+    );
+    let mut third = Proc::spawn("burrow-third", burrow(&args, port, &state), d);
+    third.wait_success(Duration::from_secs(30));
+    assert_eq!(session_downloaded(&third.output()), 0, "{}", third.output());
 }

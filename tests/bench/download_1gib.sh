@@ -3,9 +3,11 @@
 # seeded by libtorrent 2.0 (TCP only, no rate limits). burrow and a libtorrent downloader each
 # fetch it into an empty folder; wall time, CPU time and peak RSS are printed for both.
 # Usage: tests/bench/download_1gib.sh [SIZE_MIB]   (needs python3-libtorrent; builds release)
+# TRANSPORT=utp runs the same over µTP only (seeder and both downloaders).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB="${1:-1024}"
+TRANSPORT="${TRANSPORT:-tcp}"
 cargo build --release --quiet
 BURROW="$PWD/target/release/burrow"
 LT="$PWD/tests/support/lt_peer.py"
@@ -24,7 +26,8 @@ with open('$W/src/data.bin', 'wb') as f:
 "
 "$BURROW" create "$W/src/data.bin" -o "$W/data.torrent" --piece-length 1048576 >/dev/null
 
-/usr/bin/python3 "$LT" --mode seed --torrent "$W/data.torrent" --save "$W/src" --listen 127.0.0.1:0 --timeout 600 > "$W/seed.log" 2>&1 &
+/usr/bin/python3 "$LT" --mode seed --torrent "$W/data.torrent" --save "$W/src" --listen 127.0.0.1:0 --timeout 600 \
+  --transport "$TRANSPORT" > "$W/seed.log" 2>&1 &
 for _ in $(seq 100); do grep -q listening "$W/seed.log" && break; sleep 0.1; done
 SEED_PORT=$(grep -m1 listening "$W/seed.log" | sed 's/.*"port": \([0-9]*\).*/\1/')
 sleep 1  # let the seed finish loading its pieces
@@ -32,13 +35,13 @@ sleep 1  # let the seed finish loading its pieces
 run_burrow() {
   rm -rf "$W/out-burrow" "$W/state"; mkdir -p "$W/out-burrow"
   /usr/bin/python3 "$MEASURE" burrow -- "$BURROW" download "$W/data.torrent" -o "$W/out-burrow" \
-    --peer "127.0.0.1:$SEED_PORT" --port 0 --listen 127.0.0.1 --state-dir "$W/state"
+    --peer "127.0.0.1:$SEED_PORT" --port 0 --listen 127.0.0.1 --state-dir "$W/state" --transport "$TRANSPORT"
   cmp "$W/src/data.bin" "$W/out-burrow/data.bin"
 }
 run_lt() {
   rm -rf "$W/out-lt"; mkdir -p "$W/out-lt"
   /usr/bin/python3 "$MEASURE" libtorrent -- /usr/bin/python3 "$LT" --mode download --torrent "$W/data.torrent" \
-    --save "$W/out-lt" --peer "127.0.0.1:$SEED_PORT" --timeout 300
+    --save "$W/out-lt" --peer "127.0.0.1:$SEED_PORT" --timeout 300 --transport "$TRANSPORT"
   cmp "$W/src/data.bin" "$W/out-lt/data.bin"
 }
 # One unmeasured round first: on a fresh virtual machine, the first write into page-cache

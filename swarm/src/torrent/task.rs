@@ -33,6 +33,9 @@ pub use control::{PeerDetails, TorrentDetails};
 /// How often resume data is written while pieces keep arriving (the default of
 /// `SessionConfig::checkpoint_interval`).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for a checkpoint still being written before the final save.
+const SHUTDOWN_SAVE_WAIT: Duration = Duration::from_secs(30);
 /// Peer events buffered between the readers and the torrent; a full queue slows the readers
 /// down, which is how a busy torrent pushes back on its peers.
 pub const PEER_EVENT_QUEUE: usize = 1024;
@@ -290,7 +293,7 @@ impl Task {
             }
             self.drain_actions();
         };
-        self.shutdown().await;
+        self.shutdown(&mut rx).await;
         if let Some(done) = done {
             let _ = done.send(());
         }
@@ -920,8 +923,18 @@ impl Task {
         });
     }
 
-    async fn shutdown(&mut self) {
+    async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<TaskMsg>) {
         self.announce_tx.send_modify(|a| a.stopping = true);
+        // A checkpoint still being written would race the final save for the same file, and
+        // could land after it with older data.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_SAVE_WAIT;
+        while self.extra.saving {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(TaskMsg::Saved)) => self.extra.saving = false,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
         let keys: Vec<PeerKey> = self.links.keys().copied().collect();
         for k in keys {
             self.remove_link(k, true);
