@@ -127,7 +127,17 @@ impl Driver {
             tokio::select! {
                 biased;
                 event = self.events.recv(), if !handles_gone => match event {
-                    Some(event) => self.on_event(event, Instant::now()),
+                    Some(event) => {
+                        let now = Instant::now();
+                        self.on_event(event, now);
+                        // Streams that wrote or read meanwhile are serviced in one round.
+                        for _ in 1..RECV_BATCH {
+                            match self.events.try_recv() {
+                                Ok(event) => self.on_event(event, now),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => handles_gone = true,
                 },
                 datagram = self.inbox.recv() => match datagram {
