@@ -13,6 +13,7 @@ PACKAGES=(
   iproute2 nftables procps miniupnpd-nftables   # the NAT lab
   chromium             # the daemon's web page, in headless Chromium
   libsqlite3-dev pkg-config ca-certificates      # build: the daemon's database
+  openssl              # certificates for the HTTPS tracker tests
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -89,6 +89,9 @@ pub enum TrackerError {
     /// No answer in time.
     #[error("tracker timed out")]
     Timeout,
+    /// TLS failed: no trusted certificates, or the tracker's did not verify.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Network error.
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
