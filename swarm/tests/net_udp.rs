@@ -262,3 +262,44 @@ async fn ipv4_only_refuses_ipv6_destinations() {
         "{err}"
     );
 }
+
+/// A datagram sent in parts arrives whole, on both families, whether or not it may be
+/// fragmented, and sending goes on normally after a fragmentable one.
+#[tokio::test]
+async fn datagrams_sent_in_parts_arrive_whole() {
+    let mux = UdpMux::bind(UdpConfig::loopback(0)).await.unwrap();
+    let sender = mux.sender();
+    for to_v6 in [false, true] {
+        let peer = UdpSocket::bind(if to_v6 { v6(0) } else { v4(0) })
+            .await
+            .unwrap();
+        let to = peer.local_addr().unwrap();
+        let big = vec![0x5a; 60_000];
+        let mut buf = vec![0u8; 65_536];
+        sender.send_parts(&[b"head:", &big], to).await.unwrap();
+        let (n, _) = timeout(WAIT, peer.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 5 + big.len());
+        assert!(buf.starts_with(b"head:") && buf[5..n] == big[..]);
+        sender
+            .send_fragmentable(&[b"frag:", &big[..1000]], to)
+            .await
+            .unwrap();
+        let (n, _) = timeout(WAIT, peer.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], [&b"frag:"[..], &big[..1000]].concat());
+        sender.try_send_parts(&[b"after"], to).unwrap();
+        let (n, _) = timeout(WAIT, peer.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"after");
+    }
+    assert!(sender
+        .try_send_parts(&[b"a", b"b", b"c", b"d", b"e"], v4(9))
+        .is_err());
+}

@@ -79,24 +79,44 @@ impl UdpSender {
         result
     }
 
-    /// Sends one datagram if the socket can take it now, letting it be fragmented on the way
-    /// (IPv4 without the don't-fragment bit; for IPv6 the kernel fragments it if it knows the
-    /// path is smaller). The socket's policy is restored afterwards; a datagram another task
-    /// sends meanwhile may go out the same way, which is harmless.
-    pub fn try_send_fragmentable(&self, parts: &[&[u8]], to: SocketAddr) -> io::Result<usize> {
-        let (socket, to) = self.socket_for(to)?;
-        let (level, name, dont, want) = if to.is_ipv4() {
-            let (l, n) = (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
-            (l, n, libc::IP_PMTUDISC_DONT, libc::IP_PMTUDISC_WANT)
+    /// Sends one datagram made of `parts`, letting it be fragmented on the way (IPv4 without
+    /// the don't-fragment bit; for IPv6 the kernel fragments it if it knows the path is
+    /// smaller), waiting for room in the socket. The socket's policy is restored right after
+    /// the send; a datagram another task sends in that instant may go out the same way, which
+    /// is harmless.
+    pub async fn send_fragmentable(
+        &self,
+        parts: &[&[u8]],
+        to: SocketAddr,
+    ) -> Result<usize, NetError> {
+        let (socket, to) = self
+            .socket_for(to)
+            .map_err(|_| NetError::NoSocketForFamily(to))?;
+        let (level, name, dont) = if to.is_ipv4() {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DONT,
+            )
         } else {
-            let (l, n) = (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER);
-            (l, n, libc::IPV6_PMTUDISC_DONT, libc::IPV6_PMTUDISC_WANT)
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DONT,
+            )
         };
-        set_int_option(socket, level, name, dont)?;
-        let result = try_send_vectored(socket, parts, to);
-        set_int_option(socket, level, name, want)?;
+        let addr = socket2::SockAddr::from(to);
+        let result = socket
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                let before = int_option(socket, level, name)?;
+                set_int_option(socket, level, name, dont)?;
+                let sent = send_vectored(socket, parts, &addr);
+                set_int_option(socket, level, name, before)?;
+                sent
+            })
+            .await;
         self.count(&result);
-        result
+        result.map_err(|source| NetError::Send { to, source })
     }
 
     /// Sends one datagram made of `parts` (gathered by the kernel, not copied here) if the
@@ -163,6 +183,28 @@ impl std::fmt::Debug for UdpSender {
         f.debug_struct("UdpSender")
             .field("local_addrs", &self.local_addrs())
             .finish()
+    }
+}
+
+fn int_option(socket: &UdpSocket, level: i32, name: i32) -> io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor is open while `socket` is borrowed; `value` and `len` are valid
+    // for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

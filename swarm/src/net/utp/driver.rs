@@ -450,10 +450,10 @@ impl Driver {
             self.spare.push(out);
         }
         for (to, mut out) in self.fragmentable.drain(..) {
-            // Not retried when the socket is full: the packet counts as lost and goes again.
             match self
                 .sender
-                .try_send_fragmentable(&[&out.head[..], &out.payload[..]], to)
+                .send_fragmentable(&[&out.head[..], &out.payload[..]], to)
+                .await
             {
                 Ok(_) => bump(&self.counters.packets_out),
                 Err(e) => tracing::debug!(%to, error = %e, "µTP send failed"),
