@@ -157,11 +157,9 @@ async fn utp_packets_grow_only_toward_a_remote_that_announces_its_limit() {
     assert_eq!(packet_size_after_transfer(&client, &quiet, 0).await, 65_487);
 }
 
-/// ≥ 1 GiB each way through one µTP connection (sequence numbers wrap many times). Ignored by
-/// default for its length; CI runs it in release mode:
-/// `cargo test --release -p burrow-swarm --test net_utp -- --ignored`
+/// ≥ 1 GiB each way through one µTP connection (sequence numbers wrap many times); about a second
+/// in the test profile, whose code is optimised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "moves 1 GiB each way; run in release mode with --ignored"]
 async fn utp_echo_one_gibibyte() {
     let (server, client) = pair().await;
     let addr = server.udp.local_addrs()[0];
