@@ -395,6 +395,8 @@ mod tests {
             stamps: vec![None],
             uploaded: 10,
             downloaded: 20,
+            unflushed: Vec::new(),
+            boot: None,
         };
         store.save(&r).unwrap();
         // No row for a torrent that is not in the database.

@@ -125,9 +125,10 @@ impl Task {
         self.ctx.config.rate_limits.with(&self.extra.limits)
     }
 
-    /// Writes a checkpoint if verified pieces are unrecorded and the interval has passed.
+    /// Writes a checkpoint if verified pieces are unrecorded or unflushed and the interval has
+    /// passed.
     pub(super) fn maybe_checkpoint(&mut self) {
-        if self.dirty
+        if (self.dirty || !self.unflushed.is_empty())
             && Instant::now().duration_since(self.last_checkpoint)
                 >= self.ctx.config.checkpoint_interval
         {

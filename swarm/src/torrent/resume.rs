@@ -2,6 +2,13 @@
 //! time, so a restart does not download or even re-hash verified pieces. Pieces whose files
 //! changed since the stamp (a crash after the last checkpoint, or a user editing files) are
 //! re-hashed; pieces in unchanged files are trusted.
+//!
+//! Stopping does not wait for the disk: the last record may list pieces written since the last
+//! flush (`unflushed`) together with the kernel's boot id. Written bytes live in the page cache
+//! until the kernel writes them back, whatever happens to the process, so while the machine
+//! stays up those pieces are trusted; after a reboot (a power cut may have lost them) they are
+//! hashed again before they count. Periodic checkpoints flush first and record nothing as
+//! unflushed.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +36,11 @@ pub struct ResumeData {
     pub uploaded: u64,
     /// Payload bytes downloaded over the torrent's life.
     pub downloaded: u64,
+    /// Pieces in `have` whose bytes may not have reached stable storage (see the module's
+    /// documentation); empty when everything was flushed.
+    pub unflushed: Vec<u32>,
+    /// The boot id of the kernel that held `unflushed` in its page cache.
+    pub boot: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -44,6 +56,10 @@ struct Raw<'a> {
     files: Vec<Vec<i64>>,
     uploaded: i64,
     downloaded: i64,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    unflushed: Option<ByteBuf<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    boot: Option<ByteBuf<'a>>,
 }
 
 /// What to do at start-up: pieces trusted as verified, and pieces to re-hash.
@@ -53,6 +69,19 @@ pub struct StartPlan {
     pub trusted: Vec<u32>,
     /// Pieces whose bytes may be on disk and must be hashed before they count.
     pub to_check: Vec<u32>,
+    /// Trusted pieces that were recorded as unflushed in this boot: still to be flushed.
+    pub unflushed: Vec<u32>,
+}
+
+/// The running kernel's boot id, if the system tells it (Linux does).
+pub fn boot_id() -> Option<&'static str> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = id.trim();
+        (!id.is_empty()).then(|| id.to_string())
+    })
+    .as_deref()
 }
 
 impl ResumeData {
@@ -60,6 +89,13 @@ impl ResumeData {
     pub fn encode(&self) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;
         let pieces = self.have.to_wire();
+        let unflushed = (!self.unflushed.is_empty()).then(|| {
+            let mut b = Bitfield::new(self.have.len());
+            for &p in self.unflushed.iter().filter(|&&p| p < self.have.len()) {
+                b.set(p, true);
+            }
+            b.to_wire()
+        });
         let raw = Raw {
             version: 1,
             info_hash: ByteBuf(&self.info_hash.0),
@@ -76,6 +112,8 @@ impl ResumeData {
                 .collect(),
             uploaded: self.uploaded as i64,
             downloaded: self.downloaded as i64,
+            unflushed: unflushed.as_deref().map(ByteBuf),
+            boot: self.boot.as_deref().map(|b| ByteBuf(b.as_bytes())),
         };
         let mut out = Vec::new();
         librqbit_bencode::bencode_serialize_to_writer(&raw, &mut out)
@@ -91,6 +129,14 @@ impl ResumeData {
             return None;
         }
         let count = u32::try_from(raw.piece_count).ok()?;
+        let unflushed = match raw.unflushed {
+            Some(b) => Bitfield::from_wire(b.0, count)?.ones().collect(),
+            None => Vec::new(),
+        };
+        let boot = match raw.boot {
+            Some(b) => Some(String::from_utf8(b.0.to_vec()).ok()?),
+            None => None,
+        };
         Some(ResumeData {
             info_hash: InfoHash::from_slice(raw.info_hash.0)?,
             root: PathBuf::from(std::ffi::OsStr::from_bytes(raw.root.0)),
@@ -108,6 +154,8 @@ impl ResumeData {
                 .collect(),
             uploaded: raw.uploaded.max(0) as u64,
             downloaded: raw.downloaded.max(0) as u64,
+            unflushed,
+            boot,
         })
     }
 
@@ -134,6 +182,16 @@ impl ResumeData {
 /// Decides, from resume data (if any) and the files on disk now, which pieces to trust and
 /// which to hash.
 pub fn plan_start(info: &Info, storage: &Storage, resume: Option<&ResumeData>) -> StartPlan {
+    plan_start_in(info, storage, resume, boot_id())
+}
+
+/// [`plan_start`] as if the kernel's boot id were `boot`.
+pub fn plan_start_in(
+    info: &Info,
+    storage: &Storage,
+    resume: Option<&ResumeData>,
+    boot: Option<&str>,
+) -> StartPlan {
     let now = storage.stamps();
     let usable = resume.filter(|r| {
         r.info_hash == info.info_hash
@@ -141,6 +199,15 @@ pub fn plan_start(info: &Info, storage: &Storage, resume: Option<&ResumeData>) -
             && r.have.len() == info.piece_count()
             && r.stamps.len() == now.len()
     });
+    // Unflushed pieces survive only as long as the kernel that cached them.
+    let mut unflushed = Bitfield::new(info.piece_count());
+    let mut same_boot = false;
+    if let Some(r) = usable {
+        same_boot = r.boot.is_some() && r.boot.as_deref() == boot;
+        for &p in r.unflushed.iter().filter(|&&p| p < info.piece_count()) {
+            unflushed.set(p, true);
+        }
+    }
     let mut plan = StartPlan::default();
     for p in 0..info.piece_count() {
         let files = storage.files_of_piece(PieceIndex(p), info.piece_len(PieceIndex(p)));
@@ -158,7 +225,14 @@ pub fn plan_start(info: &Info, storage: &Storage, resume: Option<&ResumeData>) -
         match usable {
             Some(r) if unchanged => {
                 if r.have.get(p) {
-                    plan.trusted.push(p);
+                    if !unflushed.get(p) {
+                        plan.trusted.push(p);
+                    } else if same_boot {
+                        plan.trusted.push(p);
+                        plan.unflushed.push(p);
+                    } else {
+                        plan.to_check.push(p);
+                    }
                 }
             }
             _ => plan.to_check.push(p),
@@ -189,8 +263,17 @@ mod tests {
             ],
             uploaded: 7,
             downloaded: 8,
+            unflushed: Vec::new(),
+            boot: None,
         };
         assert_eq!(ResumeData::decode(&r.encode()), Some(r.clone()));
+        let quick = ResumeData {
+            unflushed: vec![3],
+            boot: Some("5d1f0c4e-boot".into()),
+            ..r.clone()
+        };
+        assert_eq!(ResumeData::decode(&quick.encode()), Some(quick.clone()));
+        assert_ne!(quick.encode(), r.encode());
         let enc = r.encode();
         assert_eq!(ResumeData::decode(&enc[..enc.len() - 3]), None);
         let dir = tempfile::tempdir().unwrap();
@@ -231,6 +314,8 @@ mod tests {
             stamps: storage.stamps(),
             uploaded: 0,
             downloaded: 0,
+            unflushed: Vec::new(),
+            boot: None,
         };
         let same = plan_start(&info, &storage, Some(&r));
         assert_eq!(same.trusted, (0..5).collect::<Vec<_>>());
@@ -246,5 +331,48 @@ mod tests {
         let gone = plan_start(&info, &storage, Some(&r));
         assert!(gone.trusted.is_empty());
         assert_eq!(gone.to_check, vec![3, 4]);
+    }
+
+    #[test]
+    fn unflushed_pieces_are_trusted_only_in_the_boot_that_wrote_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("t");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a"), vec![1u8; 80_000]).unwrap();
+        let info = Metainfo::from_bytes(
+            &create_torrent(
+                &src,
+                &CreateOptions {
+                    piece_length: Some(16384),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        )
+        .unwrap()
+        .info;
+        let storage = Storage::new(&info, dir.path());
+        let r = ResumeData {
+            info_hash: info.info_hash,
+            root: dir.path().to_path_buf(),
+            have: Bitfield::full(5),
+            stamps: storage.stamps(),
+            uploaded: 0,
+            downloaded: 0,
+            unflushed: vec![1, 4],
+            boot: Some("boot-a".into()),
+        };
+        let same = plan_start_in(&info, &storage, Some(&r), Some("boot-a"));
+        assert_eq!(same.trusted, (0..5).collect::<Vec<_>>());
+        assert_eq!(same.unflushed, vec![1, 4]);
+        assert!(same.to_check.is_empty());
+        let rebooted = plan_start_in(&info, &storage, Some(&r), Some("boot-b"));
+        assert_eq!(rebooted.trusted, vec![0, 2, 3]);
+        assert_eq!(rebooted.to_check, vec![1, 4]);
+        assert!(rebooted.unflushed.is_empty());
+        // No boot id to compare with: unflushed pieces are never trusted.
+        let unknown = plan_start_in(&info, &storage, Some(&r), None);
+        assert_eq!(unknown.to_check, vec![1, 4]);
+        assert!(boot_id().is_some_and(|id| id.len() >= 32), "Linux tells its boot id");
     }
 }

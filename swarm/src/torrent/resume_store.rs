@@ -64,6 +64,8 @@ mod tests {
             stamps: vec![],
             uploaded: 1,
             downloaded: 2,
+            unflushed: Vec::new(),
+            boot: None,
         };
         store.save(&r).unwrap();
         assert_eq!(store.load(&ih), Some(r));

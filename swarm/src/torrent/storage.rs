@@ -204,20 +204,49 @@ impl Storage {
         Ok(())
     }
 
-    /// Flushes file data written since the last call to stable storage.
+    /// Flushes file data written since the last call to stable storage, and the files passed
+    /// to [`Storage::mark_unflushed`].
     pub fn sync(&self) -> io::Result<()> {
-        let files: Vec<Arc<File>> = {
+        let dirty: Vec<usize> = {
             let mut h = self.handles.lock().expect("storage lock poisoned");
-            let dirty: Vec<usize> = h.dirty.drain().collect();
-            dirty
-                .iter()
-                .filter_map(|i| h.open.get(i).cloned())
-                .collect()
+            h.dirty.drain().collect()
         };
-        for f in files {
-            f.sync_data()?;
+        for (n, &i) in dirty.iter().enumerate() {
+            let f = match self.handle(i, false) {
+                Ok(f) => f,
+                // Nothing of a missing file can be claimed as verified.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.remark(&dirty[n..]);
+                    return Err(e);
+                }
+            };
+            if let Err(e) = f.sync_data() {
+                self.remark(&dirty[n..]);
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    fn remark(&self, files: &[usize]) {
+        let mut h = self.handles.lock().expect("storage lock poisoned");
+        h.dirty.extend(files.iter().copied());
+    }
+
+    /// Marks the files holding `pieces` for the next [`Storage::sync`]: their bytes may have
+    /// been written by an earlier run and still be only in the page cache.
+    pub fn mark_unflushed(&self, pieces: &[u32]) {
+        let mut h = self.handles.lock().expect("storage lock poisoned");
+        for &p in pieces {
+            let start = p as u64 * self.piece_length as u64;
+            let len = (self.total_length.saturating_sub(start)).min(self.piece_length as u64);
+            for i in self.files_of_piece(PieceIndex(p), len as u32) {
+                if !self.files[i].pad {
+                    h.dirty.insert(i);
+                }
+            }
+        }
     }
 
     /// Size and mtime of every file (`None` for missing files and pad files).

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::bitfield::Bitfield;
 use super::core::{Action, CoreConfig, Phase, TorrentCore};
-use super::resume::{plan_start, ResumeData};
+use super::resume::{boot_id, plan_start, ResumeData};
 use super::status::{TorrentState, TorrentStatus};
 use super::storage::Storage;
 use crate::connectivity::{PeerPool, PeerSource, ReachEvent, Route};
@@ -79,13 +79,18 @@ pub(crate) enum TaskMsg {
     Checked {
         have: Bitfield,
         resume: Option<ResumeData>,
+        /// Verified pieces whose bytes may not be on stable storage yet.
+        unflushed: Vec<u32>,
     },
     Verified {
         piece: u32,
         result: std::io::Result<bool>,
         buf: Vec<u8>,
     },
-    Saved,
+    /// A save finished; pieces it was to flush but could not go back to the unflushed list.
+    Saved {
+        retry: Vec<u32>,
+    },
     DhtLookupDone {
         found: usize,
     },
@@ -160,6 +165,8 @@ struct Task {
     verifying: usize,
     verify_queue: VecDeque<(u32, Vec<u8>)>,
     dirty: bool,
+    /// Verified pieces not yet flushed to stable storage by a checkpoint.
+    unflushed: Vec<u32>,
     last_checkpoint: Instant,
     lifetime: (u64, u64),
     status: TorrentStatus,
@@ -241,6 +248,7 @@ pub(crate) fn spawn_torrent(ctx: Arc<SessionCtx>, p: TorrentParams) -> TorrentHa
         verifying: 0,
         verify_queue: VecDeque::new(),
         dirty: false,
+        unflushed: Vec::new(),
         last_checkpoint: now,
         lifetime: (0, 0),
         status,
@@ -402,10 +410,15 @@ impl Task {
                 }
                 self.dial_more();
             }
-            TaskMsg::Checked { have, resume } => {
+            TaskMsg::Checked {
+                have,
+                resume,
+                unflushed,
+            } => {
                 if let Some(r) = resume {
                     self.lifetime = (r.uploaded, r.downloaded);
                 }
+                self.unflushed = unflushed;
                 self.core.attach(have);
                 self.publish();
                 if let Some(storage) = self.storage.clone() {
@@ -444,7 +457,10 @@ impl Task {
                     self.next_dht = self.next_dht.min(now + DHT_RETRY_EMPTY);
                 }
             }
-            TaskMsg::Saved => self.extra.saving = false,
+            TaskMsg::Saved { retry } => {
+                self.extra.saving = false;
+                self.unflushed.extend(retry);
+            }
             TaskMsg::Control(c) => self.on_control(c),
             TaskMsg::Shutdown(_) => unreachable!("handled by the run loop"),
         }
@@ -479,13 +495,14 @@ impl Task {
                     self.status.name = Some(info.name.clone());
                     self.start_check(info);
                 }
-                Action::PieceVerified(_) => {
+                Action::PieceVerified(p) => {
                     self.dirty = true;
+                    self.unflushed.push(p);
                     self.maybe_checkpoint();
                 }
                 Action::Completed => {
                     tracing::info!("download complete");
-                    self.checkpoint();
+                    self.quick_save();
                     self.publish();
                 }
                 Action::Ban(ip) => {
@@ -608,10 +625,27 @@ impl Task {
                     .flat_map(|h| h.join().unwrap_or_default())
                     .collect()
             });
+            // Hashed bytes may have come from the page cache of an earlier run that never
+            // flushed them; so may trusted pieces recorded as unflushed in this boot.
+            if !plan.trusted.is_empty() || !plan.to_check.is_empty() {
+                tracing::info!(
+                    trusted = plan.trusted.len(),
+                    hashed = plan.to_check.len(),
+                    valid = plan.trusted.len() + checked.len(),
+                    "pieces found on disk"
+                );
+            }
+            let mut unflushed = plan.unflushed;
             for p in checked {
                 have.set(p, true);
+                unflushed.push(p);
             }
-            let _ = tx.send(TaskMsg::Checked { have, resume });
+            storage.mark_unflushed(&unflushed);
+            let _ = tx.send(TaskMsg::Checked {
+                have,
+                resume,
+                unflushed,
+            });
         });
     }
 
@@ -891,6 +925,8 @@ impl Task {
                 stamps: Vec::new(),
                 uploaded: self.lifetime.0 + s.uploaded,
                 downloaded: self.lifetime.1 + s.downloaded,
+                unflushed: Vec::new(),
+                boot: None,
             },
             storage,
         ))
@@ -899,28 +935,58 @@ impl Task {
     /// Flushes written data, then records which pieces are verified: resume data never claims
     /// a piece whose bytes might still be only in memory.
     fn checkpoint(&mut self) {
+        self.save_in_background(true);
+    }
+
+    /// Records which pieces are verified without waiting for the disk, the unflushed ones
+    /// marked with the boot id (see `resume`); a full checkpoint where the boot id is unknown.
+    fn quick_save(&mut self) {
+        self.save_in_background(boot_id().is_none());
+    }
+
+    fn save_in_background(&mut self, flush: bool) {
         if self.extra.saving {
             return;
         }
-        let Some((mut data, storage)) = self.resume_data() else {
+        let Some(job) = self.save_job(flush) else {
             return;
         };
-        self.dirty = false;
         self.extra.saving = true;
-        self.last_checkpoint = Instant::now();
-        let store = self.ctx.resume_store();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = storage.sync() {
-                tracing::warn!(error = %e, "flushing data failed; resume data not updated");
-            } else {
-                data.stamps = storage.stamps();
-                if let Err(e) = store.save(&data) {
-                    tracing::warn!(error = %e, "cannot save resume data");
+            let retry = job();
+            let _ = tx.send(TaskMsg::Saved { retry });
+        });
+    }
+
+    /// A blocking job that writes the resume data as it is now, flushing first if `flush`;
+    /// it returns the pieces it was to flush if it could not.
+    fn save_job(&mut self, flush: bool) -> Option<impl FnOnce() -> Vec<u32> + Send + 'static> {
+        let (mut data, storage) = self.resume_data()?;
+        self.dirty = false;
+        self.last_checkpoint = Instant::now();
+        let flushing = if flush {
+            std::mem::take(&mut self.unflushed)
+        } else {
+            data.unflushed = self.unflushed.clone();
+            data.boot = boot_id().map(String::from);
+            Vec::new()
+        };
+        let store = self.ctx.resume_store();
+        Some(move || {
+            if flush {
+                if let Err(e) = storage.sync() {
+                    tracing::warn!(error = %e, "flushing data failed; resume data not updated");
+                    return flushing;
                 }
             }
-            let _ = tx.send(TaskMsg::Saved);
-        });
+            data.stamps = storage.stamps();
+            if let Err(e) = store.save(&data) {
+                tracing::warn!(error = %e, "cannot save resume data");
+                return flushing;
+            }
+            Vec::new()
+        })
     }
 
     async fn shutdown(&mut self, rx: &mut mpsc::UnboundedReceiver<TaskMsg>) {
@@ -930,7 +996,10 @@ impl Task {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_SAVE_WAIT;
         while self.extra.saving {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(TaskMsg::Saved)) => self.extra.saving = false,
+                Ok(Some(TaskMsg::Saved { retry })) => {
+                    self.extra.saving = false;
+                    self.unflushed.extend(retry);
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
@@ -939,17 +1008,9 @@ impl Task {
         for k in keys {
             self.remove_link(k, true);
         }
-        if let Some((mut data, storage)) = self.resume_data() {
-            let store = self.ctx.resume_store();
-            let _ = tokio::task::spawn_blocking(move || {
-                if storage.sync().is_ok() {
-                    data.stamps = storage.stamps();
-                    if let Err(e) = store.save(&data) {
-                        tracing::warn!(error = %e, "cannot save resume data");
-                    }
-                }
-            })
-            .await;
+        // The page cache outlives the process: stopping need not wait for the disk.
+        if let Some(job) = self.save_job(boot_id().is_none()) {
+            let _ = tokio::task::spawn_blocking(job).await;
         }
         for a in self.announcers.drain(..) {
             let _ = tokio::time::timeout(
