@@ -101,7 +101,7 @@ fn interrupted_download_resumes_without_fetching_verified_pieces_again() {
     let mut third = Proc::spawn("burrow-third", burrow(&args, port, &state), d);
     third.wait_success(Duration::from_secs(30));
     assert_eq!(session_downloaded(&third.output()), 0, "{}", third.output());
-    let pieces = (total as usize).div_ceil(65_536);
+    let pieces = total.div_ceil(65_536);
     assert!(
         third.output().contains(&format!(
             "pieces found on disk trusted={pieces} hashed=0 valid={pieces}"
