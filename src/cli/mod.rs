@@ -75,6 +75,9 @@ pub struct SwarmArgs {
     /// Message stream encryption (MSE/PE) with peers.
     #[arg(long, value_enum, default_value_t = EncryptionArg::PreferPlain)]
     pub encryption: EncryptionArg,
+    /// Write pieces through the page cache even where direct I/O is possible.
+    #[arg(long)]
+    pub no_direct_io: bool,
 }
 
 /// `--encryption` values.
@@ -136,6 +139,7 @@ impl SwarmArgs {
         c.port_mapping = !self.no_port_mapping;
         c.mapping_lease = std::time::Duration::from_secs(self.mapping_lease);
         c.lsd = !self.no_lsd;
+        c.direct_io = !self.no_direct_io;
         c.encryption = match self.encryption {
             EncryptionArg::PreferPlain => {
                 burrow_swarm::wire::mse::EncryptionPolicy::PlaintextPreferred

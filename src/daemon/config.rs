@@ -25,6 +25,8 @@ pub struct Config {
     pub watch_interval_secs: f64,
     /// Longest time verified pieces go unrecorded while downloading, in seconds.
     pub checkpoint_interval_secs: f64,
+    /// Write verified pieces by direct I/O where the file system allows it.
+    pub direct_io: bool,
     /// Peer connections.
     pub peer: PeerConfig,
     /// The RPC and web server.
@@ -110,6 +112,7 @@ impl Default for Config {
             watch_dir: None,
             watch_interval_secs: 5.0,
             checkpoint_interval_secs: 30.0,
+            direct_io: true,
             peer: PeerConfig::default(),
             rpc: RpcConfig::default(),
             limits: LimitsConfig::default(),

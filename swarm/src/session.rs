@@ -58,6 +58,9 @@ pub struct SessionConfig {
     /// Longest time verified pieces go unrecorded in resume data while a download runs: what
     /// a crash can cost.
     pub checkpoint_interval: std::time::Duration,
+    /// Write verified pieces by direct I/O where the file system allows (see
+    /// `torrent::storage`); otherwise through the page cache.
+    pub direct_io: bool,
     /// Where resume data is kept; `None`: one file per torrent under `state_dir/resume`.
     pub resume_store: Option<Arc<dyn ResumeStore>>,
     /// Caps on the whole session's transfer rates, shared by every connection; change them
@@ -93,6 +96,7 @@ impl Default for SessionConfig {
             lsd: true,
             encryption: EncryptionPolicy::PlaintextPreferred,
             checkpoint_interval: crate::torrent::task::CHECKPOINT_INTERVAL,
+            direct_io: true,
             resume_store: None,
             rate_limits: RateLimits::default(),
         }

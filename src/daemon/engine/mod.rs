@@ -434,6 +434,7 @@ fn session_config(config: &Config, db: &Arc<Db>, limits: &RateLimits, port: u16)
         max_peers_per_torrent: config.peer.max_peers_per_torrent,
         upload_slots: config.peer.upload_slots,
         checkpoint_interval: config.checkpoint_interval(),
+        direct_io: config.direct_io,
         resume_store: Some(Arc::new(SqliteResumeStore(db.clone()))),
         rate_limits: limits.clone(),
         ..SessionConfig::default()

@@ -5,6 +5,7 @@ pub mod bitfield;
 pub mod choker;
 pub mod core;
 pub mod picker;
+pub mod piece_buf;
 pub mod resume;
 pub mod resume_store;
 pub mod status;

@@ -373,6 +373,9 @@ mod tests {
         // No boot id to compare with: unflushed pieces are never trusted.
         let unknown = plan_start_in(&info, &storage, Some(&r), None);
         assert_eq!(unknown.to_check, vec![1, 4]);
-        assert!(boot_id().is_some_and(|id| id.len() >= 32), "Linux tells its boot id");
+        assert!(
+            boot_id().is_some_and(|id| id.len() >= 32),
+            "Linux tells its boot id"
+        );
     }
 }

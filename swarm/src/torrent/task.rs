@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::bitfield::Bitfield;
 use super::core::{Action, CoreConfig, Phase, TorrentCore};
+use super::piece_buf::PieceBuf;
 use super::resume::{boot_id, plan_start, ResumeData};
 use super::status::{TorrentState, TorrentStatus};
 use super::storage::Storage;
@@ -85,7 +86,7 @@ pub(crate) enum TaskMsg {
     Verified {
         piece: u32,
         result: std::io::Result<bool>,
-        buf: Vec<u8>,
+        buf: PieceBuf,
     },
     /// A save finished; pieces it was to flush but could not go back to the unflushed list.
     Saved {
@@ -163,7 +164,7 @@ struct Task {
     tx: mpsc::UnboundedSender<TaskMsg>,
     peer_tx: mpsc::Sender<PeerEvent>,
     verifying: usize,
-    verify_queue: VecDeque<(u32, Vec<u8>)>,
+    verify_queue: VecDeque<(u32, PieceBuf)>,
     dirty: bool,
     /// Verified pieces not yet flushed to stable storage by a checkpoint.
     unflushed: Vec<u32>,
@@ -582,7 +583,9 @@ impl Task {
     }
 
     fn start_check(&mut self, info: Arc<Info>) {
-        let storage = Arc::new(Storage::new(&info, &self.p.download_dir));
+        let storage = Arc::new(
+            Storage::new(&info, &self.p.download_dir).with_direct_io(self.ctx.config.direct_io),
+        );
         self.storage = Some(storage.clone());
         let store = self.ctx.resume_store();
         let tx = self.tx.clone();

@@ -9,6 +9,7 @@ use super::{Action, Assembly, CloseReason, TorrentCore, MAX_HASH_STRIKES};
 use crate::peer::{PeerHas, PeerKey, MAX_ALLOWED_FAST, MAX_PENDING_HAVES};
 use crate::torrent::bitfield::Bitfield;
 use crate::torrent::picker::{Has, Received};
+use crate::torrent::piece_buf::PieceBuf;
 use crate::types::{BlockRef, PieceIndex};
 use crate::wire::{ExtHandshake, HolepunchMsg, Message, MetadataMsg, PexMessage, LOCAL_EXTENSIONS};
 
@@ -263,7 +264,7 @@ impl TorrentCore {
         let a = self.assembling.entry(piece.0).or_insert_with(|| {
             // A reused buffer needs no zeroing: every byte is overwritten by a block.
             let mut buf = spare.pop().unwrap_or_default();
-            buf.resize(len, 0);
+            buf.resize(len);
             Assembly {
                 buf,
                 contributors: Vec::new(),
@@ -302,7 +303,7 @@ impl TorrentCore {
 
     /// The driver hashed piece `piece`: `ok` if it matched (and was written). `buf` comes back
     /// for reuse.
-    pub fn piece_checked(&mut self, piece: u32, ok: bool, buf: Vec<u8>) {
+    pub fn piece_checked(&mut self, piece: u32, ok: bool, buf: PieceBuf) {
         let contributors = self
             .assembling
             .remove(&piece)

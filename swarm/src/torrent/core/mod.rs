@@ -17,6 +17,7 @@ use std::time::Instant;
 use super::bitfield::Bitfield;
 use super::choker::Choker;
 use super::picker::{Has, Picker};
+use super::piece_buf::PieceBuf;
 use crate::metainfo::Info;
 use crate::peer::{PeerHas, PeerKey, PeerState};
 use crate::types::{BlockRef, InfoHash, PeerId};
@@ -103,7 +104,7 @@ pub enum Action {
         /// Piece index.
         piece: u32,
         /// Its bytes.
-        data: Vec<u8>,
+        data: PieceBuf,
     },
     /// The info dictionary arrived (magnet links): set up storage, check it, then `attach`.
     MetadataReady(Arc<Info>),
@@ -192,7 +193,7 @@ pub struct CoreStats {
 }
 
 struct Assembly {
-    buf: Vec<u8>,
+    buf: PieceBuf,
     /// IPs that sent blocks of this piece: blamed if it fails.
     contributors: Vec<IpAddr>,
 }
@@ -207,7 +208,7 @@ pub struct TorrentCore {
     picker: Option<Picker>,
     peers: HashMap<PeerKey, PeerState>,
     assembling: HashMap<u32, Assembly>,
-    spare_buffers: Vec<Vec<u8>>,
+    spare_buffers: Vec<PieceBuf>,
     metadata: MetadataFetch,
     choker: Choker,
     last_choke: Option<Instant>,
