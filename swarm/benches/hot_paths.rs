@@ -1,5 +1,6 @@
-//! Benchmarks of the download hot path: piece hashing, peer-wire decoding, the picker, and the
-//! torrent core's handling of arriving blocks. Numbers are recorded in the README.
+//! Benchmarks of the download hot path: piece hashing, peer-wire decoding, the picker, the
+//! torrent core's handling of arriving blocks, and writing verified pieces to disk. Numbers
+//! are recorded in the README.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use burrow_swarm::peer::PeerState;
 use burrow_swarm::torrent::bitfield::Bitfield;
 use burrow_swarm::torrent::core::{Action, CoreConfig, TorrentCore};
 use burrow_swarm::torrent::picker::{Has, Picker, Received};
+use burrow_swarm::torrent::piece_buf::PieceBuf;
+use burrow_swarm::torrent::storage::Storage;
 use burrow_swarm::types::{InfoHash, PeerId, PieceIndex, BLOCK_SIZE};
 use burrow_swarm::wire::{Handshake, Message};
 
@@ -159,5 +162,87 @@ fn core_blocks(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hashing, decoding, picking, core_blocks);
+fn writing(c: &mut Criterion) {
+    // 64 MiB of verified 1 MiB pieces into a new file (in the system's temporary folder), as a
+    // download writes them: by direct I/O, and through the page cache.
+    let pieces = 64u32;
+    let mut raw = format!(
+        "d6:lengthi{}e4:name1:x12:piece lengthi{PIECE}e6:pieces{}:",
+        pieces as u64 * PIECE as u64,
+        pieces * 20
+    )
+    .into_bytes();
+    raw.extend(std::iter::repeat_n(0u8, pieces as usize * 20));
+    raw.push(b'e');
+    let info = Info::from_bytes(&raw).unwrap();
+    let piece = PieceBuf::from_slice(&vec![0x5au8; PIECE as usize]);
+    let fresh = |direct: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::new(&info, dir.path()).with_direct_io(direct);
+        (dir, s)
+    };
+    let write_all = |s: &Storage| {
+        for p in 0..pieces {
+            s.write_piece(PieceIndex(p), &piece).unwrap();
+        }
+    };
+    let name = |direct: bool| {
+        if direct {
+            "write 64 MiB of pieces, direct I/O"
+        } else {
+            "write 64 MiB of pieces, page cache"
+        }
+    };
+    // Wall time of the writing thread: the device's speed for direct I/O, memory's for the
+    // page cache (whose write-back comes later, elsewhere).
+    let mut g = c.benchmark_group("storage");
+    g.throughput(Throughput::Bytes(pieces as u64 * PIECE as u64));
+    g.sample_size(10);
+    for direct in [true, false] {
+        g.bench_function(name(direct), |b| {
+            b.iter_batched(
+                || fresh(direct),
+                |(dir, s)| {
+                    write_all(&s);
+                    (dir, s)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+    // CPU time of the writing thread (user + system): what a download pays per byte.
+    let mut g = c.benchmark_group("storage-cpu");
+    g.throughput(Throughput::Bytes(pieces as u64 * PIECE as u64));
+    g.sample_size(10);
+    for direct in [true, false] {
+        g.bench_function(name(direct), |b| {
+            b.iter_custom(|iters| {
+                let mut cpu = std::time::Duration::ZERO;
+                for _ in 0..iters {
+                    let (dir, s) = fresh(direct);
+                    let t0 = thread_cpu();
+                    write_all(&s);
+                    cpu += thread_cpu() - t0;
+                    drop((s, dir));
+                }
+                cpu
+            })
+        });
+    }
+    g.finish();
+}
+
+/// User plus system time of the calling thread.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+criterion_group!(benches, hashing, decoding, picking, core_blocks, writing);
 criterion_main!(benches);
