@@ -164,10 +164,12 @@ impl ResumeData {
         Self::decode(&std::fs::read(path).ok()?)
     }
 
-    /// Writes to `path` atomically (temporary file, fsync, rename): a crash leaves either the
-    /// old or the new resume data, never a torn one.
+    /// Writes to `path` atomically (temporary file, fsync, rename, fsync of the folder): a
+    /// crash leaves either the old or the new resume data, never a torn one, and once this
+    /// returns the new one survives a power cut.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        if let Some(parent) = path.parent() {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent {
             std::fs::create_dir_all(parent)?;
         }
         let tmp = path.with_extension("tmp");
@@ -175,7 +177,8 @@ impl ResumeData {
         f.write_all(&self.encode())?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()
     }
 }
 
