@@ -98,10 +98,8 @@ fn picking(c: &mut Criterion) {
     g.finish();
 }
 
-fn core_blocks(c: &mut Criterion) {
-    // The torrent core receiving a 256 MiB torrent from one seed: requests out, blocks in,
-    // pieces to verify (verification itself excluded).
-    let pieces = 256u32;
+/// A one-file torrent of `pieces` pieces of [`PIECE`] bytes (their hashes all zero).
+fn one_file_info(pieces: u32) -> Info {
     let mut raw = format!(
         "d6:lengthi{}e4:name1:x12:piece lengthi{PIECE}e6:pieces{}:",
         pieces as u64 * PIECE as u64,
@@ -110,7 +108,14 @@ fn core_blocks(c: &mut Criterion) {
     .into_bytes();
     raw.extend(std::iter::repeat_n(0u8, pieces as usize * 20));
     raw.push(b'e');
-    let info = Arc::new(Info::from_bytes(&raw).unwrap());
+    Info::from_bytes(&raw).unwrap()
+}
+
+fn core_blocks(c: &mut Criterion) {
+    // The torrent core receiving a 256 MiB torrent from one seed: requests out, blocks in,
+    // pieces to verify (verification itself excluded).
+    let pieces = 256u32;
+    let info = Arc::new(one_file_info(pieces));
     let block = Bytes::from(vec![7u8; BLOCK_SIZE as usize]);
     let mut g = c.benchmark_group("core");
     g.throughput(Throughput::Bytes(pieces as u64 * PIECE as u64));
@@ -166,15 +171,7 @@ fn writing(c: &mut Criterion) {
     // 64 MiB of verified 1 MiB pieces into a new file (in the system's temporary folder), as a
     // download writes them: by direct I/O, and through the page cache.
     let pieces = 64u32;
-    let mut raw = format!(
-        "d6:lengthi{}e4:name1:x12:piece lengthi{PIECE}e6:pieces{}:",
-        pieces as u64 * PIECE as u64,
-        pieces * 20
-    )
-    .into_bytes();
-    raw.extend(std::iter::repeat_n(0u8, pieces as usize * 20));
-    raw.push(b'e');
-    let info = Info::from_bytes(&raw).unwrap();
+    let info = one_file_info(pieces);
     let piece = PieceBuf::from_slice(&vec![0x5au8; PIECE as usize]);
     let fresh = |direct: bool| {
         let dir = tempfile::tempdir().unwrap();

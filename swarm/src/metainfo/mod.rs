@@ -73,3 +73,16 @@ impl From<crate::bencode::BencodeError> for MetainfoError {
 
 #[cfg(test)]
 mod tests;
+
+/// The info dictionary of a torrent made from `path` (a file or a folder) with pieces of
+/// `piece_length` bytes, for tests that need real files behind a torrent.
+#[cfg(test)]
+pub(crate) fn info_of(path: &std::path::Path, piece_length: u32) -> Info {
+    let opts = CreateOptions {
+        piece_length: Some(piece_length),
+        ..Default::default()
+    };
+    Metainfo::from_bytes(&create_torrent(path, &opts).expect("torrent from test files"))
+        .expect("a torrent we made parses")
+        .info
+}

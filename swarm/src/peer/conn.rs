@@ -383,7 +383,7 @@ fn read_blocks(batch: &[(BlockRef, Arc<Storage>)]) -> std::io::Result<BytesMut> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
+    use crate::metainfo::info_of;
     use crate::types::PieceIndex;
 
     /// A message the torrent sends while a batch of blocks is on its way goes out between two
@@ -392,13 +392,7 @@ mod tests {
     async fn control_messages_overtake_a_batch_being_written() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), vec![7u8; 512 * 1024]).unwrap();
-        let opts = CreateOptions {
-            piece_length: Some(SERVE_BATCH_BYTES as u32),
-            ..Default::default()
-        };
-        let info = Metainfo::from_bytes(&create_torrent(&dir.path().join("f"), &opts).unwrap())
-            .unwrap()
-            .info;
+        let info = info_of(&dir.path().join("f"), SERVE_BATCH_BYTES as u32);
         let storage = Arc::new(Storage::new(&info, dir.path()));
         // A small pipe: the writer blocks after a few KiB until the reader drains it.
         let (ours, mut theirs) = tokio::io::duplex(4096);

@@ -247,7 +247,7 @@ pub fn plan_start_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
+    use crate::metainfo::info_of;
 
     #[test]
     fn round_trip_and_damage() {
@@ -293,18 +293,7 @@ mod tests {
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("a"), vec![1u8; 40_000]).unwrap();
         std::fs::write(src.join("b"), vec![2u8; 40_000]).unwrap();
-        let info = Metainfo::from_bytes(
-            &create_torrent(
-                &src,
-                &CreateOptions {
-                    piece_length: Some(16384),
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap()
-        .info;
+        let info = info_of(&src, 16384);
         let storage = Storage::new(&info, dir.path());
         // No resume data: everything present is checked.
         let fresh = plan_start(&info, &storage, None);
@@ -342,18 +331,7 @@ mod tests {
         let src = dir.path().join("t");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("a"), vec![1u8; 80_000]).unwrap();
-        let info = Metainfo::from_bytes(
-            &create_torrent(
-                &src,
-                &CreateOptions {
-                    piece_length: Some(16384),
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap()
-        .info;
+        let info = info_of(&src, 16384);
         let storage = Storage::new(&info, dir.path());
         let r = ResumeData {
             info_hash: info.info_hash,

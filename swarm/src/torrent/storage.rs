@@ -318,9 +318,8 @@ impl Storage {
     pub fn mark_unflushed(&self, pieces: &[u32]) {
         let mut h = self.handles.lock().expect("storage lock poisoned");
         for &p in pieces {
-            let start = p as u64 * self.piece_length as u64;
-            let len = (self.total_length.saturating_sub(start)).min(self.piece_length as u64);
-            for i in self.files_of_piece(PieceIndex(p), len as u32) {
+            // A full piece length past the torrent's end covers no further file.
+            for i in self.files_of_piece(PieceIndex(p), self.piece_length) {
                 if !self.files[i].pad {
                     h.dirty.insert(i);
                 }
@@ -386,7 +385,7 @@ fn preallocate(f: &File, len: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
+    use crate::metainfo::info_of;
     use crate::torrent::piece_buf::PieceBuf;
 
     fn fixture() -> (tempfile::TempDir, Info, Vec<u8>) {
@@ -397,15 +396,7 @@ mod tests {
         std::fs::write(src.join("a"), &data[..70_000]).unwrap();
         std::fs::write(src.join("d/b"), &data[70_000..70_000]).unwrap();
         std::fs::write(src.join("d/c"), &data[70_000..]).unwrap();
-        let t = create_torrent(
-            &src,
-            &CreateOptions {
-                piece_length: Some(32768),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        (dir, Metainfo::from_bytes(&t).unwrap().info, data)
+        (dir, info_of(&src, 32768), data)
     }
 
     #[test]
@@ -513,18 +504,7 @@ mod tests {
             .map(|i| (i % 253) as u8)
             .collect();
         std::fs::write(&src, &data).unwrap();
-        let info = Metainfo::from_bytes(
-            &create_torrent(
-                &src,
-                &CreateOptions {
-                    piece_length: Some(65536),
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap()
-        .info;
+        let info = info_of(&src, 65536);
         let probe = dir.path().join("probe");
         std::fs::write(&probe, [0u8; 4096]).unwrap();
         use std::os::unix::fs::OpenOptionsExt;

@@ -9,7 +9,7 @@ use sha1::{Digest, Sha1};
 use super::exchange::PEX_FIRST_DELAY;
 use super::*;
 use crate::connectivity::Route;
-use crate::metainfo::{create_torrent, CreateOptions, Metainfo};
+use crate::metainfo::info_of;
 use crate::types::PieceIndex;
 use crate::wire::{Handshake, PexFlags, PexMessage, PexPeer};
 
@@ -25,15 +25,7 @@ fn torrent(len: usize, piece_length: u32) -> (Arc<Info>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
     std::fs::write(dir.path().join("f"), &data).unwrap();
-    let t = create_torrent(
-        &dir.path().join("f"),
-        &CreateOptions {
-            piece_length: Some(piece_length),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    (Arc::new(Metainfo::from_bytes(&t).unwrap().info), data)
+    (Arc::new(info_of(&dir.path().join("f"), piece_length)), data)
 }
 
 fn node(info: &Arc<Info>, data: Option<&[u8]>, id: u8, magnet: bool) -> Node {
