@@ -112,9 +112,11 @@ async fn run(
             _ = shutdown_signal() => break true,
         }
     };
+    // The final figures once every connection has ended: what a closing connection still
+    // sent counts too.
+    session.shutdown().await;
     let st = handle.status();
     progress.finish(&st);
-    session.shutdown().await;
     if interrupted && !matches!(st.state, TorrentState::Seeding | TorrentState::Complete) {
         anyhow::bail!(
             "interrupted at {:.1}%; run the same command again to resume",

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod leech;
 pub mod tracker;
 
 use std::io::{BufRead, BufReader};

@@ -15,6 +15,8 @@ pub struct Tracker {
     stop: Arc<AtomicBool>,
     /// Announces received.
     pub announces: Arc<AtomicUsize>,
+    /// Every announce's `event` (empty for none) and `uploaded`, in order.
+    pub log: Arc<Mutex<Vec<(String, u64)>>>,
     swarms: Swarms,
 }
 
@@ -25,21 +27,23 @@ impl Tracker {
         let stop = Arc::new(AtomicBool::new(false));
         let announces = Arc::new(AtomicUsize::new(0));
         let swarms: Swarms = Arc::default();
-        let (s, a, w) = (stop.clone(), announces.clone(), swarms.clone());
+        let log: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let (s, a, w, lg) = (stop.clone(), announces.clone(), swarms.clone(), log.clone());
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 if s.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (a, w) = (a.clone(), w.clone());
-                std::thread::spawn(move || serve(conn, &a, &w));
+                let (a, w, lg) = (a.clone(), w.clone(), lg.clone());
+                std::thread::spawn(move || serve(conn, &a, &w, &lg));
             }
         });
         Tracker {
             addr,
             stop,
             announces,
+            log,
             swarms,
         }
     }
@@ -82,7 +86,12 @@ fn decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn serve(mut c: TcpStream, announces: &AtomicUsize, swarms: &Swarms) {
+fn serve(
+    mut c: TcpStream,
+    announces: &AtomicUsize,
+    swarms: &Swarms,
+    log: &Mutex<Vec<(String, u64)>>,
+) {
     let peer_ip = c.peer_addr().unwrap().ip();
     let mut buf = vec![0u8; 8192];
     let mut n = 0;
@@ -97,16 +106,20 @@ fn serve(mut c: TcpStream, announces: &AtomicUsize, swarms: &Swarms) {
     let query = target.split_once('?').map(|x| x.1).unwrap_or("");
     let mut info_hash = Vec::new();
     let mut port = 0u16;
-    let mut stopped = false;
+    let mut event = String::new();
+    let mut uploaded = 0u64;
     for kv in query.split('&') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         match k {
             "info_hash" => info_hash = decode(v),
             "port" => port = v.parse().unwrap_or(0),
-            "event" => stopped = v == "stopped",
+            "event" => event = v.to_string(),
+            "uploaded" => uploaded = v.parse().unwrap_or(u64::MAX),
             _ => {}
         }
     }
+    let stopped = event == "stopped";
+    log.lock().unwrap().push((event, uploaded));
     announces.fetch_add(1, Ordering::SeqCst);
     let me = SocketAddr::new(peer_ip, port);
     let others: Vec<SocketAddr> = {

@@ -2,10 +2,12 @@
 //! a peer. Spending little on any one unreachable peer, and keeping enough connections that
 //! the swarm's connection graph stays connected.
 
+mod connector;
 pub mod lsd;
 mod pool;
 pub mod reach;
 
+pub use connector::{Connector, CONNECT_TIMEOUT, PREDICTED_PORTS, PREDICTION_DELAY};
 pub use pool::{PeerPool, PeerSource, MAX_KNOWN_PEERS};
 pub use reach::{ReachEvent, ReachSnapshot, Reachability};
 

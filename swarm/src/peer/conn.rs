@@ -140,9 +140,9 @@ pub struct PeerLink {
     /// Commands to the writer.
     pub tx: mpsc::UnboundedSender<Outgoing>,
     /// Block payload bytes sent so far.
-    pub uploaded: Arc<AtomicU64>,
-    /// Payload bytes already reported to the core.
-    pub reported: u64,
+    uploaded: Arc<AtomicU64>,
+    /// Payload bytes already reported by [`PeerLink::take_sent`].
+    reported: u64,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -158,6 +158,27 @@ impl PeerLink {
     pub fn abort(&self) {
         self.reader.abort();
         self.writer.abort();
+    }
+
+    /// Payload bytes sent since the last call.
+    pub fn take_sent(&mut self) -> u64 {
+        let sent = self.uploaded.load(Ordering::Acquire);
+        let new = sent - self.reported;
+        self.reported = sent;
+        new
+    }
+
+    /// Whether the writer has ended (so its count is final).
+    pub fn writer_ended(&self) -> bool {
+        self.writer.is_finished()
+    }
+
+    /// Waits for the writer to end, however it ends.
+    pub async fn writer_done(&mut self) {
+        // A JoinHandle must not be polled again once it has given its output.
+        if !self.writer.is_finished() {
+            let _ = (&mut self.writer).await;
+        }
     }
 }
 
@@ -307,7 +328,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 let end = at + PIECE_HEADER_LEN + len;
                 limit.acquire(end - at).await;
                 wr.write_all(&data[at..end]).await?;
-                uploaded.fetch_add(len as u64, Ordering::Relaxed);
+                uploaded.fetch_add(len as u64, Ordering::Release);
                 at = end;
                 while let Ok(cmd) = rx.try_recv() {
                     handle(cmd, &mut out, &mut serves, fast, &mut closing);

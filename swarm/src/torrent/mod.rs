@@ -4,6 +4,7 @@
 pub mod bitfield;
 pub mod choker;
 pub mod core;
+pub mod env;
 pub mod picker;
 pub mod piece_buf;
 pub mod resume;

@@ -498,11 +498,12 @@ impl TorrentCore {
         self.metadata.peer_gone(key);
     }
 
-    /// Bytes the driver sent as block payload to `key` since the last call.
+    /// Bytes the driver sent as block payload to `key` since the last call. They count in
+    /// the totals even when the connection has closed meanwhile.
     pub fn record_upload(&mut self, key: PeerKey, bytes: u64) {
+        self.stats.uploaded += bytes;
         if let Some(p) = self.peers.get_mut(&key) {
             p.up.add(bytes);
-            self.stats.uploaded += bytes;
         }
     }
 

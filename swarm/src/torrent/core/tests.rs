@@ -173,6 +173,25 @@ fn leecher_downloads_everything_from_a_seed() {
     assert_eq!(nodes[0].core.stats().peers, 0);
 }
 
+/// The seed's upload total is every payload byte its driver reports, including what a
+/// connection sent after the peer was already gone from the core.
+#[test]
+fn upload_sent_after_a_peer_closed_still_counts() {
+    let (info, data) = torrent(300_000, 64 * 1024);
+    let mut nodes = vec![
+        node(&info, Some(&data), 1, false),
+        node(&info, None, 2, false),
+    ];
+    connect(&mut nodes, 1, 0, Instant::now());
+    run(&mut nodes, 30);
+    assert!(nodes[1].completed);
+    let before = nodes[0].core.stats().uploaded;
+    assert_eq!(before, 300_000, "the harness reports each block served");
+    nodes[0].core.peer_closed(1);
+    nodes[0].core.record_upload(1, 16_384);
+    assert_eq!(nodes[0].core.stats().uploaded, before + 16_384);
+}
+
 /// A complete seed keeps links to seeds only where they are a rendezvous path: up to
 /// [`ANCHORS`] it dialled, every one that dialled it (the dialler decides), none that a
 /// holepunch made or that cannot relay.

@@ -122,7 +122,7 @@ impl Task {
 
     /// The caps a new connection of this torrent is subject to: the session's, then its own.
     pub(super) fn link_limits(&self) -> LinkLimits {
-        self.ctx.config.rate_limits.with(&self.extra.limits)
+        self.env.settings.rate_limits.with(&self.extra.limits)
     }
 
     /// Writes a checkpoint if verified pieces are unrecorded or unflushed and the interval has
@@ -130,7 +130,7 @@ impl Task {
     pub(super) fn maybe_checkpoint(&mut self) {
         if (self.dirty || !self.unflushed.is_empty())
             && Instant::now().duration_since(self.last_checkpoint)
-                >= self.ctx.config.checkpoint_interval
+                >= self.env.settings.checkpoint_interval
         {
             self.checkpoint();
         }

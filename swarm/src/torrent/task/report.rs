@@ -1,0 +1,83 @@
+//! What the torrent tells the world: the status snapshot read by the CLI, the daemon's RPC
+//! and metrics, and the figures the trackers are told. Counters come from the core, which
+//! has every payload byte by the time they are read (see `links`).
+
+use super::Task;
+use crate::torrent::core::Phase;
+use crate::torrent::status::TorrentState;
+use crate::types::PieceIndex;
+
+impl Task {
+    /// Hands the payload each connection sent since the last call to the core, including
+    /// connections that closed meanwhile.
+    pub(super) fn count_uploads(&mut self) {
+        for (key, bytes) in self.links.take_sent() {
+            self.core.record_upload(key, bytes);
+        }
+    }
+
+    /// Publishes the status and the figures for the next announce.
+    pub(super) fn publish(&mut self) {
+        let s = self.core.stats();
+        let st = &mut self.status;
+        st.state = if let Some(e) = &self.error {
+            TorrentState::Error(e.clone())
+        } else {
+            match self.core.phase() {
+                Phase::FetchingMetadata => TorrentState::FetchingMetadata,
+                Phase::Checking => TorrentState::Checking,
+                Phase::Downloading => TorrentState::Downloading,
+                Phase::Complete if self.p.seed => TorrentState::Seeding,
+                Phase::Complete => TorrentState::Complete,
+            }
+        };
+        if let (Some(info), Some(have)) = (self.core.info(), self.core.have()) {
+            st.pieces = info.piece_count();
+            st.pieces_have = have.count();
+            let last = info.piece_count() - 1;
+            let piece_bytes = |i: u32| info.piece_len(PieceIndex(i)) as u64;
+            let wanted = self.core.wanted();
+            st.wanted_bytes = wanted.map_or(0, |w| {
+                w.count() as u64 * info.piece_length as u64
+                    - if w.get(last) {
+                        info.piece_length as u64 - piece_bytes(last)
+                    } else {
+                        0
+                    }
+            });
+            let both = wanted.map_or(0, |w| {
+                have.ones().filter(|&i| w.get(i)).map(piece_bytes).sum()
+            });
+            st.verified_bytes = both;
+        }
+        st.download_rate = s.download_rate;
+        st.upload_rate = s.upload_rate;
+        st.downloaded = s.downloaded;
+        st.uploaded = s.uploaded;
+        st.wasted = s.wasted;
+        st.hash_failures = s.hash_failures;
+        st.peers = s.peers;
+        st.seeds = s.seeds;
+        st.known_peers = self.pool.len();
+        st.connecting = self.pool.connecting();
+        st.metadata_progress = self.core.metadata_progress();
+        st.routes.clear();
+        for (_, l) in self.links.iter() {
+            *st.routes.entry(l.route.label()).or_default() += 1;
+            if l.addr.is_ipv6() {
+                *st.routes.entry("ipv6").or_default() += 1;
+            }
+        }
+        let _ = self.status_tx.send(st.clone());
+        let left = st.wanted_bytes.saturating_sub(st.verified_bytes);
+        let complete = self.core.phase() == Phase::Complete;
+        let v6 = self.own_v6();
+        self.announce_tx.send_modify(|a| {
+            a.ipv6 = v6;
+            a.uploaded = s.uploaded;
+            a.downloaded = s.downloaded;
+            a.left = left;
+            a.complete = complete;
+        });
+    }
+}
