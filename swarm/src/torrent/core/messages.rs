@@ -36,7 +36,7 @@ impl TorrentCore {
                 return;
             }
         }
-        self.fill_requests(key, now);
+        self.fill_requests(key);
     }
 
     pub(super) fn drop_peer(&mut self, key: PeerKey, reason: CloseReason) {
@@ -348,6 +348,7 @@ impl TorrentCore {
                 }
             }
         }
+        self.fill_all_requests();
     }
 
     fn ban(&mut self, ip: std::net::IpAddr) {

@@ -288,6 +288,12 @@ impl TorrentCore {
         s.upload_rate = self.peers.values().fold(0.0, |acc, p| acc + p.up.rate());
         s
     }
+    /// Pieces being downloaded or verified, and the most there may be at once.
+    pub fn window(&self) -> (usize, usize) {
+        self.picker
+            .as_ref()
+            .map_or((0, 0), |p| (p.partial_count(), p.max_partial()))
+    }
     /// Connected peers.
     pub fn peers(&self) -> impl Iterator<Item = (&PeerKey, &PeerState)> {
         self.peers.iter()

@@ -18,7 +18,7 @@ pub const REQUEST_QUEUE_SECONDS: f64 = 2.0;
 
 impl TorrentCore {
     /// Sends requests to `key` until its pipeline is full.
-    pub(super) fn fill_requests(&mut self, key: PeerKey, _now: Instant) {
+    pub(super) fn fill_requests(&mut self, key: PeerKey) {
         if self.phase != Phase::Downloading {
             return;
         }
@@ -63,6 +63,16 @@ impl TorrentCore {
             p.outstanding.insert(r);
             self.actions
                 .push_back(Action::Send(key, Message::Request(r)));
+        }
+    }
+
+    /// Tops up every peer's pipeline: called when a piece leaves the picker's window, which
+    /// may have been all that held new requests back. Without it, a download whose window
+    /// filled with pieces waiting for the disk sits idle until the next tick.
+    pub(super) fn fill_all_requests(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for k in keys {
+            self.fill_requests(k);
         }
     }
 

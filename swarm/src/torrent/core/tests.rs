@@ -346,6 +346,57 @@ fn a_peer_sending_bad_data_is_banned_and_the_good_peer_finishes() {
     assert_eq!(nodes[1].data, data);
 }
 
+/// A piece leaving the window (verified and written) lets requests go out at once, not at
+/// the next tick: a window full of pieces waiting for the disk must not leave the network
+/// idle for up to a second.
+#[test]
+fn a_piece_leaving_the_window_refills_requests_at_once() {
+    let (info, data) = torrent(8 * 16 * 1024, 16 * 1024);
+    let config = CoreConfig {
+        max_partial_bytes: 2 * 16 * 1024,
+        ..CoreConfig::default()
+    };
+    let mut core = TorrentCore::new(info.info_hash, PeerId([1; 20]), Some(info.clone()), config, 1);
+    core.attach(Bitfield::new(info.piece_count()));
+    let now = Instant::now();
+    let hs = Handshake::ours(info.info_hash, PeerId([9; 20]));
+    let addr = SocketAddr::from(([10, 0, 0, 9], 1));
+    core.peer_connected(7, PeerState::new(addr, hs, Route::OutgoingTcp, now), now);
+    core.peer_messages(7, [Message::HaveAll, Message::Unchoke], now);
+    let drain = |core: &mut TorrentCore| {
+        let (mut requests, mut verify) = (Vec::new(), Vec::new());
+        while let Some(a) = core.poll_action() {
+            match a {
+                Action::Send(7, Message::Request(r)) => requests.push(r),
+                Action::Verify { piece, data } => verify.push((piece, data)),
+                _ => {}
+            }
+        }
+        (requests, verify)
+    };
+    let (first, _) = drain(&mut core);
+    assert_eq!(first.len(), 2, "a window of two one-block pieces");
+    let blocks: Vec<Message> = first
+        .iter()
+        .map(|r| {
+            let at = info.piece_offset(r.piece) as usize;
+            Message::Piece {
+                piece: r.piece,
+                offset: 0,
+                data: data[at..at + r.len as usize].to_vec().into(),
+            }
+        })
+        .collect();
+    core.peer_messages(7, blocks, now);
+    let (more, mut verify) = drain(&mut core);
+    assert!(more.is_empty(), "the window is full of pieces on their way to the disk");
+    assert_eq!(verify.len(), 2);
+    let (piece, buf) = verify.remove(0);
+    core.piece_checked(piece, true, buf);
+    let (refill, _) = drain(&mut core);
+    assert_eq!(refill.len(), 1, "the freed place is used at once");
+}
+
 #[test]
 fn requests_are_validated_and_rejected_when_choked() {
     let (info, data) = torrent(100_000, 16 * 1024);

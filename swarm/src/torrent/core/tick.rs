@@ -44,7 +44,7 @@ impl TorrentCore {
             self.choke_round(now);
         }
         for k in keys {
-            self.fill_requests(k, now);
+            self.fill_requests(k);
         }
         self.request_metadata(now);
         self.pex_round(now);

@@ -2,6 +2,7 @@
 //! (a bounded number at once, the rest queued), checking files found on disk at start, and
 //! resume checkpoints that never claim a piece whose bytes might not be on stable storage.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,31 +11,103 @@ use sha1::{Digest, Sha1};
 use super::{Task, TaskMsg};
 use crate::metainfo::Info;
 use crate::torrent::bitfield::Bitfield;
+use crate::torrent::piece_buf::PieceBuf;
 use crate::torrent::resume::{boot_id, plan_start, ResumeData};
 use crate::torrent::storage::Storage;
 use crate::types::PieceIndex;
 
+/// Pieces hashed at once: hashing is CPU work, one piece per core.
+fn hash_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Pieces written at once. Direct writes wait for the device, which serves several requests
+/// in parallel; with one or two in flight, a device that stalls for a few milliseconds holds
+/// up every piece behind it and the request window fills with pieces waiting for the disk.
+pub const WRITE_DEPTH: usize = 4;
+
+/// Received pieces on their way to the disk: hashed (a bounded number at once), then written
+/// (a bounded number at once), each stage on blocking threads so that neither holds up the
+/// other or the network. The buffers are the core's, so their number is bounded by the
+/// core's window.
+#[derive(Default)]
+pub(super) struct DiskQueue {
+    to_hash: VecDeque<(u32, PieceBuf)>,
+    hashing: usize,
+    to_write: VecDeque<(u32, PieceBuf)>,
+    writing: usize,
+}
+
+impl DiskQueue {
+    /// Pieces waiting or in work.
+    pub fn len(&self) -> usize {
+        self.to_hash.len() + self.hashing + self.to_write.len() + self.writing
+    }
+}
+
 impl Task {
-    pub(super) fn next_verify(&mut self) {
-        let max = std::thread::available_parallelism().map_or(2, |n| n.get());
-        while self.verifying < max && self.error.is_none() {
-            let Some((piece, data)) = self.verify_queue.pop_front() else {
-                return;
+    /// Queues a complete piece for hashing and, if it is good, writing.
+    pub(super) fn verify(&mut self, piece: u32, data: PieceBuf) {
+        self.disk.to_hash.push_back((piece, data));
+        self.next_disk_jobs();
+    }
+
+    /// A piece was hashed: a good one goes on to be written, a bad one back to the core.
+    pub(super) fn hashed(&mut self, piece: u32, ok: bool, buf: PieceBuf) {
+        self.disk.hashing -= 1;
+        if ok {
+            self.disk.to_write.push_back((piece, buf));
+        } else {
+            self.core.piece_checked(piece, false, buf);
+        }
+        self.next_disk_jobs();
+    }
+
+    /// A piece was written (or could not be).
+    pub(super) fn written(&mut self, piece: u32, result: std::io::Result<()>, buf: PieceBuf) {
+        self.disk.writing -= 1;
+        match result {
+            Ok(()) => self.core.piece_checked(piece, true, buf),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write to disk; torrent stopped");
+                self.error = Some(format!("disk write failed: {e}"));
+            }
+        }
+        self.next_disk_jobs();
+    }
+
+    fn next_disk_jobs(&mut self) {
+        let (Some(storage), Some(info)) = (self.storage.clone(), self.core.info().cloned()) else {
+            return;
+        };
+        while self.disk.hashing < hash_workers() && self.error.is_none() {
+            let Some((piece, data)) = self.disk.to_hash.pop_front() else {
+                break;
             };
-            let (Some(storage), Some(info)) = (self.storage.clone(), self.core.info().cloned())
-            else {
-                return;
-            };
-            let tx = self.tx.clone();
-            self.verifying += 1;
+            self.disk.hashing += 1;
+            let (tx, info) = (self.tx.clone(), info.clone());
             tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
                 let ok = Sha1::digest(&data).as_slice() == info.pieces[piece as usize].0;
-                let result = if ok {
-                    storage.write_piece(PieceIndex(piece), &data).map(|_| true)
-                } else {
-                    Ok(false)
-                };
-                let _ = tx.send(TaskMsg::Verified {
+                tracing::trace!(target: "burrow::pipeline", piece, us = t.elapsed().as_micros() as u64, "hashed");
+                let _ = tx.send(TaskMsg::Hashed {
+                    piece,
+                    ok,
+                    buf: data,
+                });
+            });
+        }
+        while self.disk.writing < WRITE_DEPTH && self.error.is_none() {
+            let Some((piece, data)) = self.disk.to_write.pop_front() else {
+                break;
+            };
+            self.disk.writing += 1;
+            let (tx, storage) = (self.tx.clone(), storage.clone());
+            tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let result = storage.write_piece(PieceIndex(piece), &data);
+                tracing::trace!(target: "burrow::pipeline", piece, us = t.elapsed().as_micros() as u64, "written");
+                let _ = tx.send(TaskMsg::Written {
                     piece,
                     result,
                     buf: data,

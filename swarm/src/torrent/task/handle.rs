@@ -49,9 +49,16 @@ pub(crate) enum TaskMsg {
         /// Verified pieces whose bytes may not be on stable storage yet.
         unflushed: Vec<u32>,
     },
-    Verified {
+    /// A piece was hashed against its expected hash.
+    Hashed {
         piece: u32,
-        result: std::io::Result<bool>,
+        ok: bool,
+        buf: PieceBuf,
+    },
+    /// A good piece was written.
+    Written {
+        piece: u32,
+        result: std::io::Result<()>,
         buf: PieceBuf,
     },
     /// A save finished; pieces it was to flush but could not go back to the unflushed list.

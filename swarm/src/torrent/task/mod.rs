@@ -2,7 +2,7 @@
 //! the dialling pool, and carries out the core's actions — messages to writers, pieces to be
 //! hashed and written on blocking threads, resume checkpoints, announces and dials.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use super::bitfield::Bitfield;
 use super::core::{Action, CoreConfig, TorrentCore};
 use super::env::TorrentEnv;
-use super::piece_buf::PieceBuf;
 use super::resume::boot_id;
 use super::status::TorrentStatus;
 use super::storage::Storage;
@@ -41,6 +40,8 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 const SHUTDOWN_SAVE_WAIT: Duration = Duration::from_secs(30);
 /// How long shutdown lets connections send what they have queued before stopping them.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How often the pipeline is sampled when its trace is on.
+const PIPELINE_SAMPLE: Duration = Duration::from_millis(100);
 /// Peer events buffered between the readers and the torrent; a full queue slows the readers
 /// down, which is how a busy torrent pushes back on its peers.
 pub const PEER_EVENT_QUEUE: usize = 1024;
@@ -63,8 +64,7 @@ struct Task {
     pool: PeerPool,
     tx: mpsc::UnboundedSender<TaskMsg>,
     peer_tx: mpsc::Sender<PeerEvent>,
-    verifying: usize,
-    verify_queue: VecDeque<(u32, PieceBuf)>,
+    disk: disk::DiskQueue,
     dirty: bool,
     /// Verified pieces not yet flushed to stable storage by a checkpoint.
     unflushed: Vec<u32>,
@@ -146,8 +146,7 @@ pub(crate) fn spawn_torrent(env: Arc<TorrentEnv>, p: TorrentParams) -> TorrentHa
         pool,
         tx: tx.clone(),
         peer_tx,
-        verifying: 0,
-        verify_queue: VecDeque::new(),
+        disk: disk::DiskQueue::default(),
         dirty: false,
         unflushed: Vec::new(),
         last_checkpoint: now,
@@ -181,8 +180,13 @@ impl Task {
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // `RUST_LOG=burrow::pipeline=trace` samples the download pipeline ten times a
+        // second: where a slow download waits (requests, the window, the disk).
+        let mut sample = tokio::time::interval(PIPELINE_SAMPLE);
+        let sampling = tracing::enabled!(target: "burrow::pipeline", tracing::Level::TRACE);
         let done = loop {
             tokio::select! {
+                _ = sample.tick(), if sampling => self.sample_pipeline(),
                 msg = rx.recv() => match msg {
                     Some(TaskMsg::Shutdown(done)) => break Some(done),
                     Some(m) => self.on_msg(m),
@@ -336,17 +340,8 @@ impl Task {
                 }
                 self.dial_more();
             }
-            TaskMsg::Verified { piece, result, buf } => {
-                self.verifying -= 1;
-                match result {
-                    Ok(ok) => self.core.piece_checked(piece, ok, buf),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot write to disk; torrent stopped");
-                        self.error = Some(format!("disk write failed: {e}"));
-                    }
-                }
-                self.next_verify();
-            }
+            TaskMsg::Hashed { piece, ok, buf } => self.hashed(piece, ok, buf),
+            TaskMsg::Written { piece, result, buf } => self.written(piece, result, buf),
             TaskMsg::DhtLookupDone { found } => {
                 tracing::debug!(found, "DHT lookup done");
                 if found == 0 && self.links.is_empty() {
@@ -383,8 +378,7 @@ impl Task {
                     self.remove_link(k, true);
                 }
                 Action::Verify { piece, data } => {
-                    self.verify_queue.push_back((piece, data));
-                    self.next_verify();
+                    self.verify(piece, data);
                 }
                 Action::MetadataReady(info) => {
                     tracing::info!(name = %info.name, "metadata received");

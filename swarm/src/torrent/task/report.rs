@@ -16,6 +16,28 @@ impl Task {
         }
     }
 
+    /// One trace line on the download pipeline: payload received so far, requests
+    /// outstanding against the peers' pipelines, pieces in the picker's window (against its
+    /// cap) and pieces on their way to the disk.
+    pub(super) fn sample_pipeline(&self) {
+        let (outstanding, pipelines) = self
+            .core
+            .peers()
+            .map(|(_, p)| (p.outstanding.len(), p.max_requests))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let (window, cap) = self.core.window();
+        tracing::trace!(
+            target: "burrow::pipeline",
+            downloaded = self.core.stats().downloaded,
+            outstanding,
+            pipelines,
+            window,
+            cap,
+            disk = self.disk.len(),
+            "pipeline"
+        );
+    }
+
     /// Publishes the status and the figures for the next announce.
     pub(super) fn publish(&mut self) {
         let s = self.core.stats();
