@@ -250,12 +250,26 @@ impl Picker {
         already: impl Fn(&BlockRef) -> bool,
         out: &mut Vec<BlockRef>,
     ) -> usize {
+        self.pick_where(has, max, already, |_, _| true, out)
+    }
+
+    /// [`pick`](Self::pick) restricted to pieces `allow(piece, started)` accepts (`started`:
+    /// the piece already has blocks requested or received). Smart ban uses it to give a
+    /// piece to one peer alone.
+    pub fn pick_where(
+        &mut self,
+        has: Has<'_>,
+        max: usize,
+        already: impl Fn(&BlockRef) -> bool,
+        allow: impl Fn(u32, bool) -> bool,
+        out: &mut Vec<BlockRef>,
+    ) -> usize {
         let start = out.len();
         // 1. Finish what is started.
         let mut k = 0;
         while k < self.open.len() && out.len() - start < max {
             let i = self.open[k];
-            if has.get(i) {
+            if has.get(i) && allow(i, true) {
                 self.take_free(i, max - (out.len() - start), out);
             }
             if self.partial.get(&i).is_some_and(|p| p.free == 0) {
@@ -266,7 +280,7 @@ impl Picker {
         }
         // 2. Start new pieces, rarest first (random while we have almost nothing).
         while out.len() - start < max && self.partial.len() < self.max_partial {
-            let Some(i) = self.next_new_piece(has) else {
+            let Some(i) = self.next_new_piece(has, &allow) else {
                 break;
             };
             self.queue.remove(&self.key(i));
@@ -286,12 +300,12 @@ impl Picker {
             }
         }
         // 3. Endgame: nothing new left for this peer, so duplicate the last outstanding blocks.
-        if out.len() - start < max && self.endgame_for(has) {
+        if out.len() - start < max && self.endgame_for(has, &allow) {
             let mut pieces: Vec<u32> = self
                 .partial
                 .keys()
                 .copied()
-                .filter(|&i| has.get(i))
+                .filter(|&i| has.get(i) && allow(i, true))
                 .collect();
             pieces.sort_unstable();
             'outer: for i in pieces {
@@ -316,11 +330,13 @@ impl Picker {
     }
 
     /// Endgame starts when no piece this peer has is left unstarted or has a free block.
-    fn endgame_for(&self, has: Has<'_>) -> bool {
-        !self.queue.iter().any(|&(_, _, i)| has.get(i)) && !self.open.iter().any(|&i| has.get(i))
+    fn endgame_for(&self, has: Has<'_>, allow: impl Fn(u32, bool) -> bool) -> bool {
+        !self.queue.iter().any(|&(_, _, i)| has.get(i) && allow(i, false))
+            && !self.open.iter().any(|&i| has.get(i) && allow(i, true))
     }
 
-    fn next_new_piece(&mut self, has: Has<'_>) -> Option<u32> {
+    fn next_new_piece(&mut self, has: Has<'_>, allow: impl Fn(u32, bool) -> bool) -> Option<u32> {
+        let ok = |&&(_, _, i): &&(u16, u32, u32)| has.get(i) && allow(i, false);
         if self.have.count() < RANDOM_FIRST_PIECES && !self.queue.is_empty() {
             // A random candidate: start at a random rank and take the first the peer has.
             let skip = (self.next_rand() % self.queue.len() as u64) as usize;
@@ -329,13 +345,10 @@ impl Picker {
                 .iter()
                 .skip(skip)
                 .chain(self.queue.iter().take(skip))
-                .find(|&&(_, _, i)| has.get(i));
+                .find(ok);
             return found.map(|&(_, _, i)| i);
         }
-        self.queue
-            .iter()
-            .find(|&&(_, _, i)| has.get(i))
-            .map(|&(_, _, i)| i)
+        self.queue.iter().find(ok).map(|&(_, _, i)| i)
     }
 
     fn take_free(&mut self, i: u32, max: usize, out: &mut Vec<BlockRef>) {
@@ -411,6 +424,27 @@ impl Picker {
         } else {
             Received::Stored { duplicated }
         }
+    }
+
+    /// The data of a received block was thrown away (its sender was banned or put on parole):
+    /// the block is to be downloaded again. No effect on a block not received or a piece
+    /// that is complete (being verified).
+    pub fn unreceive(&mut self, r: &BlockRef) -> bool {
+        let i = r.piece.0;
+        let Some(p) = self.partial.get_mut(&i) else {
+            return false;
+        };
+        let b = r.index_in_piece() as usize;
+        if p.received as usize == p.blocks.len() || p.blocks.get(b) != Some(&Block::Received) {
+            return false;
+        }
+        p.blocks[b] = Block::Free;
+        p.received -= 1;
+        p.free += 1;
+        if !self.open.contains(&i) {
+            self.open.push(i);
+        }
+        true
     }
 
     /// Verification of piece `i` finished. A failed piece goes back to be downloaded again.

@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, Assembly, CloseReason, TorrentCore, MAX_HASH_STRIKES};
+use super::{Action, Assembly, CloseReason, TorrentCore};
 use crate::peer::{PeerHas, PeerKey, MAX_ALLOWED_FAST, MAX_PENDING_HAVES};
 use crate::torrent::bitfield::Bitfield;
 use crate::torrent::picker::{Has, Received};
 use crate::torrent::piece_buf::PieceBuf;
-use crate::types::{BlockRef, PieceIndex};
+use crate::types::{BlockRef, PieceIndex, BLOCK_SIZE};
 use crate::wire::{ExtHandshake, HolepunchMsg, Message, MetadataMsg, PexMessage, LOCAL_EXTENSIONS};
 
 /// Largest block we serve. Peers should ask for 16 KiB; some ask for more, which costs us
@@ -244,7 +244,14 @@ impl TorrentCore {
             self.stats.wasted += data.len() as u64;
             return Ok(());
         };
-        let (complete, duplicated) = match picker.block_received(&r) {
+        // Smart ban: a piece given to one peer takes blocks from it alone, and a peer on
+        // parole only adds to pieces it has alone.
+        let received = if self.ban.may_store(key, &ip, piece.0) {
+            picker.block_received(&r)
+        } else {
+            Received::Unwanted
+        };
+        let (complete, duplicated) = match received {
             Received::Unwanted => {
                 self.stats.wasted += data.len() as u64;
                 let p = self.peers.get_mut(&key).expect("present");
@@ -267,14 +274,15 @@ impl TorrentCore {
             buf.resize(len);
             Assembly {
                 buf,
-                contributors: Vec::new(),
+                senders: vec![None; len.div_ceil(BLOCK_SIZE as usize)],
+                verifying: false,
             }
         });
         a.buf[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
-        if !a.contributors.contains(&ip) {
-            a.contributors.push(ip);
-        }
+        a.senders[r.index_in_piece() as usize] = Some(ip);
+        self.ban.progress(piece.0, key, now);
         if complete {
+            a.verifying = true;
             let buf = std::mem::take(&mut a.buf);
             self.actions.push_back(Action::Verify {
                 piece: piece.0,
@@ -304,26 +312,19 @@ impl TorrentCore {
     /// The driver hashed piece `piece`: `ok` if it matched (and was written). `buf` comes back
     /// for reuse.
     pub fn piece_checked(&mut self, piece: u32, ok: bool, buf: PieceBuf) {
-        let contributors = self
+        let senders = self
             .assembling
             .remove(&piece)
-            .map(|a| a.contributors)
+            .map(|a| a.senders)
             .unwrap_or_default();
-        // Spare buffers plus pieces being assembled never exceed the picker's memory cap, and
-        // reusing them spares a page fault per 4 KiB of every piece.
-        let cap = self
-            .picker
-            .as_ref()
-            .map_or(0, |p| p.max_partial())
-            .saturating_sub(self.assembling.len());
-        if self.spare_buffers.len() < cap && buf.capacity() > 0 {
-            self.spare_buffers.push(buf);
-        }
         let Some(picker) = &mut self.picker else {
+            self.recycle(buf);
             return;
         };
         picker.piece_verified(piece, ok);
         if ok {
+            self.smartban_passed(piece, &buf, &senders);
+            self.recycle(buf);
             self.actions.push_back(Action::PieceVerified(piece));
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for k in keys {
@@ -339,29 +340,10 @@ impl TorrentCore {
                 .info
                 .as_ref()
                 .map_or(0, |i| i.piece_len(PieceIndex(piece)) as u64);
-            let weight = if contributors.len() == 1 { 3 } else { 1 };
-            for ip in contributors {
-                let s = self.strikes.entry(ip).or_insert(0);
-                *s += weight;
-                if *s >= MAX_HASH_STRIKES {
-                    self.ban(ip);
-                }
-            }
+            self.smartban_failed(piece, &buf, &senders);
+            self.recycle(buf);
         }
         self.fill_all_requests();
-    }
-
-    fn ban(&mut self, ip: std::net::IpAddr) {
-        self.actions.push_back(Action::Ban(ip));
-        let keys: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.addr.ip() == ip)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in keys {
-            self.drop_peer(k, CloseReason::Banned);
-        }
     }
 
     fn on_extended(

@@ -7,6 +7,7 @@ mod exchange;
 mod messages;
 mod metadata;
 mod requests;
+mod smartban;
 mod tick;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,6 +25,10 @@ use crate::types::{BlockRef, InfoHash, PeerId};
 use crate::wire::{ExtHandshake, Message, LOCAL_EXTENSIONS};
 
 pub use metadata::MetadataFetch;
+pub use smartban::{
+    BanReason, BLOCK_RECORD_BYTES, MAX_FAILED_COPIES, MAX_SUSPECT_PIECES, PAROLE_AFTER_FAILURES,
+    PAROLE_STALL,
+};
 
 /// Settings of one torrent's core.
 #[derive(Debug, Clone)]
@@ -112,8 +117,8 @@ pub enum Action {
     PieceVerified(u32),
     /// Every wanted piece is verified.
     Completed,
-    /// A peer's IP is banned for bad data.
-    Ban(IpAddr),
+    /// A peer's IP is banned for bad data, and why.
+    Ban(IpAddr, BanReason),
     /// A peer told us its DHT port (BEP 5 `port`).
     DhtNode(SocketAddr),
     /// Peers learned through PEX from the peer at `via`.
@@ -190,12 +195,16 @@ pub struct CoreStats {
     pub hash_failures: u32,
     /// Holepunch rendezvous we relayed.
     pub relayed: u64,
+    /// Addresses on parole (see [`PAROLE_AFTER_FAILURES`]).
+    pub on_parole: usize,
 }
 
 struct Assembly {
     buf: PieceBuf,
-    /// IPs that sent blocks of this piece: blamed if it fails.
-    contributors: Vec<IpAddr>,
+    /// Who sent each block (smart ban); `None` for blocks not received.
+    senders: Vec<Option<IpAddr>>,
+    /// Complete and handed to the driver to verify.
+    verifying: bool,
 }
 
 /// The sans-IO core of one torrent.
@@ -214,14 +223,11 @@ pub struct TorrentCore {
     last_choke: Option<Instant>,
     /// The time of the latest tick.
     last_tick: Option<Instant>,
-    strikes: HashMap<IpAddr, u32>,
+    ban: smartban::SmartBan,
     actions: VecDeque<Action>,
     stats: CoreStats,
     rng: u64,
 }
-
-/// Failed pieces a peer may take part in before it is banned (a sole contributor counts 3).
-pub const MAX_HASH_STRIKES: u32 = 6;
 
 impl TorrentCore {
     /// A core for a torrent known by `info_hash`; `info` is `None` for magnet links.
@@ -251,7 +257,7 @@ impl TorrentCore {
             metadata: MetadataFetch::default(),
             last_choke: None,
             last_tick: None,
-            strikes: HashMap::new(),
+            ban: smartban::SmartBan::new(seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15),
             actions: VecDeque::new(),
             stats: CoreStats::default(),
             rng: seed | 1,
@@ -286,6 +292,7 @@ impl TorrentCore {
         s.unchoked_by = self.peers.values().filter(|p| !p.peer_choking).count();
         s.download_rate = self.peers.values().fold(0.0, |acc, p| acc + p.down.rate());
         s.upload_rate = self.peers.values().fold(0.0, |acc, p| acc + p.up.rate());
+        s.on_parole = self.ban.counts().0;
         s
     }
     /// Pieces being downloaded or verified, and the most there may be at once.
@@ -502,6 +509,20 @@ impl TorrentCore {
             add_or_remove(picker, &p.has, false);
         }
         self.metadata.peer_gone(key);
+        self.smartban_peer_gone(key, p.addr.ip());
+    }
+
+    /// Keeps a piece buffer for reuse: spare buffers plus pieces being assembled never
+    /// exceed the picker's memory cap, and reuse spares a page fault per 4 KiB of a piece.
+    fn recycle(&mut self, buf: PieceBuf) {
+        let cap = self
+            .picker
+            .as_ref()
+            .map_or(0, |p| p.max_partial())
+            .saturating_sub(self.assembling.len());
+        if self.spare_buffers.len() < cap && buf.capacity() > 0 {
+            self.spare_buffers.push(buf);
+        }
     }
 
     /// Bytes the driver sent as block payload to `key` since the last call. They count in

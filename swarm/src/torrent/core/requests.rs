@@ -58,8 +58,18 @@ impl TorrentCore {
         };
         let mut picked: Vec<BlockRef> = Vec::with_capacity(room);
         let outstanding = &p.outstanding;
-        picker.pick(has, room, |r| outstanding.contains(r), &mut picked);
+        let ip = p.addr.ip();
+        let parole = self.ban.on_parole(&ip);
+        let ban = &self.ban;
+        picker.pick_where(
+            has,
+            room,
+            |r| outstanding.contains(r),
+            |i, started| ban.may_take(key, &ip, parole, i, started),
+            &mut picked,
+        );
         for r in picked {
+            self.ban.claim(r.piece.0, key, parole);
             p.outstanding.insert(r);
             self.actions
                 .push_back(Action::Send(key, Message::Request(r)));

@@ -36,6 +36,7 @@ impl TorrentCore {
                 }
             }
         }
+        self.smartban_tick(now);
         if self
             .last_choke
             .is_none_or(|t| now.duration_since(t) >= CHOKE_INTERVAL)

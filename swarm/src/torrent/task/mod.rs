@@ -395,8 +395,8 @@ impl Task {
                     self.quick_save();
                     self.publish();
                 }
-                Action::Ban(ip) => {
-                    tracing::warn!(%ip, "banned for sending corrupt data");
+                Action::Ban(ip, reason) => {
+                    tracing::warn!(%ip, %reason, "banned for sending corrupt data");
                     self.pool.ban(ip);
                 }
                 Action::PexPeers {
