@@ -1,6 +1,8 @@
 //! Keeping each peer's request pipeline full: as many outstanding requests as its rate
 //! justifies (so a fast peer on a long path is never idle) but within what it accepts.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{Action, Phase, TorrentCore};
@@ -22,6 +24,16 @@ impl TorrentCore {
         if self.phase != Phase::Downloading {
             return;
         }
+        let Some(ip) = self.peers.get(&key).map(|p| p.addr.ip()) else {
+            return;
+        };
+        let parole = self.ban.on_parole(&ip);
+        // A peer on parole may take over a started piece only if nobody else is in it.
+        let busy = if parole {
+            self.shared_pieces(key, ip)
+        } else {
+            HashSet::new()
+        };
         let Some(picker) = &mut self.picker else {
             return;
         };
@@ -58,14 +70,12 @@ impl TorrentCore {
         };
         let mut picked: Vec<BlockRef> = Vec::with_capacity(room);
         let outstanding = &p.outstanding;
-        let ip = p.addr.ip();
-        let parole = self.ban.on_parole(&ip);
         let ban = &self.ban;
         picker.pick_where(
             has,
             room,
             |r| outstanding.contains(r),
-            |i, started| ban.may_take(key, &ip, parole, i, started),
+            |i, started| ban.may_take(key, &ip, parole, i, started && busy.contains(&i)),
             &mut picked,
         );
         for r in picked {
@@ -84,6 +94,23 @@ impl TorrentCore {
         for k in keys {
             self.fill_requests(k);
         }
+    }
+
+    /// Pieces that another connection has requests in or that hold blocks from another
+    /// address than `ip`.
+    fn shared_pieces(&self, key: PeerKey, ip: IpAddr) -> HashSet<u32> {
+        let mut out: HashSet<u32> = self
+            .peers
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .flat_map(|(_, q)| q.outstanding.iter().map(|r| r.piece.0))
+            .collect();
+        for (&piece, a) in &self.assembling {
+            if a.verifying || a.senders.iter().flatten().any(|s| *s != ip) {
+                out.insert(piece);
+            }
+        }
+        out
     }
 
     /// Unchokes an interested peer at once when an upload slot is free, rather than making it

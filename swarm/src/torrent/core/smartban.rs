@@ -149,21 +149,21 @@ impl SmartBan {
     }
 
     /// Whether connection `key` (at `ip`, `parole` if on parole) may be asked for blocks of
-    /// `piece`; `started`: others may already have sent some.
+    /// `piece`; `shared`: others sent blocks of it or were asked for some.
     pub(super) fn may_take(
         &self,
         key: PeerKey,
         ip: &IpAddr,
         parole: bool,
         piece: u32,
-        started: bool,
+        shared: bool,
     ) -> bool {
         match self.exclusive.get(&piece) {
             Some(e) => match e.owner {
                 Some(o) => o == key,
                 None => !e.tried.contains(ip),
             },
-            None => !parole || !started,
+            None => !parole || !shared,
         }
     }
 
@@ -542,5 +542,36 @@ impl TorrentCore {
             tracing::debug!(piece, ?ip, "piece given to one peer stalled");
             self.reassign(piece, ip);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many pieces fail, at most [`MAX_SUSPECT_PIECES`] pieces of at most
+    /// [`MAX_FAILED_COPIES`] copies are remembered, each [`BLOCK_RECORD_BYTES`] a block.
+    #[test]
+    fn failed_copies_stay_within_the_bound() {
+        let mut b = SmartBan::new(7);
+        let data = vec![3u8; 4 * BLOCK_SIZE as usize];
+        let senders = vec![Some(IpAddr::from([10, 0, 0, 1])); 4];
+        for piece in 0..MAX_SUSPECT_PIECES as u32 + 50 {
+            for _ in 0..MAX_FAILED_COPIES + 3 {
+                b.remember(piece, &data, &senders);
+            }
+        }
+        assert_eq!(b.copies.len(), MAX_SUSPECT_PIECES);
+        assert!(b.copies.values().all(|c| c.len() == MAX_FAILED_COPIES));
+        assert!(b.copies.values().flatten().all(|c| c.blocks.len() == 4));
+        assert_eq!(BLOCK_RECORD_BYTES, 32);
+        // A salted hash: the same block hashes differently under another salt, and a flipped
+        // byte changes it.
+        let other = SmartBan::new(8);
+        let block = &data[..BLOCK_SIZE as usize];
+        assert_ne!(b.block_hash(block), other.block_hash(block));
+        let mut flipped = block.to_vec();
+        flipped[100] ^= 1;
+        assert_ne!(b.block_hash(block), b.block_hash(&flipped));
     }
 }

@@ -18,6 +18,12 @@ struct Node {
     data: Vec<u8>,
     /// Flip a byte in every block this node serves.
     corrupt: bool,
+    /// Flip a byte in one block of every `corrupt_every` it serves (0: none).
+    corrupt_every: usize,
+    /// Never serve the last block of a piece (withholding).
+    withhold_last: bool,
+    /// Addresses it banned, with the reason.
+    bans: Vec<(IpAddr, BanReason)>,
     completed: bool,
 }
 
@@ -29,13 +35,17 @@ fn torrent(len: usize, piece_length: u32) -> (Arc<Info>, Vec<u8>) {
 }
 
 fn node(info: &Arc<Info>, data: Option<&[u8]>, id: u8, magnet: bool) -> Node {
+    node_seeded(info, data, id, magnet, id as u64)
+}
+
+fn node_seeded(info: &Arc<Info>, data: Option<&[u8]>, id: u8, magnet: bool, seed: u64) -> Node {
     let core_info = if magnet { None } else { Some(info.clone()) };
     let mut core = TorrentCore::new(
         info.info_hash,
         PeerId([id; 20]),
         core_info,
         CoreConfig::default(),
-        id as u64,
+        seed,
     );
     let have = if data.is_some() {
         Bitfield::full(info.piece_count())
@@ -51,6 +61,9 @@ fn node(info: &Arc<Info>, data: Option<&[u8]>, id: u8, magnet: bool) -> Node {
             .map(|d| d.to_vec())
             .unwrap_or_else(|| vec![0; info.total_length as usize]),
         corrupt: false,
+        corrupt_every: 0,
+        withhold_last: false,
+        bans: Vec::new(),
         completed: false,
     }
 }
@@ -89,8 +102,14 @@ fn pump(nodes: &mut [Node], now: Instant) -> usize {
                     Action::Serve(to, r) => {
                         let info = nodes[i].core.info().unwrap().clone();
                         let start = info.piece_offset(r.piece) as usize + r.offset as usize;
+                        let last = r.offset + r.len == info.piece_len(r.piece);
+                        if nodes[i].withhold_last && last {
+                            continue;
+                        }
                         let mut block = nodes[i].data[start..start + r.len as usize].to_vec();
-                        if nodes[i].corrupt {
+                        let every = nodes[i].corrupt_every;
+                        let nth = start / crate::types::BLOCK_SIZE as usize;
+                        if nodes[i].corrupt || (every > 0 && nth % every == 0) {
                             block[0] ^= 0xff;
                         }
                         nodes[i].core.record_upload(to, r.len as u64);
@@ -115,6 +134,7 @@ fn pump(nodes: &mut [Node], now: Instant) -> usize {
                         nodes[i].core.attach(Bitfield::new(n));
                     }
                     Action::Completed => nodes[i].completed = true,
+                    Action::Ban(ip, reason) => nodes[i].bans.push((ip, reason)),
                     Action::Close(peer, _) => {
                         nodes[i].core.peer_closed(peer);
                         nodes[peer as usize].core.peer_closed(i as u64);
@@ -845,3 +865,6 @@ fn extension_handshake_carries_both_families_and_learns_the_other() {
     });
     assert_eq!(other, Some((5, "[2001:db8:9::9]:7000".parse().unwrap())));
 }
+
+#[path = "smartban_tests.rs"]
+mod smartban;
