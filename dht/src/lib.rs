@@ -75,7 +75,7 @@ pub use compact::NodeInfo;
 pub use id::{InfoHash, NodeId};
 pub use node::{
     Config, Event, LookupDone, LookupId, LookupStatus, Node, SampleResult, StateError, Stats,
-    Transmit,
+    Transmit, MAX_STATE_SIZE,
 };
 pub use peer_store::PeerStoreLimits;
 pub use rate_limit::RateLimit;

@@ -123,9 +123,9 @@ pub async fn dht_node(a: DhtNodeArgs) -> anyhow::Result<()> {
 
 /// The saved state, `None` if there is none yet.
 fn read_state(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
+    match burrow_swarm::fsread::read_bounded(path, burrow_dht::MAX_STATE_SIZE) {
         Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use burrow_swarm::metainfo::{Magnet, Metainfo};
+use burrow_swarm::fsread::read_bounded;
+use burrow_swarm::metainfo::{Magnet, Metainfo, MAX_METAINFO_SIZE};
 use burrow_swarm::session::{AddTorrent, Session, TorrentSource};
 use burrow_swarm::torrent::status::TorrentState;
 
@@ -45,7 +46,8 @@ fn load_source(arg: &str) -> anyhow::Result<TorrentSource> {
             Magnet::parse(arg).context("invalid magnet link")?,
         ));
     }
-    let bytes = std::fs::read(arg).with_context(|| format!("cannot read {arg}"))?;
+    let bytes = read_bounded(std::path::Path::new(arg), MAX_METAINFO_SIZE)
+        .with_context(|| format!("cannot read {arg}"))?;
     let m =
         Metainfo::from_bytes(&bytes).with_context(|| format!("{arg} is not a valid .torrent"))?;
     Ok(TorrentSource::Metainfo(Box::new(m)))

@@ -9,6 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+/// Largest `daemon.toml` read: a hand-written configuration is a few KiB.
+pub const MAX_CONFIG_SIZE: usize = 1 << 20;
+
 /// Everything `daemon.toml` can set.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -178,9 +181,10 @@ pub fn default_config_path() -> PathBuf {
 impl Config {
     /// Reads `path`; with `explicit` false a missing file means the defaults.
     pub fn load(path: &Path, explicit: bool) -> anyhow::Result<Config> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
+        let text = match burrow_swarm::fsread::read_bounded(path, MAX_CONFIG_SIZE) {
+            Ok(t) => String::from_utf8(t)
+                .map_err(|_| anyhow::anyhow!("cannot read {}: not UTF-8", path.display()))?,
+            Err(e) if e.is_not_found() && !explicit => String::new(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let c = Config::parse(&text).with_context(|| format!("in {}", path.display()))?;
@@ -244,6 +248,27 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// daemon.toml is read only from a regular file of at most MAX_CONFIG_SIZE bytes.
+    #[test]
+    fn configuration_reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.toml");
+        std::fs::write(&p, "[rpc]\n").unwrap();
+        assert!(Config::load(&p, true).is_ok());
+        std::fs::File::options()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .set_len(MAX_CONFIG_SIZE as u64 + 1)
+            .unwrap();
+        let e = format!("{:#}", Config::load(&p, true).unwrap_err());
+        assert!(e.ends_with("larger than the 1048576 byte limit"), "{e}");
+        let e = format!("{:#}", Config::load(Path::new("/dev/zero"), true).unwrap_err());
+        assert_eq!(e, "cannot read /dev/zero: a device, not a regular file");
+        assert!(Config::load(dir.path(), false).is_err());
+        assert!(Config::load(&dir.path().join("none"), false).is_ok());
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -172,15 +172,11 @@ async fn torrent_add(engine: &EngineHandle, args: &Map<String, Value>) -> Outcom
 }
 
 fn read_torrent_file(path: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let mut bytes = Vec::new();
-    // Bounded: a path naming a huge file (or a device) must not exhaust memory.
-    let limit = burrow_swarm::metainfo::MAX_METAINFO_SIZE as u64 + 1;
-    f.take(limit)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
-    Ok(bytes)
+    burrow_swarm::fsread::read_bounded(
+        std::path::Path::new(path),
+        burrow_swarm::metainfo::MAX_METAINFO_SIZE,
+    )
+    .map_err(|e| format!("cannot read {path}: {e}"))
 }
 
 async fn act(engine: &EngineHandle, snap: &Snapshot, args: &Map<String, Value>, a: Act) -> Outcome {

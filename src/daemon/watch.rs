@@ -61,9 +61,11 @@ async fn take(path: &Path, len: u64, engine: &EngineHandle) {
         Err(format!("larger than {MAX_METAINFO_SIZE} bytes"))
     } else {
         let p = path.to_path_buf();
-        match tokio::task::spawn_blocking(move || std::fs::read(p))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        match tokio::task::spawn_blocking(move || {
+            burrow_swarm::fsread::read_bounded(&p, MAX_METAINFO_SIZE)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e).into()))
         {
             Ok(bytes) => engine
                 .add(AddRequest {

@@ -133,11 +133,15 @@ fn load_node(config: &DhtConfig, now: Instant) -> Node {
     let seed: [u8; 32] = rand::random();
     let mut node_config = config.node.clone();
     node_config.read_only = config.read_only;
-    if let Some(bytes) = config
-        .state_path
-        .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-    {
+    let read = |p: &PathBuf| match crate::fsread::read_bounded(p, burrow_dht::MAX_STATE_SIZE) {
+        Ok(b) => Some(b),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            tracing::warn!(file = %p.display(), error = %e, "DHT state unreadable; starting afresh");
+            None
+        }
+    };
+    if let Some(bytes) = config.state_path.as_ref().and_then(read) {
         match Node::from_state(node_config.clone(), now, seed, &bytes) {
             Ok(n) => return n,
             Err(e) => tracing::warn!(error = %e, "DHT state unreadable; starting afresh"),

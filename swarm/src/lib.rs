@@ -5,6 +5,7 @@
 pub mod bencode;
 pub mod connectivity;
 pub mod dht;
+pub mod fsread;
 pub mod metainfo;
 pub mod nat;
 pub mod net;

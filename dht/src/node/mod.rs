@@ -26,7 +26,7 @@ use rand::SeedableRng;
 
 pub use client::{MAX_LOOKUPS, MAX_PEERS_PER_LOOKUP, MAX_PENDING_PINGS};
 pub use maintenance::{BUCKET_REFRESH, MAINTENANCE_INTERVAL, PEER_EXPIRY_INTERVAL, PINGS_PER_TICK};
-pub use persist::{StateError, MAX_SAVED_NODES};
+pub use persist::{StateError, MAX_SAVED_NODES, MAX_STATE_SIZE};
 pub use server::{MAX_SAMPLES, MAX_VALUES_V4, MAX_VALUES_V6, SAMPLE_INTERVAL};
 pub use types::{Config, Event, LookupDone, LookupId, LookupStatus, SampleResult, Stats, Transmit};
 

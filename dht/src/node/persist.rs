@@ -16,6 +16,10 @@ use crate::compact::{decode_nodes, encode_node, NodeInfo};
 use crate::id::NodeId;
 use crate::routing::{Entry, NodeStatus, RoutingTable};
 
+/// Largest state file a node loads: the IDs and [`MAX_SAVED_NODES`] contacts per family
+/// take a few KiB, so anything near this is not a state file.
+pub const MAX_STATE_SIZE: usize = 1 << 20;
+
 /// Most contacts saved per family.
 pub const MAX_SAVED_NODES: usize = 256;
 

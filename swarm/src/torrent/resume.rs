@@ -21,6 +21,10 @@ use super::storage::{FileStamp, Storage};
 use crate::metainfo::Info;
 use crate::types::{InfoHash, PieceIndex};
 
+/// Largest resume file read. Its bulk is a size and a time per file: under 48 bytes each
+/// for the [`MAX_FILES`](crate::metainfo::MAX_FILES) a torrent may have, plus two bitfields.
+pub const MAX_RESUME_SIZE: usize = 64 << 20;
+
 /// Resume data of one torrent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeData {
@@ -161,7 +165,7 @@ impl ResumeData {
 
     /// Loads from `path`; a missing or damaged file gives `None`.
     pub fn load(path: &Path) -> Option<ResumeData> {
-        Self::decode(&std::fs::read(path).ok()?)
+        Self::decode(&crate::fsread::read_bounded(path, MAX_RESUME_SIZE).ok()?)
     }
 
     /// Writes to `path` atomically (temporary file, fsync, rename, fsync of the folder): a
@@ -282,8 +286,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r/x.resume");
         r.save(&p).unwrap();
-        assert_eq!(ResumeData::load(&p), Some(r));
+        assert_eq!(ResumeData::load(&p), Some(r.clone()));
         assert_eq!(ResumeData::load(&dir.path().join("none")), None);
+        // A record grown past MAX_RESUME_SIZE (sparse: nothing is written) or a path that
+        // names a device or a folder is no resume data.
+        let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.set_len(MAX_RESUME_SIZE as u64 + 1).unwrap();
+        assert_eq!(ResumeData::load(&p), None);
+        f.set_len(enc.len() as u64).unwrap();
+        assert_eq!(ResumeData::load(&p), Some(r));
+        assert_eq!(ResumeData::load(Path::new("/dev/zero")), None);
+        assert_eq!(ResumeData::load(dir.path()), None);
     }
 
     #[test]
