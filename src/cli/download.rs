@@ -53,17 +53,19 @@ fn load_source(arg: &str) -> anyhow::Result<TorrentSource> {
     Ok(TorrentSource::Metainfo(Box::new(m)))
 }
 
-pub async fn download(a: DownloadArgs) -> anyhow::Result<()> {
+/// `verbose`: the progress line lists banned peers and why.
+pub async fn download(a: DownloadArgs, verbose: bool) -> anyhow::Result<()> {
     let source = load_source(&a.torrent)?;
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("cannot create {}", a.output.display()))?;
-    run(source, a.output, a.seed, &a.swarm).await
+    run(source, a.output, a.seed, &a.swarm, verbose).await
 }
 
-pub async fn seed(a: SeedArgs) -> anyhow::Result<()> {
+/// As [`download`], for data already on disk.
+pub async fn seed(a: SeedArgs, verbose: bool) -> anyhow::Result<()> {
     let source = load_source(a.torrent.to_str().context("torrent path is not UTF-8")?)?;
     anyhow::ensure!(a.data.is_dir(), "{} is not a folder", a.data.display());
-    run(source, a.data, true, &a.swarm).await
+    run(source, a.data, true, &a.swarm, verbose).await
 }
 
 async fn run(
@@ -71,6 +73,7 @@ async fn run(
     dir: PathBuf,
     seed: bool,
     swarm: &SwarmArgs,
+    verbose: bool,
 ) -> anyhow::Result<()> {
     let peers = swarm.resolve_peers().await?;
     let mut session = Session::start(swarm.session_config())
@@ -84,7 +87,7 @@ async fn run(
         seed,
     });
     let mut watch = handle.watch();
-    let mut progress = Progress::new();
+    let mut progress = Progress::new(verbose);
     let reach = session.reachability().clone();
     let mut network = NetworkNotes::default();
     let mut every_second = tokio::time::interval(Duration::from_secs(1));

@@ -177,8 +177,8 @@ pub fn init_tracing(verbose: u8) {
 /// Runs the chosen command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Download(a) => download::download(a).await,
-        Command::Seed(a) => download::seed(a).await,
+        Command::Download(a) => download::download(a, cli.verbose > 0).await,
+        Command::Seed(a) => download::seed(a, cli.verbose > 0).await,
         Command::Create(a) => create::create(a),
         Command::NatCheck(a) => nat_check::nat_check(a).await,
         Command::Daemon(a) => daemon::daemon(a).await,

@@ -12,6 +12,10 @@ const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// List banned peers and why (`-v`).
+    verbose: bool,
+    /// Bans already noted above the bar.
+    bans_noted: u64,
     last_line: Option<Instant>,
     last_state: Option<&'static str>,
 }
@@ -40,14 +44,34 @@ fn human_eta(secs: u64) -> String {
     }
 }
 
-fn summary(st: &TorrentStatus) -> String {
+/// The bad-peer part of the line: a count, with `verbose` each address and why.
+fn bad_peers(st: &TorrentStatus, verbose: bool) -> String {
+    let mut s = String::new();
+    if st.banned_total > 0 {
+        s += &format!(" banned {}", st.banned_total);
+        if verbose {
+            let each: Vec<String> = st
+                .banned
+                .iter()
+                .map(|b| format!("{} ({})", b.ip, b.reason))
+                .collect();
+            s += &format!(": {}", each.join("; "));
+        }
+    }
+    if st.on_parole > 0 {
+        s += &format!(" on parole {}", st.on_parole);
+    }
+    s
+}
+
+fn summary(st: &TorrentStatus, verbose: bool) -> String {
     let routes: Vec<String> = st.routes.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let eta = st
         .eta_secs()
         .map(|s| format!(" eta {}", human_eta(s)))
         .unwrap_or_default();
     format!(
-        "{} {:.1}% {}/{} ↓{}/s ↑{}/s peers {} ({} seeds){}{}",
+        "{} {:.1}% {}/{} ↓{}/s ↑{}/s peers {} ({} seeds){}{}{}",
         st.state.label(),
         st.progress() * 100.0,
         human_bytes(st.verified_bytes as f64),
@@ -56,6 +80,7 @@ fn summary(st: &TorrentStatus) -> String {
         human_bytes(st.upload_rate),
         st.peers,
         st.seeds,
+        bad_peers(st, verbose),
         eta,
         if routes.is_empty() {
             String::new()
@@ -66,7 +91,7 @@ fn summary(st: &TorrentStatus) -> String {
 }
 
 impl Progress {
-    pub fn new() -> Self {
+    pub fn new(verbose: bool) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(0);
             b.set_style(
@@ -79,6 +104,8 @@ impl Progress {
         });
         Progress {
             bar,
+            verbose,
+            bans_noted: 0,
             last_line: None,
             last_state: None,
         }
@@ -100,7 +127,15 @@ impl Progress {
                     st.peers
                 ),
                 _ => {
-                    let s = summary(st);
+                    // The bar's line is short: each ban gets a line of its own above it.
+                    if self.verbose && st.banned_total > self.bans_noted {
+                        let new = (st.banned_total - self.bans_noted) as usize;
+                        for b in &st.banned[st.banned.len().saturating_sub(new)..] {
+                            bar.println(format!("banned {}: {}", b.ip, b.reason));
+                        }
+                        self.bans_noted = st.banned_total;
+                    }
+                    let s = summary(st, false);
                     s.split_once(' ').map(|x| x.1.to_string()).unwrap_or(s)
                 }
             };
@@ -109,8 +144,9 @@ impl Progress {
         }
         let label = st.state.label();
         let due = self.last_line.is_none_or(|t| t.elapsed() >= PLAIN_INTERVAL);
-        if due || self.last_state != Some(label) {
-            eprintln!("{}", summary(st));
+        if due || self.last_state != Some(label) || st.banned_total > self.bans_noted {
+            self.bans_noted = st.banned_total;
+            eprintln!("{}", summary(st, self.verbose));
             self.last_line = Some(Instant::now());
             self.last_state = Some(label);
         }
@@ -127,7 +163,7 @@ impl Progress {
     pub fn finish(&mut self, st: &TorrentStatus) {
         let had_bar = self.bar.take().map(|bar| bar.finish_and_clear()).is_some();
         if had_bar || self.last_state != Some(st.state.label()) {
-            eprintln!("{}", summary(st));
+            eprintln!("{}", summary(st, self.verbose));
         }
         eprintln!(
             "this session: downloaded {} bytes, uploaded {} bytes, {} pieces failed verification",

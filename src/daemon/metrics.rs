@@ -195,16 +195,29 @@ pub fn render(s: &Snapshot) -> String {
             "Payload upload rate.",
         ),
         ("burrow_torrent_peers", "gauge", "Connected peers."),
+        (
+            "burrow_torrent_peers_banned_total",
+            "counter",
+            "Addresses banned for sending bad data this session.",
+        ),
+        (
+            "burrow_torrent_peers_on_parole",
+            "gauge",
+            "Addresses involved in failed pieces, trusted only with pieces they send alone.",
+        ),
+        (
+            "burrow_torrent_hash_failures_total",
+            "counter",
+            "Pieces that failed verification this session.",
+        ),
     ];
     for (i, (name, kind, help)) in per.iter().enumerate() {
         o.head(name, kind, help);
         for t in &s.torrents {
             let (d, u) = t.rates();
-            let peers = t
-                .status
-                .as_ref()
-                .filter(|_| t.handle.is_some())
-                .map_or(0, |st| st.peers) as u64;
+            let running = t.status.as_ref().filter(|_| t.handle.is_some());
+            let peers = running.map_or(0, |st| st.peers) as u64;
+            let st = t.status.as_ref();
             let v = [
                 t.downloaded_ever,
                 t.uploaded_ever,
@@ -213,6 +226,9 @@ pub fn render(s: &Snapshot) -> String {
                 d as u64,
                 u as u64,
                 peers,
+                st.map_or(0, |s| s.banned_total),
+                running.map_or(0, |s| s.on_parole as u64),
+                st.map_or(0, |s| s.hash_failures as u64),
             ][i];
             o.value(
                 name,

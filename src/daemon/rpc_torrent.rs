@@ -131,6 +131,7 @@ fn field(
         } else {
             0
         }),
+        "peersBanned" => json!(st.map_or(0, |s| s.banned_total)),
         "webseedsSendingToUs" => json!(0),
         "eta" => json!(if !running || left == 0 {
             -1
@@ -235,8 +236,16 @@ fn peers(d: &TorrentDetails) -> Vec<Value> {
                 "isUploadingTo": p.we_unchoked,
                 "progress": if p.is_seed { 1.0 } else { 0.0 },
                 "route": p.route.label(),
+                "isBanned": false,
             })
         })
+        .chain(d.banned.iter().map(|b| {
+            json!({
+                "address": b.ip.to_string(),
+                "isBanned": true,
+                "banReason": b.reason,
+            })
+        }))
         .collect()
 }
 

@@ -1,6 +1,7 @@
 //! The snapshot of a torrent that the CLI progress line, the daemon's RPC and metrics read.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use crate::connectivity::Route;
 use crate::types::InfoHash;
@@ -82,6 +83,25 @@ pub struct TorrentStatus {
     pub metadata_progress: f64,
     /// Routes ever used, counted once per connection.
     pub route_totals: BTreeMap<&'static str, u64>,
+    /// Addresses banned for sending bad data, the latest [`MAX_SHOWN_BANS`].
+    pub banned: Vec<BannedPeer>,
+    /// Addresses banned this session (all of them, also those no longer shown).
+    pub banned_total: u64,
+    /// Addresses on parole: involved in failed pieces, trusted only with pieces they send
+    /// alone.
+    pub on_parole: usize,
+}
+
+/// Banned addresses a status lists (the count goes on).
+pub const MAX_SHOWN_BANS: usize = 64;
+
+/// An address banned for bad data, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BannedPeer {
+    /// The address.
+    pub ip: IpAddr,
+    /// Why, in words.
+    pub reason: String,
 }
 
 impl TorrentStatus {
@@ -108,7 +128,19 @@ impl TorrentStatus {
             routes: BTreeMap::new(),
             metadata_progress: 0.0,
             route_totals: BTreeMap::new(),
+            banned: Vec::new(),
+            banned_total: 0,
+            on_parole: 0,
         }
+    }
+
+    /// Records a ban, keeping the latest [`MAX_SHOWN_BANS`].
+    pub fn record_ban(&mut self, ip: IpAddr, reason: String) {
+        if self.banned.len() >= MAX_SHOWN_BANS {
+            self.banned.remove(0);
+        }
+        self.banned.push(BannedPeer { ip, reason });
+        self.banned_total += 1;
     }
 
     /// Fraction of wanted bytes verified, 0.0–1.0.

@@ -70,6 +70,8 @@ pub struct TorrentDetails {
     pub download_dir: PathBuf,
     /// Connected peers.
     pub peers: Vec<PeerDetails>,
+    /// Addresses banned for bad data (the latest), and why.
+    pub banned: Vec<crate::torrent::status::BannedPeer>,
 }
 
 impl TorrentHandle {
@@ -115,6 +117,7 @@ impl Task {
                     trackers: self.p.trackers.clone(),
                     download_dir: self.p.download_dir.clone(),
                     peers,
+                    banned: self.status.banned.clone(),
                 });
             }
         }

@@ -398,6 +398,7 @@ impl Task {
                 Action::Ban(ip, reason) => {
                     tracing::warn!(%ip, %reason, "banned for sending corrupt data");
                     self.pool.ban(ip);
+                    self.status.record_ban(ip, reason.to_string());
                 }
                 Action::PexPeers {
                     via,

@@ -78,6 +78,7 @@ impl Task {
         st.uploaded = s.uploaded;
         st.wasted = s.wasted;
         st.hash_failures = s.hash_failures;
+        st.on_parole = s.on_parole;
         st.peers = s.peers;
         st.seeds = s.seeds;
         st.known_peers = self.pool.len();
