@@ -62,14 +62,21 @@ fn refused(what: &str, path: &Path, dir: &Path, expect: &str) {
         vec!["seed", p, "-d", dir.to_str().unwrap(), "--no-dht"],
     ] {
         let (st, stderr, took, rss) = run(&args, dir);
-        eprintln!("{what} ({}): {took:.2?}, {rss} KiB: {}", args[0], stderr.trim());
+        eprintln!(
+            "{what} ({}): {took:.2?}, {rss} KiB: {}",
+            args[0],
+            stderr.trim()
+        );
         assert!(!st.success(), "{what}: accepted");
         assert_eq!(
             stderr.trim_end().lines().count(),
             1,
             "{what}: not one line:\n{stderr}"
         );
-        assert_eq!(stderr.trim_end(), format!("error: cannot read {p}: {expect}"));
+        assert_eq!(
+            stderr.trim_end(),
+            format!("error: cannot read {p}: {expect}")
+        );
         assert!(took < Duration::from_secs(1), "{what}: took {took:?}");
         assert!(rss < MAX_RSS_KIB, "{what}: peak RSS {rss} KiB");
     }

@@ -127,14 +127,16 @@ fn one_run(s: &Swarm, run: usize, liar: &[&str]) -> Duration {
     );
     let line = |l: &str, needle: &str| {
         l.lines()
-            .filter(|x| x.contains(needle))
-            .last()
+            .rfind(|x| x.contains(needle))
             .unwrap_or("")
             .to_string()
     };
     eprintln!(
         "run {run}: {took:.2?}; {}; liar: {}; {}",
-        line(&log, "banned 1:").split(" banned ").nth(1).unwrap_or(""),
+        line(&log, "banned 1:")
+            .split(" banned ")
+            .nth(1)
+            .unwrap_or(""),
         line(&liar_log, "\"closed\""),
         line(&log, "pieces failed verification")
     );

@@ -264,7 +264,10 @@ mod tests {
             .unwrap();
         let e = format!("{:#}", Config::load(&p, true).unwrap_err());
         assert!(e.ends_with("larger than the 1048576 byte limit"), "{e}");
-        let e = format!("{:#}", Config::load(Path::new("/dev/zero"), true).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Config::load(Path::new("/dev/zero"), true).unwrap_err()
+        );
         assert_eq!(e, "cannot read /dev/zero: a device, not a regular file");
         assert!(Config::load(dir.path(), false).is_err());
         assert!(Config::load(&dir.path().join("none"), false).is_ok());

@@ -331,7 +331,10 @@ impl Picker {
 
     /// Endgame starts when no piece this peer has is left unstarted or has a free block.
     fn endgame_for(&self, has: Has<'_>, allow: impl Fn(u32, bool) -> bool) -> bool {
-        !self.queue.iter().any(|&(_, _, i)| has.get(i) && allow(i, false))
+        !self
+            .queue
+            .iter()
+            .any(|&(_, _, i)| has.get(i) && allow(i, false))
             && !self.open.iter().any(|&i| has.get(i) && allow(i, true))
     }
 

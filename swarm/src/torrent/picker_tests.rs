@@ -212,7 +212,13 @@ fn pick_where_skips_refused_pieces_and_unreceived_blocks_come_back() {
     let mut p = Picker::new(64 * 1024, 3 * 64 * 1024, Bitfield::new(3), 8, 1);
     let mut out = Vec::new();
     // Only piece 1 is allowed, and only while fresh.
-    p.pick_where(Has::All, 100, |_| false, |i, started| i == 1 && !started, &mut out);
+    p.pick_where(
+        Has::All,
+        100,
+        |_| false,
+        |i, started| i == 1 && !started,
+        &mut out,
+    );
     assert_eq!(out.len(), 4);
     assert!(out.iter().all(|r| r.piece.0 == 1));
     for r in &out[..3] {
@@ -220,7 +226,13 @@ fn pick_where_skips_refused_pieces_and_unreceived_blocks_come_back() {
     }
     // A refused started piece gets no endgame duplicates either.
     let mut none = Vec::new();
-    p.pick_where(Has::All, 100, |_| false, |i, started| i == 1 && !started, &mut none);
+    p.pick_where(
+        Has::All,
+        100,
+        |_| false,
+        |i, started| i == 1 && !started,
+        &mut none,
+    );
     assert!(none.is_empty());
     // A discarded block is free again; a block not received cannot be discarded.
     assert!(p.unreceive(&out[0]));
@@ -230,7 +242,10 @@ fn pick_where_skips_refused_pieces_and_unreceived_blocks_come_back() {
     p.pick_where(Has::All, 100, |r| *r == out[3], |i, _| i == 1, &mut again);
     assert_eq!(again, vec![out[0]]);
     assert!(matches!(p.block_received(&out[0]), Received::Stored { .. }));
-    assert!(matches!(p.block_received(&out[3]), Received::PieceComplete { .. }));
+    assert!(matches!(
+        p.block_received(&out[3]),
+        Received::PieceComplete { .. }
+    ));
     // A complete piece (being verified) keeps its blocks.
     assert!(!p.unreceive(&out[1]));
 }

@@ -15,9 +15,9 @@
 //! it for [`PAROLE_STALL`] goes to another.
 //!
 //! Memory: a failed copy costs [`BLOCK_RECORD_BYTES`] per 16 KiB block (0.2 % of the piece),
-//! at most [`MAX_FAILED_COPIES`] copies per piece and [`MAX_SUSPECT_PIECES`] pieces at once:
-//! 64 KiB for 2 MiB pieces, 8 MiB at the largest piece length. Sans-IO: all decisions here
-//! take the time from the caller.
+//! at most [`MAX_FAILED_COPIES`] copies per piece (8 KiB for a 2 MiB piece) and
+//! [`MAX_SUSPECT_PIECES`] pieces at once (512 KiB in all with 2 MiB pieces, 8 MiB at the
+//! largest piece length). Sans-IO: all decisions here take the time from the caller.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -126,7 +126,10 @@ impl SmartBan {
 
     /// A hash of a block, salted so that a peer cannot aim at a collision offline.
     fn block_hash(&self, data: &[u8]) -> u64 {
-        let d = Sha1::new().chain_update(self.salt).chain_update(data).finalize();
+        let d = Sha1::new()
+            .chain_update(self.salt)
+            .chain_update(data)
+            .finalize();
         u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
     }
 
@@ -446,7 +449,12 @@ impl TorrentCore {
         if chosen.is_none() && !e.tried.is_empty() {
             chosen = rank(&[]);
             if chosen.is_some() {
-                self.ban.exclusive.get_mut(&piece).expect("present").tried.clear();
+                self.ban
+                    .exclusive
+                    .get_mut(&piece)
+                    .expect("present")
+                    .tried
+                    .clear();
             }
         }
         let since = self.last_tick;
@@ -565,6 +573,8 @@ mod tests {
         assert!(b.copies.values().all(|c| c.len() == MAX_FAILED_COPIES));
         assert!(b.copies.values().flatten().all(|c| c.blocks.len() == 4));
         assert_eq!(BLOCK_RECORD_BYTES, 32);
+        // The sender of each block of a piece being assembled.
+        assert_eq!(std::mem::size_of::<Option<IpAddr>>(), 17);
         // A salted hash: the same block hashes differently under another salt, and a flipped
         // byte changes it.
         let other = SmartBan::new(8);

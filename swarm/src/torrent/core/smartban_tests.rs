@@ -229,7 +229,10 @@ fn a_failed_piece_is_redownloaded_from_one_peer_and_convicts_exactly_the_liar() 
     s.piece(2, 1);
     s.piece(2, 3);
     assert_eq!(s.core.phase(), Phase::Complete);
-    assert!(bans(&s.take()).is_empty(), "the honest peer is never banned");
+    assert!(
+        bans(&s.take()).is_empty(),
+        "the honest peer is never banned"
+    );
 }
 
 /// After [`PAROLE_AFTER_FAILURES`] failures both contributors are on parole: neither gets a
