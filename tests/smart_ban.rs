@@ -3,14 +3,18 @@
 //! (Debian's python3-libtorrent, at 127.0.0.1) serves the same torrent. burrow must finish
 //! with the right bytes and ban the liar alone, 20 downloads in a row, also when the liar
 //! withholds the last block of every piece so that the honest seed completes its pieces.
+//! The daemon shows the ban in `torrent-get` and `/metrics`.
 
 mod common;
+mod daemon_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use daemon_support::Daemon;
+use serde_json::{json, Value};
 
 /// Small enough that 20 downloads are cheap, with enough pieces for the liar to poison many.
 const LEN: usize = 2 * 1024 * 1024;
@@ -165,4 +169,63 @@ fn a_liar_beside_an_honest_libtorrent_seed_is_banned_alone_20_times() {
 #[test]
 fn a_withholding_liar_beside_an_honest_libtorrent_seed_is_banned_alone_20_times() {
     twenty_runs(&["--corrupt-every", "2", "--withhold"]);
+}
+
+/// The daemon downloads beside the liar: `torrent-get` lists the liar as banned with the
+/// reason (and counts it), the honest seed is not, `/metrics` counts the ban.
+#[test]
+fn the_daemon_shows_the_banned_liar_in_torrent_get_and_metrics() {
+    let s = swarm();
+    let d = s.dir.path().join("daemon");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut daemon = Daemon::fresh(&d, "", "");
+    daemon.add_torrent(&s.torrent, json!({}));
+    let at = format!("127.0.0.1:{}", daemon.peer_port);
+    let src = s.dir.path().join("src");
+    let _honest = Proc::spawn(
+        "lt-seed-to-daemon",
+        libtorrent(&[
+            "--mode",
+            "seed",
+            "--torrent",
+            s.torrent.to_str().unwrap(),
+            "--save",
+            src.to_str().unwrap(),
+            "--upload-limit",
+            "1000000",
+            "--peer",
+            &at,
+        ]),
+        &d,
+    );
+    let _liar = Proc::spawn(
+        "liar-to-daemon",
+        bad_peer(&[
+            "--torrent",
+            s.torrent.to_str().unwrap(),
+            "--data",
+            s.payload.to_str().unwrap(),
+            "--connect",
+            &at,
+        ]),
+        &d,
+    );
+    let fields = ["percentDone", "peers", "peersBanned"];
+    let t = daemon.wait_torrents(&fields, Duration::from_secs(90), |t| {
+        t[0]["percentDone"] == 1.0 && t[0]["peersBanned"] == 1
+    });
+    let peers = t[0]["peers"].as_array().unwrap();
+    let banned: Vec<&Value> = peers.iter().filter(|p| p["isBanned"] == true).collect();
+    assert_eq!(banned.len(), 1, "{peers:?}");
+    assert_eq!(banned[0]["address"], "127.0.0.2");
+    let reason = banned[0]["banReason"].as_str().unwrap();
+    assert!(reason.starts_with("sent "), "{reason}");
+    let got = std::fs::read(d.join("dl/payload.bin")).unwrap();
+    assert!(got == s.data, "wrong bytes");
+    let metrics = daemon.get("/metrics").text();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("burrow_torrent_peers_banned_total{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(line.ends_with(" 1"), "{line}");
 }
