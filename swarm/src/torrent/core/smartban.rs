@@ -257,6 +257,9 @@ impl TorrentCore {
     /// Piece `piece` failed its hash; `data` is the failed copy and `senders` who sent each
     /// of its blocks.
     pub(super) fn smartban_failed(&mut self, piece: u32, data: &[u8], senders: &[Option<IpAddr>]) {
+        if senders.iter().all(Option::is_none) {
+            return;
+        }
         let ips: Vec<IpAddr> = distinct(senders)
             .into_iter()
             .filter(|ip| !self.ban.is_banned(ip))
