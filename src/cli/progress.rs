@@ -171,3 +171,23 @@ impl Progress {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_swarm::types::InfoHash;
+
+    #[test]
+    fn bans_are_counted_and_with_verbose_listed_with_the_reason() {
+        let mut st = TorrentStatus::new(InfoHash([1; 20]), None);
+        assert_eq!(bad_peers(&st, true), "");
+        st.record_ban("127.0.0.2".parse().unwrap(), "sent all of piece 3".into());
+        st.on_parole = 1;
+        assert_eq!(bad_peers(&st, false), " banned 1 on parole 1");
+        assert_eq!(
+            bad_peers(&st, true),
+            " banned 1: 127.0.0.2 (sent all of piece 3) on parole 1"
+        );
+        assert!(summary(&st, true).contains("banned 1: 127.0.0.2 (sent all of piece 3)"));
+    }
+}
