@@ -376,7 +376,13 @@ fn a_piece_leaving_the_window_refills_requests_at_once() {
         max_partial_bytes: 2 * 16 * 1024,
         ..CoreConfig::default()
     };
-    let mut core = TorrentCore::new(info.info_hash, PeerId([1; 20]), Some(info.clone()), config, 1);
+    let mut core = TorrentCore::new(
+        info.info_hash,
+        PeerId([1; 20]),
+        Some(info.clone()),
+        config,
+        1,
+    );
     core.attach(Bitfield::new(info.piece_count()));
     let now = Instant::now();
     let hs = Handshake::ours(info.info_hash, PeerId([9; 20]));
@@ -409,7 +415,10 @@ fn a_piece_leaving_the_window_refills_requests_at_once() {
         .collect();
     core.peer_messages(7, blocks, now);
     let (more, mut verify) = drain(&mut core);
-    assert!(more.is_empty(), "the window is full of pieces on their way to the disk");
+    assert!(
+        more.is_empty(),
+        "the window is full of pieces on their way to the disk"
+    );
     assert_eq!(verify.len(), 2);
     let (piece, buf) = verify.remove(0);
     core.piece_checked(piece, true, buf);
