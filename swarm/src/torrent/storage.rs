@@ -53,8 +53,11 @@ pub struct Storage {
     handles: Mutex<Handles>,
     /// Whether verified pieces may be written by direct I/O.
     direct_io: bool,
-    /// Writes are serialised: concurrent buffered writes to one file contend for its inode
-    /// lock in the kernel, and spinning on it cost more CPU than the writes themselves.
+    /// Buffered writes are serialised: concurrent buffered writes to one file contend for its
+    /// inode lock in the kernel, and spinning on it cost more CPU than the writes themselves.
+    /// Direct writes of whole blocks into the preallocated file run in parallel (file systems
+    /// such as ext4 take the inode lock shared for them), so a slow device request holds up
+    /// only its own piece.
     write_lock: Mutex<()>,
 }
 
@@ -173,7 +176,6 @@ impl Storage {
 
     /// Writes a verified piece. Pad-file ranges are skipped.
     pub fn write_piece(&self, piece: PieceIndex, data: &[u8]) -> io::Result<()> {
-        let _serial = self.write_lock.lock().expect("storage write lock poisoned");
         let start = piece.0 as u64 * self.piece_length as u64;
         self.spans(start, data.len(), |i, at, range| {
             if self.files[i].pad {
@@ -182,6 +184,7 @@ impl Storage {
             let f = self.handle(i, true)?;
             let bytes = &data[range];
             if !(self.direct_io && self.write_direct(i, &f, bytes, at)?) {
+                let _serial = self.write_lock.lock().expect("storage write lock poisoned");
                 f.write_all_at(bytes, at)?;
             }
             self.handles
@@ -218,6 +221,7 @@ impl Storage {
             h.direct.insert(i, None);
             return Ok(false);
         }
+        let _serial = self.write_lock.lock().expect("storage write lock poisoned");
         f.write_all_at(&bytes[..mis], at)?;
         f.write_all_at(&bytes[mis + body..], at + (mis + body) as u64)?;
         Ok(true)
