@@ -9,8 +9,10 @@ use burrow_swarm::fsread::read_bounded;
 use burrow_swarm::metainfo::{Magnet, Metainfo, MAX_METAINFO_SIZE};
 use burrow_swarm::session::{AddTorrent, Session, TorrentSource};
 use burrow_swarm::torrent::status::TorrentState;
+use burrow_swarm::torrent::task::Selection;
 
 use super::progress::Progress;
+use super::select::{file_list, SelectArgs};
 use super::SwarmArgs;
 
 /// Arguments of `burrow download`.
@@ -24,6 +26,8 @@ pub struct DownloadArgs {
     /// Keep seeding after the download completes, until interrupted.
     #[arg(long)]
     seed: bool,
+    #[command(flatten)]
+    select: SelectArgs,
     #[command(flatten)]
     swarm: SwarmArgs,
 }
@@ -56,22 +60,81 @@ fn load_source(arg: &str) -> anyhow::Result<TorrentSource> {
 /// `verbose`: the progress line lists banned peers and why.
 pub async fn download(a: DownloadArgs, verbose: bool) -> anyhow::Result<()> {
     let source = load_source(&a.torrent)?;
+    let selection = a.select.selection()?;
+    if let TorrentSource::Metainfo(m) = &source {
+        if a.select.list {
+            print!("{}", file_list(&m.info));
+            return Ok(());
+        }
+        // Known now: refuse a choice that does not fit before anything starts.
+        selection.check(&m.info)?;
+    }
+    if a.select.list {
+        return list_magnet(source, &a.swarm).await;
+    }
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("cannot create {}", a.output.display()))?;
-    run(source, a.output, a.seed, &a.swarm, verbose).await
+    run(source, a.output, a.seed, selection, &a.swarm, verbose).await
+}
+
+/// `--list` for a magnet link: fetches the metadata (wanting no file), prints the files.
+async fn list_magnet(source: TorrentSource, swarm: &SwarmArgs) -> anyhow::Result<()> {
+    let peers = swarm.resolve_peers().await?;
+    let mut session = Session::start(swarm.session_config())
+        .await
+        .with_context(|| format!("cannot listen on port {}", swarm.port))?;
+    let scratch = std::env::temp_dir().join(format!("burrow-list-{}", std::process::id()));
+    let handle = session.add(AddTorrent {
+        source,
+        download_dir: scratch.clone(),
+        peers,
+        seed: false,
+        selection: Selection {
+            so: Some(Vec::new()),
+            ..Selection::default()
+        },
+    });
+    let mut watch = handle.watch();
+    let info = loop {
+        tokio::select! {
+            changed = watch.changed() => {
+                if changed.is_err() {
+                    break None;
+                }
+                if watch.borrow().state != TorrentState::FetchingMetadata {
+                    break handle.details().await.and_then(|d| d.info);
+                }
+            }
+            _ = shutdown_signal() => break None,
+        }
+    };
+    session.shutdown().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let info = info.context("interrupted before the metadata arrived")?;
+    print!("{}", file_list(&info));
+    Ok(())
 }
 
 /// As [`download`], for data already on disk.
 pub async fn seed(a: SeedArgs, verbose: bool) -> anyhow::Result<()> {
     let source = load_source(a.torrent.to_str().context("torrent path is not UTF-8")?)?;
     anyhow::ensure!(a.data.is_dir(), "{} is not a folder", a.data.display());
-    run(source, a.data, true, &a.swarm, verbose).await
+    run(
+        source,
+        a.data,
+        true,
+        Selection::default(),
+        &a.swarm,
+        verbose,
+    )
+    .await
 }
 
 async fn run(
     source: TorrentSource,
     dir: PathBuf,
     seed: bool,
+    selection: Selection,
     swarm: &SwarmArgs,
     verbose: bool,
 ) -> anyhow::Result<()> {
@@ -85,6 +148,7 @@ async fn run(
         download_dir: dir,
         peers,
         seed,
+        selection,
     });
     let mut watch = handle.watch();
     let mut progress = Progress::new(verbose);

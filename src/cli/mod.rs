@@ -6,6 +6,7 @@ mod dht_node;
 mod download;
 mod nat_check;
 mod progress;
+mod select;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

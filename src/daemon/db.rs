@@ -318,6 +318,16 @@ impl Db {
         tx.commit()
     }
 
+    /// Moves a torrent to another download folder.
+    pub fn set_download_dir(&self, id: i64, dir: &str) -> rusqlite::Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE torrents SET download_dir = ?2 WHERE id = ?1",
+                params![id, dir],
+            )
+            .map(|_| ())
+    }
+
     /// A session-wide value.
     pub fn meta(&self, key: &str) -> Option<String> {
         self.conn()

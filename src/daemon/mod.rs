@@ -5,7 +5,7 @@
 //!
 //! - `config`: the TOML file; `db`: the database and the resume store on top of it.
 //! - `engine`: the task that owns the session and every torrent's record (queues, limits).
-//! - `http`: the server; `rpc` + `rpc_torrent`: Transmission RPC; `web`: the page;
+//! - `http`: the server; `rpc` + `rpc_torrent` + `rpc_files`: Transmission RPC; `web`: the page;
 //!   `metrics`: Prometheus; `connectivity`: reachability; `watch`: the watch folder;
 //!   `paths`: keeping downloads inside the allowed folders.
 
@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod paths;
 pub mod rpc;
+pub mod rpc_files;
 pub mod rpc_torrent;
 pub mod watch;
 pub mod web;

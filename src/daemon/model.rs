@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use burrow_swarm::metainfo::Info;
+use burrow_swarm::torrent::selection::FilePriority;
 use burrow_swarm::torrent::status::TorrentStatus;
 use burrow_swarm::torrent::task::TorrentHandle;
 use burrow_swarm::types::InfoHash;
@@ -84,6 +85,41 @@ pub struct TorrentSettings {
     pub ratio_mode: u8,
     /// Own seed ratio limit.
     pub ratio: f64,
+    /// Whether each file is wanted, as users number them; `None`: all.
+    pub wanted: Option<Vec<bool>>,
+    /// Each file's priority as Transmission numbers it (-1 low, 0 normal, 1 high).
+    pub priorities: Option<Vec<i8>>,
+    /// Pieces in order (Transmission 4's `sequentialDownload`).
+    pub sequential: bool,
+    /// The user's labels.
+    pub labels: Vec<String>,
+}
+
+impl TorrentSettings {
+    /// The per-file priorities these settings give for `count` files, `None` when they name
+    /// none (or do not fit: the file list changed).
+    pub fn file_priorities(&self, count: usize) -> Option<Vec<FilePriority>> {
+        if self.wanted.is_none() && self.priorities.is_none() {
+            return None;
+        }
+        let wanted = self.wanted.clone().unwrap_or_else(|| vec![true; count]);
+        let prios = self.priorities.clone().unwrap_or_else(|| vec![0; count]);
+        if wanted.len() != count || prios.len() != count {
+            return None;
+        }
+        Some(
+            wanted
+                .iter()
+                .zip(&prios)
+                .map(|(&w, &p)| match (w, p) {
+                    (false, _) => FilePriority::Skip,
+                    (true, p) if p < 0 => FilePriority::Low,
+                    (true, 0) => FilePriority::Normal,
+                    (true, _) => FilePriority::High,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// A snapshot of one torrent.

@@ -70,6 +70,7 @@ async fn dispatch(
             act(engine, &snap, args, Act::Remove { delete }).await
         }
         "torrent-set" => torrent_set(engine, &snap, args).await,
+        "torrent-set-location" => set_location(engine, &snap, args).await,
         "session-get" => Ok(session_get(&snap, session_id)),
         "session-set" => session_set(engine, &snap, args).await,
         "session-stats" => Ok(session_stats(&snap)),
@@ -222,9 +223,31 @@ async fn torrent_set(engine: &EngineHandle, snap: &Snapshot, args: &Map<String, 
         {
             s.ratio_mode = v as u8;
         }
+        super::rpc_files::apply(t, &mut s, args)?;
         if s != t.settings {
             engine.set_torrent(id, s).await?;
         }
+        if let Some(loc) = args.get("location").and_then(Value::as_str) {
+            engine.relocate(id, loc.into(), false).await?;
+        }
+    }
+    Ok(json!({}))
+}
+
+/// `torrent-set-location`: a new download folder (within the allowed folders), the data moved
+/// there when `move` is true.
+async fn set_location(
+    engine: &EngineHandle,
+    snap: &Snapshot,
+    args: &Map<String, Value>,
+) -> Outcome {
+    let loc = args
+        .get("location")
+        .and_then(Value::as_str)
+        .ok_or("location is missing")?;
+    let move_data = args.get("move").and_then(Value::as_bool).unwrap_or(false);
+    for id in select_ids(snap, args) {
+        engine.relocate(id, loc.into(), move_data).await?;
     }
     Ok(json!({}))
 }

@@ -10,6 +10,7 @@ use burrow_swarm::types::PieceIndex;
 use serde_json::{json, Map, Value};
 
 use super::model::{Activity, Snapshot, TorrentView};
+use super::rpc_files::shown;
 
 /// Transmission's status numbers.
 pub fn status_code(a: Activity) -> i64 {
@@ -175,15 +176,19 @@ fn field(
         "fileStats" => json!(t
             .info
             .as_ref()
-            .map_or_else(Vec::new, |i| file_stats(i, have))),
-        "priorities" => json!(t
-            .info
-            .as_ref()
-            .map_or_else(Vec::new, |i| vec![0; visible(i).count()])),
-        "wanted" => json!(t
-            .info
-            .as_ref()
-            .map_or_else(Vec::new, |i| vec![1; visible(i).count()])),
+            .map_or_else(Vec::new, |i| file_stats(t, i, have))),
+        "priorities" => {
+            json!(t
+                .info
+                .as_ref()
+                .map_or_else(Vec::new, |i| shown(&t.settings, visible(i).count()).1))
+        }
+        "wanted" => json!(t.info.as_ref().map_or_else(Vec::new, |i| {
+            let (w, _) = shown(&t.settings, visible(i).count());
+            w.into_iter().map(u8::from).collect()
+        })),
+        "sequentialDownload" => json!(t.settings.sequential),
+        "labels" => json!(t.settings.labels),
         "peers" => json!(details.map_or_else(Vec::new, peers)),
         "peersFrom" => json!(peers_from(t)),
         _ => return None,
@@ -205,8 +210,12 @@ fn files(info: &Info, have: Option<&Bitfield>) -> Vec<Value> {
         .collect()
 }
 
-fn file_stats(info: &Info, have: Option<&Bitfield>) -> Vec<Value> {
-    visible(info).map(|i| json!({ "bytesCompleted": file_done(info, i, have), "wanted": true, "priority": 0 })).collect()
+fn file_stats(t: &TorrentView, info: &Info, have: Option<&Bitfield>) -> Vec<Value> {
+    let (wanted, prios) = shown(&t.settings, visible(info).count());
+    visible(info)
+        .zip(wanted.into_iter().zip(prios))
+        .map(|(i, (w, p))| json!({ "bytesCompleted": file_done(info, i, have), "wanted": w, "priority": p }))
+        .collect()
 }
 
 fn trackers(t: &TorrentView) -> Vec<Value> {

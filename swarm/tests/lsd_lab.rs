@@ -48,6 +48,7 @@ fn peers_on_one_lan_find_each_other_by_multicast() {
                 download_dir: seed_dir,
                 peers: vec![],
                 seed: true,
+                selection: Default::default(),
             });
             std::future::pending::<()>().await;
         })
@@ -65,6 +66,7 @@ fn peers_on_one_lan_find_each_other_by_multicast() {
                 download_dir: out2,
                 peers: vec![],
                 seed: false,
+                selection: Default::default(),
             });
             let start = Instant::now();
             let mut w = h.watch();

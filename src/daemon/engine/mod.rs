@@ -8,6 +8,7 @@
 //! its files.
 
 mod ops;
+mod relocate;
 mod tick;
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use burrow_swarm::metainfo::{Info, Magnet};
 use burrow_swarm::peer::limit::RateLimits;
 use burrow_swarm::session::{Session, SessionConfig};
 use burrow_swarm::torrent::status::TorrentStatus;
+use burrow_swarm::torrent::task::Selection;
 use burrow_swarm::torrent::task::TorrentHandle;
 use burrow_swarm::types::InfoHash;
 use tokio::sync::{mpsc, oneshot};
@@ -91,6 +93,7 @@ pub(super) enum Cmd {
     Act(Act, Vec<i64>, Reply<Result<(), String>>),
     SetTorrent(i64, TorrentSettings, Reply<Result<(), String>>),
     SetSession(Box<Settings>, Reply<Result<(), String>>),
+    Relocate(i64, PathBuf, bool, Reply<Result<(), String>>),
     Snapshot(Reply<Snapshot>),
     InfoFetched(i64, Arc<Info>),
     /// The pieces a torrent had when it was asked to stop.
@@ -130,6 +133,13 @@ impl EngineHandle {
     /// Replaces a torrent's settings.
     pub async fn set_torrent(&self, id: i64, s: TorrentSettings) -> Result<(), String> {
         self.ask(|r| Cmd::SetTorrent(id, s, r))
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
+    }
+
+    /// Gives a torrent a new download folder, moving its data there when `move_data`.
+    pub async fn relocate(&self, id: i64, loc: PathBuf, move_data: bool) -> Result<(), String> {
+        self.ask(|r| Cmd::Relocate(id, loc, move_data, r))
             .await
             .unwrap_or_else(|| Err(GONE.into()))
     }
@@ -216,6 +226,38 @@ impl Entry {
             Source::Torrent { trackers } => trackers.clone(),
             Source::Magnet(m) => m.trackers.iter().map(|t| vec![t.clone()]).collect(),
         }
+    }
+
+    /// Which files, in which order: the user's choice over RPC, else a magnet's `so`.
+    fn selection(&self) -> Selection {
+        let count = self
+            .info
+            .as_ref()
+            .map(|i| burrow_swarm::torrent::selection::user_files(i).len());
+        Selection {
+            files: count.and_then(|n| self.settings.file_priorities(n)),
+            so: match &self.source {
+                Source::Magnet(m) => m.select_only.clone(),
+                Source::Torrent { .. } => None,
+            },
+            sequential: self.settings.sequential,
+            ..Selection::default()
+        }
+    }
+
+    /// (verified, wanted) bytes of the files the user wants, from the stored pieces.
+    fn stored_progress(&self) -> (u64, u64) {
+        let Some(info) = &self.info else {
+            return (0, 0);
+        };
+        let none = burrow_swarm::torrent::bitfield::Bitfield::new(info.piece_count());
+        let have = self.stored_have.as_ref().unwrap_or(&none);
+        let (wanted, verified) = burrow_swarm::torrent::selection::wanted_and_verified(
+            info,
+            have,
+            &self.selection().resolve(info),
+        );
+        (verified, wanted)
     }
 
     /// Complete as far as is known.
@@ -368,6 +410,10 @@ impl Engine {
             }
             Cmd::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
+            }
+            Cmd::Relocate(id, loc, move_data, reply) => {
+                let r = self.relocate(id, loc, move_data).await;
+                let _ = reply.send(r);
             }
             Cmd::InfoFetched(id, info) => self.info_fetched(id, info),
             Cmd::StoppedHave(id, have) => {

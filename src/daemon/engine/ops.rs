@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use burrow_swarm::metainfo::{Info, Magnet, Metainfo};
 use burrow_swarm::session::{AddTorrent, Session, TorrentSource};
-use burrow_swarm::types::PieceIndex;
 
 use super::{session_config, Act, AddRequest, AddSource, Added, After, Engine, Entry, Run, Source};
 use crate::daemon::db::{unix_now, NewTorrent};
@@ -17,13 +16,6 @@ use crate::daemon::paths;
 /// Attempts to bind the old port again when moving to a new one failed; the old listener may
 /// take a moment to close.
 const REBIND_ATTEMPTS: usize = 20;
-
-/// Bytes of the pieces in `have`.
-pub(super) fn verified_bytes(info: &Info, have: &burrow_swarm::torrent::bitfield::Bitfield) -> u64 {
-    have.ones()
-        .map(|i| info.piece_len(PieceIndex(i)) as u64)
-        .sum()
-}
 
 impl Engine {
     /// Loads every stored torrent; those not stopped are queued.
@@ -67,12 +59,7 @@ impl Engine {
                     .map(|r| r.have)
                     .filter(|h| h.len() == i.piece_count())
             });
-            let progress = match (&info, &stored_have) {
-                (Some(i), Some(h)) => (verified_bytes(i, h), i.total_length),
-                (Some(i), None) => (0, i.total_length),
-                _ => (0, 0),
-            };
-            let entry = Entry {
+            let mut entry = Entry {
                 id: row.id,
                 info_hash: row.info_hash,
                 name: info.as_ref().map_or(row.name, |i| i.name.clone()),
@@ -91,12 +78,13 @@ impl Engine {
                 force: false,
                 verify_pending: false,
                 last: None,
-                progress,
+                progress: (0, 0),
                 stored_have,
                 counted: (0, 0),
                 info_requested: false,
                 error: None,
             };
+            entry.progress = entry.stored_progress();
             self.by_hash.insert(entry.info_hash, entry.id);
             self.entries.insert(entry.id, entry);
         }
@@ -276,6 +264,7 @@ impl Engine {
             download_dir: e.download_dir.clone(),
             peers,
             seed: true,
+            selection: e.selection(),
         });
         let s = &e.settings;
         handle.set_rate_limits(
@@ -380,7 +369,26 @@ impl Engine {
         self.db
             .set_settings(id, &json)
             .map_err(|e| format!("database: {e}"))?;
+        let reselect = (&s.wanted, &s.priorities, s.sequential)
+            != (
+                &e.settings.wanted,
+                &e.settings.priorities,
+                e.settings.sequential,
+            );
         if let Run::Running(h) = &e.run {
+            if reselect {
+                let count = e
+                    .info
+                    .as_ref()
+                    .map(|i| burrow_swarm::torrent::selection::user_files(i).len());
+                let files = count.and_then(|n| s.file_priorities(n));
+                let (h, seq) = (h.clone(), s.sequential);
+                tokio::spawn(async move {
+                    if let Err(err) = h.set_selection(files, Some(seq)).await {
+                        tracing::warn!(error = %err, "file selection refused");
+                    }
+                });
+            }
             h.set_rate_limits(
                 if s.down_enabled {
                     s.down_kbps * 1000
@@ -391,6 +399,9 @@ impl Engine {
             );
         }
         e.settings = s;
+        if matches!(e.run, Run::Idle) {
+            e.progress = e.stored_progress();
+        }
         Ok(())
     }
 

@@ -129,6 +129,8 @@ pub struct AddTorrent {
     pub peers: Vec<SocketAddr>,
     /// Keep seeding after completion.
     pub seed: bool,
+    /// Which files, in which order (a magnet's `so` applies when this names no files).
+    pub selection: crate::torrent::task::Selection,
 }
 
 /// A running session.
@@ -328,7 +330,10 @@ impl Session {
                 download_dir: add.download_dir,
                 peers,
                 seed: add.seed,
-                select_only,
+                selection: crate::torrent::task::Selection {
+                    so: add.selection.so.clone().or(select_only),
+                    ..add.selection
+                },
             },
         );
         self.routing.insert(info_hash, handle.sender());

@@ -9,6 +9,7 @@ pub mod picker;
 pub mod piece_buf;
 pub mod resume;
 pub mod resume_store;
+pub mod selection;
 pub mod status;
 pub mod storage;
 pub mod task;

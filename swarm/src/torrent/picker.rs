@@ -13,6 +13,16 @@ use crate::types::{BlockRef, PieceIndex, BLOCK_SIZE};
 pub const RANDOM_FIRST_PIECES: u32 = 4;
 /// In endgame, how many peers may be asked for the same block at once.
 pub const MAX_DUPLICATE_REQUESTS: u8 = 2;
+/// In sequential mode, how far ahead of the first missing piece pieces are taken in order;
+/// beyond it, rarest-first as usual, so rare pieces still spread through the swarm.
+pub const SEQUENTIAL_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
+/// Fewest and most pieces in the sequential window, whatever the piece size.
+pub const SEQUENTIAL_WINDOW_PIECES: (u32, u32) = (4, 1024);
+/// The rank of a wanted piece when no priorities are given.
+pub const NORMAL_RANK: u8 = 2;
+
+/// Queue order: higher rank first, then rarer, then a random tie-break.
+type QueueKey = (u8, u16, u32, u32);
 
 /// What a peer has, for picking.
 #[derive(Clone, Copy)]
@@ -70,13 +80,19 @@ pub struct Picker {
     total_length: u64,
     have: Bitfield,
     wanted: Bitfield,
+    /// Each piece's rank: 0 not wanted, higher picked first (see `selection`).
+    ranks: Vec<u8>,
+    /// Pieces within the window ahead of the first missing one go in index order.
+    sequential: bool,
+    /// No wanted piece before this one is missing (sequential mode's reading position).
+    cursor: u32,
     /// Availability among peers that are not seeds (seeds raise all pieces alike, so they
     /// are counted once in `seeds` and do not disturb the order).
     avail: Vec<u16>,
     seeds: u32,
     tiebreak: Vec<u32>,
-    /// Pieces wanted, not had and not started, ordered rarest first.
-    queue: BTreeSet<(u16, u32, u32)>,
+    /// Pieces wanted, not had and not started, by rank, then rarest first.
+    queue: BTreeSet<QueueKey>,
     partial: HashMap<u32, Partial>,
     /// Started pieces that still have free blocks, oldest first.
     open: Vec<u32>,
@@ -99,6 +115,9 @@ impl Picker {
             piece_length,
             total_length,
             wanted: Bitfield::full(n),
+            ranks: vec![NORMAL_RANK; n as usize],
+            sequential: false,
+            cursor: 0,
             have,
             avail: vec![0; n as usize],
             seeds: 0,
@@ -125,8 +144,13 @@ impl Picker {
         self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn key(&self, i: u32) -> (u16, u32, u32) {
-        (self.avail[i as usize], self.tiebreak[i as usize], i)
+    fn key(&self, i: u32) -> QueueKey {
+        (
+            u8::MAX - self.ranks[i as usize],
+            self.avail[i as usize],
+            self.tiebreak[i as usize],
+            i,
+        )
     }
 
     fn queued(&self, i: u32) -> bool {
@@ -159,8 +183,46 @@ impl Picker {
             self.have.len(),
             "wanted set of the wrong size"
         );
+        let ranks = (0..wanted.len())
+            .map(|i| if wanted.get(i) { NORMAL_RANK } else { 0 })
+            .collect();
+        self.set_ranks(ranks);
+    }
+
+    /// Sets every piece's rank (0: not wanted; higher ranks are picked first). Pieces already
+    /// started keep going.
+    pub fn set_ranks(&mut self, ranks: Vec<u8>) {
+        assert_eq!(
+            ranks.len(),
+            self.have.len() as usize,
+            "ranks of the wrong size"
+        );
+        let mut wanted = Bitfield::new(self.have.len());
+        for (i, &r) in ranks.iter().enumerate() {
+            if r > 0 {
+                wanted.set(i as u32, true);
+            }
+        }
         self.wanted = wanted;
+        self.ranks = ranks;
+        self.cursor = 0;
         self.rebuild_queue();
+    }
+
+    /// Each piece's rank.
+    pub fn ranks(&self) -> &[u8] {
+        &self.ranks
+    }
+
+    /// Turns in-order picking (for streaming) on or off.
+    pub fn set_sequential(&mut self, on: bool) {
+        self.sequential = on;
+        self.cursor = 0;
+    }
+
+    /// Whether pieces are picked in order.
+    pub fn is_sequential(&self) -> bool {
+        self.sequential
     }
 
     /// True when every wanted piece is verified.
@@ -334,24 +396,52 @@ impl Picker {
         !self
             .queue
             .iter()
-            .any(|&(_, _, i)| has.get(i) && allow(i, false))
+            .any(|&(_, _, _, i)| has.get(i) && allow(i, false))
             && !self.open.iter().any(|&i| has.get(i) && allow(i, true))
     }
 
     fn next_new_piece(&mut self, has: Has<'_>, allow: impl Fn(u32, bool) -> bool) -> Option<u32> {
-        let ok = |&&(_, _, i): &&(u16, u32, u32)| has.get(i) && allow(i, false);
-        if self.have.count() < RANDOM_FIRST_PIECES && !self.queue.is_empty() {
-            // A random candidate: start at a random rank and take the first the peer has.
-            let skip = (self.next_rand() % self.queue.len() as u64) as usize;
-            let found = self
+        let ok = |&&(_, _, _, i): &&QueueKey| has.get(i) && allow(i, false);
+        // The best rank this peer can serve: pieces of lower rank wait for it.
+        let &(top, ..) = self.queue.iter().find(ok)?;
+        if self.sequential {
+            if let Some(i) = self.next_in_order(u8::MAX - top, has, &allow) {
+                return Some(i);
+            }
+        } else if self.have.count() < RANDOM_FIRST_PIECES {
+            // A random candidate of that rank: start at a random place and take the first
+            // the peer has.
+            let same: Vec<u32> = self
                 .queue
                 .iter()
-                .skip(skip)
-                .chain(self.queue.iter().take(skip))
-                .find(ok);
-            return found.map(|&(_, _, i)| i);
+                .take_while(|k| k.0 == top)
+                .filter(ok)
+                .map(|&(_, _, _, i)| i)
+                .collect();
+            let pick = (self.next_rand() % same.len() as u64) as usize;
+            return Some(same[pick]);
         }
-        self.queue.iter().find(ok).map(|&(_, _, i)| i)
+        self.queue.iter().find(ok).map(|&(_, _, _, i)| i)
+    }
+
+    /// The first piece of rank `rank` in the window ahead of the first missing wanted piece
+    /// that is not started and that the peer has.
+    fn next_in_order(
+        &mut self,
+        rank: u8,
+        has: Has<'_>,
+        allow: impl Fn(u32, bool) -> bool,
+    ) -> Option<u32> {
+        let n = self.have.len();
+        while self.cursor < n && (self.have.get(self.cursor) || !self.wanted.get(self.cursor)) {
+            self.cursor += 1;
+        }
+        let (lo, hi) = SEQUENTIAL_WINDOW_PIECES;
+        let window =
+            (SEQUENTIAL_WINDOW_BYTES / self.piece_length as u64).clamp(lo as u64, hi as u64) as u32;
+        (self.cursor..n.min(self.cursor.saturating_add(window))).find(|&i| {
+            self.ranks[i as usize] == rank && self.queued(i) && has.get(i) && allow(i, false)
+        })
     }
 
     fn take_free(&mut self, i: u32, max: usize, out: &mut Vec<BlockRef>) {

@@ -249,3 +249,69 @@ fn pick_where_skips_refused_pieces_and_unreceived_blocks_come_back() {
     // A complete piece (being verified) keeps its blocks.
     assert!(!p.unreceive(&out[1]));
 }
+
+#[test]
+fn higher_ranks_first_and_rank_zero_never() {
+    let mut p = picker(8, 100);
+    // Ranks: 0 skip, 1 low, 2 normal, 3 high.
+    p.set_ranks(vec![1, 0, 3, 2, 1, 3, 2, 0]);
+    let mut out = Vec::new();
+    let mut order = Vec::new();
+    for _ in 0..8 {
+        out.clear();
+        p.pick(Has::All, 4, |_| false, &mut out);
+        if out.is_empty() {
+            break;
+        }
+        order.extend(pieces_of(&out));
+        complete(&mut p, &out);
+    }
+    let rank_of = |i: u32| [1, 0, 3, 2, 1, 3, 2, 0][i as usize];
+    let ranks: Vec<u8> = order.iter().map(|&i| rank_of(i)).collect();
+    assert_eq!(ranks, vec![3, 3, 2, 2, 1, 1], "order {order:?}");
+    assert!(p.is_complete());
+    assert!(!p.have().get(1) && !p.have().get(7));
+}
+
+#[test]
+fn sequential_mode_takes_pieces_in_order_within_the_window() {
+    // 1 MiB pieces: a window of 32.
+    let mut p = Picker::new(1 << 20, 100 << 20, Bitfield::new(100), 8, 3);
+    p.set_sequential(true);
+    let mut out = Vec::new();
+    p.pick(Has::All, 64 * 8, |_| false, &mut out);
+    assert_eq!(
+        pieces_of(&out),
+        (0..8).collect::<Vec<u32>>(),
+        "eight in order"
+    );
+    // A peer that lacks piece 8 gets the next in order it has.
+    let mut q = Picker::new(1 << 20, 100 << 20, Bitfield::new(100), 8, 3);
+    q.set_sequential(true);
+    let lacks: Bitfield = {
+        let mut b = Bitfield::full(100);
+        b.set(0, false);
+        b
+    };
+    out.clear();
+    q.pick(Has::Some(&lacks), 64, |_| false, &mut out);
+    assert_eq!(pieces_of(&out), vec![1]);
+    // Beyond the window, rarest first: a peer with only far pieces gets the rarest of them.
+    let mut r = Picker::new(1 << 20, 100 << 20, Bitfield::new(100), 8, 3);
+    r.set_sequential(true);
+    r.add_peer(Has::Some(&bf(100, &[60, 70, 80])));
+    r.add_peer(Has::Some(&bf(100, &[60, 80])));
+    let far = bf(100, &[60, 70, 80]);
+    out.clear();
+    r.pick(Has::Some(&far), 64, |_| false, &mut out);
+    assert_eq!(pieces_of(&out), vec![70], "rarest beyond the window");
+    // The reading position moves with what is verified.
+    let mut s = Picker::new(1 << 20, 100 << 20, Bitfield::new(100), 100, 3);
+    s.set_sequential(true);
+    for expect in 0..40u32 {
+        out.clear();
+        s.pick(Has::All, 64, |_| false, &mut out);
+        assert_eq!(pieces_of(&out), vec![expect]);
+        complete(&mut s, &out);
+    }
+}

@@ -9,13 +9,19 @@
 //! single cost of a fast download. Partial blocks at the edges, files that do not start on a
 //! 4 KiB boundary of the torrent and file systems that refuse direct I/O are written through
 //! the page cache as usual. Reads always go through the page cache.
+//!
+//! Files the user skipped are not created. The bytes a wanted piece holds of a skipped file
+//! (a piece shared with a wanted neighbour) go to a sparse side file in the download folder,
+//! `.<info-hash>.parts`, at their offset in the torrent, so the piece can be hashed again and
+//! served; when the file is wanted later, its bytes move from there into the file. A file that
+//! exists keeps its data, whether or not it is wanted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sha1::{Digest, Sha1};
 
@@ -42,6 +48,8 @@ struct Handles {
     dirty: HashSet<usize>,
     /// Descriptors for direct writes, for files in `open`; `None` where it was refused.
     direct: HashMap<usize, Option<Arc<File>>>,
+    /// The parts file was written since the last sync.
+    parts_dirty: bool,
 }
 
 /// The files of one torrent under a download folder.
@@ -53,6 +61,10 @@ pub struct Storage {
     handles: Mutex<Handles>,
     /// Whether verified pieces may be written by direct I/O.
     direct_io: bool,
+    /// Files the user skipped (one entry per file; pad files are never written anyway).
+    skipped: RwLock<Vec<bool>>,
+    /// The side file for skipped files' bytes in wanted pieces.
+    parts: PathBuf,
     /// Buffered writes are serialised: concurrent buffered writes to one file contend for its
     /// inode lock in the kernel, and spinning on it cost more CPU than the writes themselves.
     /// Direct writes of whole blocks into the preallocated file run in parallel (file systems
@@ -73,8 +85,11 @@ impl std::fmt::Debug for Storage {
 impl Storage {
     /// Maps `info`'s files under `root`. Nothing is created until the first write.
     pub fn new(info: &Info, root: impl Into<PathBuf>) -> Storage {
+        let root: PathBuf = root.into();
         Storage {
-            root: root.into(),
+            parts: root.join(format!(".{}.parts", info.info_hash.to_hex())),
+            skipped: RwLock::new(vec![false; info.files.len()]),
+            root,
             files: info.files.clone(),
             piece_length: info.piece_length,
             total_length: info.total_length,
@@ -88,6 +103,94 @@ impl Storage {
     pub fn with_direct_io(mut self, on: bool) -> Storage {
         self.direct_io = on;
         self
+    }
+
+    /// Marks which files the user skipped (one flag per file, pad files included). A file
+    /// that becomes wanted gets what the parts file holds of it first; writes and reads wait
+    /// meanwhile, so none sees it half moved.
+    pub fn set_skipped(&self, skipped: Vec<bool>) -> io::Result<()> {
+        assert_eq!(skipped.len(), self.files.len(), "one flag per file");
+        let mut layout = self.skipped.write().expect("storage lock poisoned");
+        for i in 0..skipped.len() {
+            if layout[i] && !skipped[i] && self.in_parts_with(&layout, i) {
+                self.adopt_parts(i)?;
+            }
+        }
+        *layout = skipped;
+        Ok(())
+    }
+
+    /// Where the bytes of skipped files in wanted pieces are kept.
+    pub fn parts_path(&self) -> &Path {
+        &self.parts
+    }
+
+    /// Whether file `i`'s bytes go to the parts file: skipped and not on disk.
+    fn in_parts_with(&self, skipped: &[bool], i: usize) -> bool {
+        skipped[i]
+            && !self
+                .handles
+                .lock()
+                .expect("storage lock poisoned")
+                .open
+                .contains_key(&i)
+            && !self.path_of(i).exists()
+    }
+
+    fn parts_file(&self, create: bool) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(create)
+            .create(create)
+            .truncate(false)
+            .open(&self.parts)?;
+        if create && f.metadata()?.len() < self.total_length {
+            // Sparse: only the bytes written take room.
+            f.set_len(self.total_length)?;
+        }
+        Ok(f)
+    }
+
+    /// Creates file `i` with what the parts file holds of it: the ranges written there (the
+    /// file system's data extents), everything else left for downloads to fill.
+    fn adopt_parts(&self, i: usize) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let e = &self.files[i];
+        let f = self.handle(i, true)?;
+        let parts = match self.parts_file(false) {
+            Ok(p) => p,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let (start, end) = (e.offset, e.offset + e.length);
+        let mut at = start;
+        let mut buf = Vec::new();
+        while at < end {
+            // SAFETY: lseek only reads the descriptor and integers.
+            let data =
+                unsafe { libc::lseek(parts.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
+            if data < 0 || data as u64 >= end {
+                break; // ENXIO: no data after `at`.
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(parts.as_raw_fd(), data, libc::SEEK_HOLE) };
+            let stop = if hole < 0 {
+                end
+            } else {
+                (hole as u64).min(end)
+            };
+            let from = data as u64;
+            buf.resize((stop - from) as usize, 0);
+            parts.read_exact_at(&mut buf, from)?;
+            f.write_all_at(&buf, from - start)?;
+            at = stop;
+        }
+        self.handles
+            .lock()
+            .expect("storage lock poisoned")
+            .dirty
+            .insert(i);
+        Ok(())
     }
 
     /// Byte offset of piece `piece` in the torrent's byte stream.
@@ -176,13 +279,24 @@ impl Storage {
 
     /// Writes a verified piece. Pad-file ranges are skipped.
     pub fn write_piece(&self, piece: PieceIndex, data: &[u8]) -> io::Result<()> {
+        let layout = self.skipped.read().expect("storage lock poisoned");
         let start = piece.0 as u64 * self.piece_length as u64;
         self.spans(start, data.len(), |i, at, range| {
             if self.files[i].pad {
                 return Ok(());
             }
-            let f = self.handle(i, true)?;
             let bytes = &data[range];
+            if self.in_parts_with(&layout, i) {
+                let _serial = self.write_lock.lock().expect("storage write lock poisoned");
+                let at = self.files[i].offset + at;
+                self.parts_file(true)?.write_all_at(bytes, at)?;
+                self.handles
+                    .lock()
+                    .expect("storage lock poisoned")
+                    .parts_dirty = true;
+                return Ok(());
+            }
+            let f = self.handle(i, true)?;
             if !(self.direct_io && self.write_direct(i, &f, bytes, at)?) {
                 let _serial = self.write_lock.lock().expect("storage write lock poisoned");
                 f.write_all_at(bytes, at)?;
@@ -254,10 +368,15 @@ impl Storage {
 
     /// Reads `buf.len()` bytes at torrent offset `start`; pad-file ranges read as zeros.
     pub fn read(&self, start: u64, buf: &mut [u8]) -> io::Result<()> {
+        let layout = self.skipped.read().expect("storage lock poisoned");
         self.spans(start, buf.len(), |i, at, range| {
             if self.files[i].pad {
                 buf[range].fill(0);
                 return Ok(());
+            }
+            if self.in_parts_with(&layout, i) {
+                let at = self.files[i].offset + at;
+                return self.parts_file(false)?.read_exact_at(&mut buf[range], at);
             }
             self.handle(i, false)?.read_exact_at(&mut buf[range], at)
         })
@@ -279,8 +398,9 @@ impl Storage {
 
     /// Creates files of length zero, which no piece write would ever create.
     pub fn create_empty_files(&self) -> io::Result<()> {
+        let skipped = self.skipped.read().expect("storage lock poisoned").clone();
         for (i, f) in self.files.iter().enumerate() {
-            if f.length == 0 && !f.pad {
+            if f.length == 0 && !f.pad && !skipped[i] {
                 self.handle(i, true)?;
             }
         }
@@ -290,10 +410,23 @@ impl Storage {
     /// Flushes file data written since the last call to stable storage, and the files passed
     /// to [`Storage::mark_unflushed`].
     pub fn sync(&self) -> io::Result<()> {
-        let dirty: Vec<usize> = {
+        let (dirty, parts): (Vec<usize>, bool) = {
             let mut h = self.handles.lock().expect("storage lock poisoned");
-            h.dirty.drain().collect()
+            (
+                h.dirty.drain().collect(),
+                std::mem::take(&mut h.parts_dirty),
+            )
         };
+        if parts {
+            if let Err(e) = self.parts_file(false).and_then(|f| f.sync_data()) {
+                self.handles
+                    .lock()
+                    .expect("storage lock poisoned")
+                    .parts_dirty = true;
+                self.remark(&dirty);
+                return Err(e);
+            }
+        }
         for (n, &i) in dirty.iter().enumerate() {
             let f = match self.handle(i, false) {
                 Ok(f) => f,
@@ -320,7 +453,9 @@ impl Storage {
     /// Marks the files holding `pieces` for the next [`Storage::sync`]: their bytes may have
     /// been written by an earlier run and still be only in the page cache.
     pub fn mark_unflushed(&self, pieces: &[u32]) {
+        let parts = !pieces.is_empty() && self.parts.exists();
         let mut h = self.handles.lock().expect("storage lock poisoned");
+        h.parts_dirty |= parts;
         for &p in pieces {
             // A full piece length past the torrent's end covers no further file.
             for i in self.files_of_piece(PieceIndex(p), self.piece_length) {
@@ -333,12 +468,20 @@ impl Storage {
 
     /// Size and mtime of every file (`None` for missing files and pad files).
     pub fn stamps(&self) -> Vec<Option<FileStamp>> {
+        let layout = self.skipped.read().expect("storage lock poisoned");
         (0..self.files.len())
             .map(|i| {
                 if self.files[i].pad {
                     return None;
                 }
-                let m = std::fs::metadata(self.path_of(i)).ok()?;
+                // A skipped file's bytes in wanted pieces are in the parts file, which is as
+                // long as the torrent: its stamp stands for theirs.
+                let m = std::fs::metadata(self.path_of(i))
+                    .or_else(|e| match self.in_parts_with(&layout, i) {
+                        true => std::fs::metadata(&self.parts),
+                        false => Err(e),
+                    })
+                    .ok()?;
                 let mtime = m.modified().ok()?;
                 let ns = match mtime.duration_since(std::time::UNIX_EPOCH) {
                     Ok(d) => d.as_nanos() as i128,
@@ -391,6 +534,7 @@ mod tests {
     use super::*;
     use crate::metainfo::info_of;
     use crate::torrent::piece_buf::PieceBuf;
+    use std::os::unix::fs::MetadataExt;
 
     fn fixture() -> (tempfile::TempDir, Info, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
@@ -461,6 +605,62 @@ mod tests {
         assert!(s.read(199_999, &mut [0u8; 2]).is_err());
         assert_eq!(s.files_of_piece(PieceIndex(2), 32768), 0..3);
         assert!(s.stamps().iter().all(|st| st.is_some()));
+    }
+
+    /// A skipped file is never created: its bytes in pieces shared with wanted files go to the
+    /// parts file, the pieces still verify from disk, and when the file is wanted later its
+    /// bytes move into it.
+    #[test]
+    fn skipped_files_are_not_created_and_their_edges_live_in_the_parts_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src/t");
+        std::fs::create_dir_all(&src).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // 32 KiB pieces: b (20 000 bytes) sits inside pieces 1 and 2, shared with a and c;
+        // c is long enough to have pieces of its own.
+        std::fs::write(src.join("a"), &data[..50_000]).unwrap();
+        std::fs::write(src.join("b"), &data[50_000..70_000]).unwrap();
+        std::fs::write(src.join("c"), &data[70_000..]).unwrap();
+        let info = info_of(&src, 32768);
+        for direct in [false, true] {
+            let out = dir.path().join(format!("out{direct}"));
+            let s = Storage::new(&info, &out).with_direct_io(direct);
+            s.set_skipped(vec![false, true, false]).unwrap();
+            for p in 0..info.piece_count() {
+                let at = info.piece_offset(PieceIndex(p)) as usize;
+                let len = info.piece_len(PieceIndex(p)) as usize;
+                s.write_piece(PieceIndex(p), &data[at..at + len]).unwrap();
+            }
+            let root = out.join("t");
+            assert!(!root.join("b").exists(), "a skipped file is not created");
+            assert_eq!(std::fs::read(root.join("a")).unwrap(), &data[..50_000]);
+            assert_eq!(std::fs::read(root.join("c")).unwrap(), &data[70_000..]);
+            let parts = std::fs::metadata(s.parts_path()).unwrap();
+            assert!(
+                parts.blocks() * 512 < 200_000,
+                "sparse: {} blocks",
+                parts.blocks()
+            );
+            let mut buf = Vec::new();
+            for p in 0..info.piece_count() {
+                let (len, hash) = (info.piece_len(PieceIndex(p)), &info.pieces[p as usize]);
+                assert!(
+                    s.check_piece(PieceIndex(p), len, hash, &mut buf),
+                    "piece {p}"
+                );
+            }
+            assert!(
+                s.stamps().iter().all(|st| st.is_some()),
+                "every file has a stamp, so resume data trusts the pieces"
+            );
+            s.sync().unwrap();
+            // Wanted after all: its bytes come out of the parts file.
+            s.set_skipped(vec![false; 3]).unwrap();
+            assert_eq!(
+                std::fs::read(root.join("b")).unwrap(),
+                &data[50_000..70_000]
+            );
+        }
     }
 
     #[test]

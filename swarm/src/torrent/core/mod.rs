@@ -7,6 +7,7 @@ mod exchange;
 mod messages;
 mod metadata;
 mod requests;
+mod select;
 mod smartban;
 mod tick;
 
@@ -226,6 +227,10 @@ pub struct TorrentCore {
     ban: smartban::SmartBan,
     actions: VecDeque<Action>,
     stats: CoreStats,
+    /// Piece ranks chosen before the picker started.
+    pending_ranks: Option<Vec<u8>>,
+    /// Pieces are picked in order (streaming).
+    sequential: bool,
     rng: u64,
 }
 
@@ -260,6 +265,8 @@ impl TorrentCore {
             ban: smartban::SmartBan::new(seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15),
             actions: VecDeque::new(),
             stats: CoreStats::default(),
+            pending_ranks: None,
+            sequential: false,
             rng: seed | 1,
         }
     }
@@ -387,13 +394,6 @@ impl TorrentCore {
         self.config.our_ipv4 = v4;
         self.config.our_ipv6 = v6;
     }
-    /// Stops downloading pieces outside `wanted` (BEP 53 `so`, file selection).
-    pub fn set_wanted(&mut self, wanted: Bitfield) {
-        if let Some(p) = &mut self.picker {
-            p.set_wanted(wanted);
-            self.after_have_changed();
-        }
-    }
     /// The next action for the driver.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -424,6 +424,7 @@ impl TorrentCore {
         }
         let have_now: Vec<u32> = picker.have().ones().collect();
         self.picker = Some(picker);
+        self.apply_selection();
         self.phase = Phase::Downloading;
         for k in keys {
             for &i in &have_now {

@@ -14,6 +14,7 @@ use crate::connectivity::Route;
 use crate::metainfo::Info;
 use crate::peer::limit::{LinkLimits, RateLimits};
 use crate::torrent::bitfield::Bitfield;
+use crate::torrent::selection::FilePriority;
 
 /// Requests to a running torrent.
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub(crate) struct Extra {
     /// A checkpoint is being written; another must wait for it, so that one checkpoint's
     /// flush can never be overtaken by a later checkpoint's record.
     pub saving: bool,
+    /// Counts changes of the selection, so derived figures know when to be recomputed.
+    pub selection_version: u64,
+    /// Wanted and verified bytes, and the (verified pieces, selection version) they are for.
+    pub sizes: (Option<(u32, u64)>, (u64, u64)),
 }
 
 /// One connected peer, as shown to users.
@@ -72,6 +77,10 @@ pub struct TorrentDetails {
     pub peers: Vec<PeerDetails>,
     /// Addresses banned for bad data (the latest), and why.
     pub banned: Vec<crate::torrent::status::BannedPeer>,
+    /// Priority of each file as users number them (pad files left out), once files are known.
+    pub file_priorities: Vec<FilePriority>,
+    /// Pieces are picked in order.
+    pub sequential: bool,
 }
 
 impl TorrentHandle {
@@ -117,6 +126,8 @@ impl Task {
                     trackers: self.p.trackers.clone(),
                     download_dir: self.p.download_dir.clone(),
                     peers,
+                    file_priorities: self.user_priorities(),
+                    sequential: self.p.selection.sequential,
                     banned: self.status.banned.clone(),
                 });
             }

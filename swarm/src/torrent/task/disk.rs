@@ -13,6 +13,7 @@ use crate::metainfo::Info;
 use crate::torrent::bitfield::Bitfield;
 use crate::torrent::piece_buf::PieceBuf;
 use crate::torrent::resume::{boot_id, plan_start, ResumeData};
+use crate::torrent::selection::FilePriority;
 use crate::torrent::storage::Storage;
 use crate::types::PieceIndex;
 
@@ -117,9 +118,23 @@ impl Task {
     }
 
     pub(super) fn start_check(&mut self, info: Arc<Info>) {
+        let prios = match self.p.selection.check(&info) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "file selection does not fit the torrent");
+                self.error = Some(e.to_string());
+                self.publish();
+                return;
+            }
+        };
         let storage = Arc::new(
             Storage::new(&info, &self.p.download_dir).with_direct_io(self.env.settings.direct_io),
         );
+        // Before any write: skipped files are never created. Nothing moves on a new storage.
+        let skipped = prios.iter().map(|p| *p == FilePriority::Skip).collect();
+        if let Err(e) = storage.set_skipped(skipped) {
+            tracing::warn!(error = %e, "cannot set up skipped files");
+        }
         self.storage = Some(storage.clone());
         let store = self.env.resume.clone();
         let tx = self.tx.clone();

@@ -69,6 +69,8 @@ pub(crate) enum TaskMsg {
         found: usize,
     },
     PunchFailed(SocketAddr),
+    /// A change of files or order (see `select`).
+    Select(super::select::SelectionChange),
     /// A request from outside (see `control`).
     Control(control::Control),
 }
@@ -89,8 +91,8 @@ pub struct TorrentParams {
     pub peers: Vec<SocketAddr>,
     /// Keep seeding after completion.
     pub seed: bool,
-    /// File indices to download; all when `None`.
-    pub select_only: Option<Vec<usize>>,
+    /// Which files, in which order.
+    pub selection: super::Selection,
 }
 
 /// A handle on a running torrent.

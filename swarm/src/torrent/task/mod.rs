@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::bitfield::Bitfield;
 use super::core::{Action, CoreConfig, TorrentCore};
 use super::env::TorrentEnv;
 use super::resume::boot_id;
@@ -27,10 +26,12 @@ mod disk;
 mod handle;
 mod links;
 mod report;
+mod select;
 pub use control::{PeerDetails, TorrentDetails};
 pub(crate) use handle::TaskMsg;
 pub use handle::{TorrentHandle, TorrentParams};
 use links::Links;
+pub use select::Selection;
 
 /// How often resume data is written while pieces keep arriving (the default of
 /// `SessionConfig::checkpoint_interval`).
@@ -319,6 +320,7 @@ impl Task {
                     self.lifetime = (r.uploaded, r.downloaded);
                 }
                 self.unflushed = unflushed;
+                self.apply_selection();
                 self.core.attach(have);
                 self.publish();
                 if let Some(storage) = self.storage.clone() {
@@ -328,15 +330,6 @@ impl Task {
                             tracing::warn!(error = %e, "cannot create empty files");
                         }
                     });
-                }
-                if let (Some(sel), Some(info)) = (&self.p.select_only, self.core.info().cloned()) {
-                    let mut wanted = Bitfield::new(info.piece_count());
-                    for &f in sel.iter().filter(|&&f| f < info.files.len()) {
-                        for p in info.pieces_of_file(f) {
-                            wanted.set(p, true);
-                        }
-                    }
-                    self.core.set_wanted(wanted);
                 }
                 self.dial_more();
             }
@@ -353,6 +346,7 @@ impl Task {
                 self.unflushed.extend(retry);
             }
             TaskMsg::Control(c) => self.on_control(c),
+            TaskMsg::Select(c) => self.on_select(c),
             TaskMsg::Shutdown(_) => unreachable!("handled by the run loop"),
         }
     }

@@ -4,8 +4,8 @@
 
 use super::Task;
 use crate::torrent::core::Phase;
+use crate::torrent::selection::wanted_and_verified;
 use crate::torrent::status::TorrentState;
-use crate::types::PieceIndex;
 
 impl Task {
     /// Hands the payload each connection sent since the last call to the core, including
@@ -56,21 +56,12 @@ impl Task {
         if let (Some(info), Some(have)) = (self.core.info(), self.core.have()) {
             st.pieces = info.piece_count();
             st.pieces_have = have.count();
-            let last = info.piece_count() - 1;
-            let piece_bytes = |i: u32| info.piece_len(PieceIndex(i)) as u64;
-            let wanted = self.core.wanted();
-            st.wanted_bytes = wanted.map_or(0, |w| {
-                w.count() as u64 * info.piece_length as u64
-                    - if w.get(last) {
-                        info.piece_length as u64 - piece_bytes(last)
-                    } else {
-                        0
-                    }
-            });
-            let both = wanted.map_or(0, |w| {
-                have.ones().filter(|&i| w.get(i)).map(piece_bytes).sum()
-            });
-            st.verified_bytes = both;
+            let key = (have.count(), self.extra.selection_version);
+            if self.extra.sizes.0 != Some(key) {
+                let prios = self.p.selection.resolve(info);
+                self.extra.sizes = (Some(key), wanted_and_verified(info, have, &prios));
+            }
+            (st.wanted_bytes, st.verified_bytes) = self.extra.sizes.1;
         }
         st.download_rate = s.download_rate;
         st.upload_rate = s.upload_rate;
