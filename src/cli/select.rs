@@ -16,7 +16,7 @@ pub struct SelectArgs {
     #[arg(long, value_name = "LIST")]
     files: Option<String>,
     /// Download only files whose name matches (`*.mkv`; a pattern with `/` matches the path
-    /// inside the torrent); repeatable, and combines with --files.
+    /// inside the torrent's folder, `season1/*.mkv`); repeatable, and combines with --files.
     #[arg(long, value_name = "PATTERN")]
     files_glob: Vec<String>,
     /// Download these files first (numbers, as for --files).

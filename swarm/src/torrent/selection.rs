@@ -141,9 +141,9 @@ pub fn parse_file_list(s: &str, count: usize) -> Result<Vec<usize>, SelectionErr
     Ok(out)
 }
 
-/// Whether `name` matches the shell-style `pattern` (`*` any run of characters, `?` one
+/// Whether `path` matches the shell-style `pattern` (`*` any run of characters, `?` one
 /// character; everything else literal). A pattern without `/` is matched against the file's
-/// name alone, one with `/` against its whole path inside the torrent.
+/// name alone, one with `/` against the whole path.
 pub fn glob_matches(pattern: &str, path: &str) -> bool {
     let subject = if pattern.contains('/') {
         path
@@ -189,7 +189,10 @@ pub fn files_matching(info: &Info, patterns: &[String]) -> Result<Vec<usize>, Se
     for pat in patterns {
         let before = out.len();
         for (n, &i) in files.iter().enumerate() {
-            if glob_matches(pat, &display_path(info, i)) {
+            // Inside the torrent's folder, or with the folder's name: either way matches.
+            let path = display_path(info, i);
+            let inner = path.split_once('/').map_or(path.as_str(), |(_, rest)| rest);
+            if glob_matches(pat, &path) || glob_matches(pat, inner) {
                 out.push(n);
             }
         }
