@@ -159,6 +159,8 @@ pub struct TorrentView {
     pub finished: bool,
     /// Its settings.
     pub settings: TorrentSettings,
+    /// Which files, in which order, as in force.
+    pub selection: burrow_swarm::torrent::task::Selection,
     /// Seconds spent seeding.
     pub seeding_secs: u64,
     /// The running torrent, for detailed questions.
@@ -168,6 +170,18 @@ pub struct TorrentView {
 }
 
 impl TorrentView {
+    /// Each file's priority as users number them (empty before the files are known).
+    pub fn file_priorities(&self) -> Vec<FilePriority> {
+        let Some(info) = &self.info else {
+            return Vec::new();
+        };
+        let all = self.selection.resolve(info);
+        burrow_swarm::torrent::selection::user_files(info)
+            .iter()
+            .map(|&i| all[i])
+            .collect()
+    }
+
     /// Fraction of wanted bytes verified.
     pub fn progress(&self) -> f64 {
         if self.wanted_bytes == 0 {

@@ -3,6 +3,7 @@
 //! numbers, an empty list meaning every file), `sequentialDownload`, `labels`, and the new
 //! `location` of `torrent-set-location` (with `move`).
 
+use burrow_swarm::torrent::selection::FilePriority;
 use serde_json::{Map, Value};
 
 use super::model::{TorrentSettings, TorrentView};
@@ -104,15 +105,15 @@ pub fn apply(
     Ok(())
 }
 
-/// `wanted` and `priorities` for `count` files, as `torrent-get` shows them.
-pub fn shown(s: &TorrentSettings, count: usize) -> (Vec<bool>, Vec<i8>) {
-    let wanted = match &s.wanted {
-        Some(w) if w.len() == count => w.clone(),
-        _ => vec![true; count],
-    };
-    let prios = match &s.priorities {
-        Some(p) if p.len() == count => p.clone(),
-        _ => vec![0; count],
-    };
-    (wanted, prios)
+/// `wanted` and `priorities` of each file, as `torrent-get` shows them.
+pub fn shown(t: &TorrentView) -> (Vec<bool>, Vec<i8>) {
+    t.file_priorities()
+        .iter()
+        .map(|p| match p {
+            FilePriority::Skip => (false, 0),
+            FilePriority::Low => (true, -1),
+            FilePriority::Normal => (true, 0),
+            FilePriority::High => (true, 1),
+        })
+        .unzip()
 }

@@ -177,16 +177,8 @@ fn field(
             .info
             .as_ref()
             .map_or_else(Vec::new, |i| file_stats(t, i, have))),
-        "priorities" => {
-            json!(t
-                .info
-                .as_ref()
-                .map_or_else(Vec::new, |i| shown(&t.settings, visible(i).count()).1))
-        }
-        "wanted" => json!(t.info.as_ref().map_or_else(Vec::new, |i| {
-            let (w, _) = shown(&t.settings, visible(i).count());
-            w.into_iter().map(u8::from).collect()
-        })),
+        "priorities" => json!(shown(t).1),
+        "wanted" => json!(shown(t).0.into_iter().map(u8::from).collect::<Vec<_>>()),
         "sequentialDownload" => json!(t.settings.sequential),
         "labels" => json!(t.settings.labels),
         "peers" => json!(details.map_or_else(Vec::new, peers)),
@@ -211,7 +203,7 @@ fn files(info: &Info, have: Option<&Bitfield>) -> Vec<Value> {
 }
 
 fn file_stats(t: &TorrentView, info: &Info, have: Option<&Bitfield>) -> Vec<Value> {
-    let (wanted, prios) = shown(&t.settings, visible(info).count());
+    let (wanted, prios) = shown(t);
     visible(info)
         .zip(wanted.into_iter().zip(prios))
         .map(|(i, (w, p))| json!({ "bytesCompleted": file_done(info, i, have), "wanted": w, "priority": p }))

@@ -229,7 +229,7 @@ impl Entry {
     }
 
     /// Which files, in which order: the user's choice over RPC, else a magnet's `so`.
-    fn selection(&self) -> Selection {
+    pub(super) fn selection(&self) -> Selection {
         let count = self
             .info
             .as_ref()

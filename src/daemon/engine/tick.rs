@@ -296,6 +296,7 @@ impl Engine {
             error: e.error.clone(),
             finished: e.finished,
             settings: e.settings.clone(),
+            selection: e.selection(),
             seeding_secs: e.seeding_secs,
             stored_have: e.stored_have.clone(),
             handle,
